@@ -1,0 +1,1 @@
+"""Where data enters and leaves the pipeline: Cassandra capture, destination sinks, secret stores."""

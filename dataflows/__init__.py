@@ -1,0 +1,1 @@
+"""The Bytewax flows that wire capture, operators and sinks together."""

@@ -1,0 +1,1 @@
+"""The steps a change passes through between capture and the sinks."""
