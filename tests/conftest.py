@@ -7,6 +7,7 @@ from OpenBao with the pipeline's least-privilege token (see devstack/openbao.py)
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -50,3 +51,105 @@ def creds(openbao_env):
         )
 
     return lookup
+
+
+@pytest.fixture(scope="session")
+def cassandra_clusters(openbao_env):
+    """{commit-log version: ClusterInfo} of both Cassandra clusters, started and healthy.
+
+    A cluster keeps the node count it was created with (1, or 3 after `devstack up --nodes 3`):
+    the fixture starts each with its own count, so these tests run against either.
+    """
+    from devstack.cassandra import CLUSTERS, CassandraService, cluster_info, configured_nodes
+
+    by_size: dict[int, list[int]] = {}
+    for version, cluster in CLUSTERS.items():
+        by_size.setdefault(configured_nodes(cluster) or 1, []).append(version)
+    for nodes, versions in by_size.items():  # clusters of one size boot together: quicker
+        CassandraService(versions=tuple(versions), nodes=nodes).start()
+    return {version: cluster_info(version) for version in CLUSTERS}
+
+
+@pytest.fixture(scope="session")
+def postgres_service():
+    """The stack's PostgreSQL, installed if missing and started (idempotent; left running)."""
+    from devstack.postgres import PostgresService
+
+    service = PostgresService()
+    service.install()
+    service.start()
+    return service
+
+
+@pytest.fixture(scope="session")
+def clickhouse_service():
+    """The stack's ClickHouse, installed if missing and started (idempotent; left running)."""
+    from devstack.clickhouse import ClickHouseService
+
+    service = ClickHouseService()
+    service.install()
+    service.start()
+    return service
+
+
+@pytest.fixture
+def cassandra_keyspace(cassandra_clusters, creds):
+    """keyspace(version=7) -> (admin session, quoted keyspace name), dropped after the test.
+
+    Replication: NetworkTopologyStrategy with RF = the cluster's node count (3 in 3-node mode).
+    """
+    from cassandra.metadata import protect_name
+
+    from devstack.cassandra import connect
+
+    opened = []
+
+    def make(version: int = 7):
+        info = cassandra_clusters[version]
+        cluster, sess = connect(version, "admin", password=creds("cassandra", "admin").password)
+        name = protect_name(f"test_{uuid.uuid4().hex[:16]}")
+        rf = len(info.contact_points)
+        sess.execute(f"CREATE KEYSPACE {name} WITH replication = "
+                     f"{{'class': 'NetworkTopologyStrategy', 'datacenter1': {rf}}}")
+        opened.append((cluster, sess, name))
+        return sess, name
+
+    yield make
+    for cluster, sess, name in opened:
+        try:
+            sess.execute(f"DROP KEYSPACE IF EXISTS {name}")
+        finally:
+            cluster.shutdown()
+
+
+@pytest.fixture
+def postgres_schema(postgres_service, creds):
+    """A fresh schema in database `cdc` where the pipeline role may create tables; dropped after."""
+    from psycopg import sql
+
+    from devstack import postgres
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    pipeline = creds("postgres", "pipeline").username
+    with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            sql.Identifier(name), sql.Identifier(pipeline)))
+    yield name
+    with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def clickhouse_database(clickhouse_service):
+    """A fresh ClickHouse database (for the admin user; the pipeline user is confined to `cdc`),
+    dropped after the test."""
+    from clickhouse_connect.driver.binding import quote_identifier
+
+    from devstack import clickhouse
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    client = clickhouse.connect("admin")
+    client.command(f"CREATE DATABASE {quote_identifier(name)}")
+    yield name
+    client.command(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
+    client.close()
