@@ -112,20 +112,8 @@ def stop(name: str, *, timeout: float = 60.0) -> bool:
     proc = tracked(name)
     if proc is None:
         return False
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _start_time(proc.pid) == proc.started:
-        time.sleep(0.1)
-    if _start_time(proc.pid) == proc.started:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while _start_time(proc.pid) == proc.started:
-            time.sleep(0.05)
+    if not _signal_and_wait(proc, signal.SIGTERM, timeout):
+        _signal_and_wait(proc, signal.SIGKILL, None)
     _pidfile(name).unlink(missing_ok=True)
     return True
 
@@ -135,13 +123,22 @@ def kill(name: str) -> bool:
     proc = tracked(name)
     if proc is None:
         return False
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while _start_time(proc.pid) == proc.started:
-        time.sleep(0.05)
+    _signal_and_wait(proc, signal.SIGKILL, None)
     _pidfile(name).unlink(missing_ok=True)
+    return True
+
+
+def _signal_and_wait(proc: Tracked, signum: int, timeout: float | None) -> bool:
+    """Send SIGNUM to PROC's process group; True once it is gone, False if TIMEOUT passed first."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while _start_time(proc.pid) == proc.started:
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 

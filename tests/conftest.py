@@ -70,26 +70,26 @@ def cassandra_clusters(openbao_env):
     return {version: cluster_info(version) for version in CLUSTERS}
 
 
+def _started(service):
+    service.install()
+    service.start()
+    return service
+
+
 @pytest.fixture(scope="session")
-def postgres_service():
+def postgres_service(openbao_env):
     """The stack's PostgreSQL, installed if missing and started (idempotent; left running)."""
     from devstack.postgres import PostgresService
 
-    service = PostgresService()
-    service.install()
-    service.start()
-    return service
+    return _started(PostgresService())
 
 
 @pytest.fixture(scope="session")
-def clickhouse_service():
+def clickhouse_service(openbao_env):
     """The stack's ClickHouse, installed if missing and started (idempotent; left running)."""
     from devstack.clickhouse import ClickHouseService
 
-    service = ClickHouseService()
-    service.install()
-    service.start()
-    return service
+    return _started(ClickHouseService())
 
 
 @pytest.fixture

@@ -1,0 +1,58 @@
+"""PID files that survive crashes safely: a reused PID is never taken for (or killed as) ours."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from devstack import process
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDC_STACK_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_start_tracks_and_stop_ends_the_process(home):
+    proc = process.start("sleeper", ["sleep", "60"], log_path=home / "sleeper.log")
+    assert process.tracked("sleeper") == proc
+    assert process.stop("sleeper", timeout=5)
+    assert process.tracked("sleeper") is None
+    assert not (home / "run" / "sleeper.pid").exists()
+    assert process.stop("sleeper") is False
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(home):
+    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    stubborn = [sys.executable, "-c", ignore_term]
+    process.start("stubborn", stubborn, log_path=home / "stubborn.log")
+    time.sleep(0.3)  # let it install its handler
+    began = time.monotonic()
+    assert process.stop("stubborn", timeout=1)
+    assert time.monotonic() - began < 10
+    assert process.tracked("stubborn") is None
+
+
+def test_a_pid_file_naming_another_process_is_stale_and_never_killed(home):
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        # A crash left a PID file whose PID now belongs to someone else (other start time).
+        (home / "run").mkdir(exist_ok=True)
+        (home / "run" / "ghost.pid").write_text(f"{bystander.pid} 12345\n")
+        assert process.tracked("ghost") is None
+        assert not (home / "run" / "ghost.pid").exists()
+        assert process.kill("ghost") is False
+        assert bystander.poll() is None  # still alive
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_kill_is_immediate(home):
+    process.start("victim", ["sleep", "60"], log_path=home / "victim.log")
+    assert process.kill("victim")
+    assert process.tracked("victim") is None
