@@ -27,7 +27,9 @@ def test_start_tracks_and_stop_ends_the_process(home):
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(home):
-    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    ignore_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    )
     stubborn = [sys.executable, "-c", ignore_term]
     process.start("stubborn", stubborn, log_path=home / "stubborn.log")
     time.sleep(0.3)  # let it install its handler
