@@ -1,0 +1,1 @@
+"""Capture from Apache Cassandra: commit-log segments in cdc_raw -> change events."""
