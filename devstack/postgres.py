@@ -96,7 +96,7 @@ def _write_owned(path: Path, text: str, mode: int = 0o600) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     path.write_text(text)
-    chown_to(path, mode)
+    chown_to(path, OS_USER, mode)
     return True
 
 
