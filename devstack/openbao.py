@@ -158,10 +158,12 @@ class OpenBaoService:
         if client.sys.is_sealed():
             client.sys.submit_unseal_key(init["unseal_key"])
         root = _client(init["root_token"])
+        # Unsealed is not enough: until raft has elected this node leader, storage is read-only
+        # (writes fail with "cannot write to readonly storage"). /sys/health is 200 once active.
         wait_until(
-            lambda: not root.sys.is_sealed(),
+            lambda: root.sys.read_health_status(method="HEAD").status_code == 200,
             timeout=30,
-            what="OpenBao unseal",
+            what="OpenBao unsealed and active",
             log_path=_log_path(),
         )
         return root
