@@ -1,1 +1,1 @@
-"""Where data enters and leaves the pipeline: Cassandra capture, destination sinks, secret stores."""
+"""Where data enters and leaves the pipeline: Cassandra capture, sinks, secret references."""
