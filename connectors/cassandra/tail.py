@@ -1,0 +1,200 @@
+"""Following one node's cdc_raw directory: a durable cursor over its segments, in order.
+
+The cursor is a ``Position``: a segment id and a logical offset in it (the ``end`` of the last
+entry handed out, or the ``resume_at`` of the last error record), plus ``done`` once the segment
+has been read to its end. Nothing else is state, so a position saved with a Bytewax snapshot is
+all it takes to resume after a crash, and replay from it yields exactly the same records.
+
+Which bytes of a segment may be read (cassandra-cdc.md section 1):
+
+- its _cdc.idx says ``<offset>``: up to that offset (the node may still be writing after it);
+- it says ``<offset>\\nCOMPLETED``: the whole segment, to its end marker;
+- it has no readable idx (missing, or caught empty mid-rewrite): nothing yet;
+- UNLESS a later segment already has an idx: then this one is read to its end marker, whatever
+  its own idx says. Cassandra syncs segments in order, waiting for every write into a section,
+  and a segment only gets an idx when a sync covers it, so a later segment with an idx means
+  this one is closed and its content final. That covers a node killed before it wrote COMPLETED
+  (the entries after its last sync are real: the process died, not the page cache, and the
+  node's own replay applies them) and a segment pre-allocated but never used (no entries).
+  Bytes torn by a machine crash fail their CRCs and become error records, not silence.
+
+Segments are visited in id order (ids grow with time on one node); a segment that disappears
+between listing and reading (deleted by its owner after full consumption) is skipped only if the
+cursor is already past it; otherwise that is an error: the consumer must not lose it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from connectors.cassandra.cdc_index import CdcIndex, IndexNotReady, read_cdc_index
+from connectors.cassandra.segment import Entry, ReadError, read_segment
+
+_SEGMENT = re.compile(r"^CommitLog-(\d+)-(\d+)\.log$")
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a node's stream stands: everything before (segment_id, offset) was handed out.
+
+    ``offset`` 0 means "from the beginning of the segment"; ``done`` means the whole segment was.
+    Positions order the way the stream does.
+    """
+
+    segment_id: int
+    offset: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentFile:
+    segment_id: int
+    version: int
+    path: Path
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}_cdc.idx")
+
+
+class SegmentStore(Protocol):
+    """Where a node's cdc_raw segments are found: a local directory now, an agent later."""
+
+    def segments(self) -> list[SegmentFile]:
+        """Every segment present, oldest first."""
+
+    def index(self, segment: SegmentFile) -> CdcIndex | IndexNotReady:
+        """The segment's _cdc.idx as it reads now."""
+
+    def delete(self, segment: SegmentFile) -> None:
+        """Remove the segment and its idx (only ever called for fully consumed segments)."""
+
+    def usage_bytes(self) -> int:
+        """Bytes the directory holds: what Cassandra counts against cdc_total_space."""
+
+
+class LocalSegmentStore:
+    """A node's cdc_raw directory on this machine's file system."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def segments(self) -> list[SegmentFile]:
+        found = []
+        for path in self.directory.iterdir():
+            match = _SEGMENT.match(path.name)
+            if match is not None:
+                found.append(SegmentFile(int(match.group(2)), int(match.group(1)), path))
+        return sorted(found, key=lambda s: s.segment_id)
+
+    def index(self, segment: SegmentFile) -> CdcIndex | IndexNotReady:
+        return read_cdc_index(segment.index_path)
+
+    def delete(self, segment: SegmentFile) -> None:
+        # The idx first: a crash between the two leaves a .log without idx, which readers treat
+        # as closed (a later segment has an idx) and the next deletion pass removes.
+        segment.index_path.unlink(missing_ok=True)
+        segment.path.unlink(missing_ok=True)
+
+    def usage_bytes(self) -> int:
+        total = 0
+        for path in self.directory.iterdir():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # deleted since the listing
+                continue
+        return total
+
+
+class SegmentVanishedError(RuntimeError):
+    """A segment the cursor had not finished is gone: its unread changes are lost upstream."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one poll found: records in stream order and the position after the last of them."""
+
+    records: list[Entry | ReadError]
+    position: Position
+    # True when the poll stopped because nothing more is readable now (not because of max_records).
+    caught_up: bool
+
+
+def poll(store: SegmentStore, position: Position | None, *, max_records: int) -> Batch:
+    """Up to MAX_RECORDS records after POSITION (None: from the oldest segment present)."""
+    records: list[Entry | ReadError] = []
+    segments = store.segments()
+    _check_not_vanished(segments, position)
+    if position is None:
+        if not segments:
+            return Batch(records, Position(0, 0, True), caught_up=True)
+        position = Position(segments[0].segment_id)
+    for index, segment in enumerate(segments):
+        if segment.segment_id < position.segment_id or (
+            segment.segment_id == position.segment_id and position.done
+        ):
+            continue
+        if segment.segment_id > position.segment_id:
+            position = Position(segment.segment_id)
+        limit = _read_limit(store, segment, segments[index + 1 :])
+        if limit is _NOT_READABLE:
+            return Batch(records, position, caught_up=True)
+        start = position.offset or None
+        reader = _records(segment, start, limit)
+        for record in reader:
+            records.append(record)
+            position = _after(position, record)
+            if len(records) >= max_records:
+                reader.close()
+                # Exactly at the limit: whether more follows is for the next poll to find out.
+                return Batch(records, position, caught_up=False)
+            if position.done:
+                break
+        if limit is not None:  # in use: everything readable now is read
+            return Batch(records, position, caught_up=True)
+        position = replace(position, done=True)
+    return Batch(records, position, caught_up=True)
+
+
+_NOT_READABLE = object()
+
+
+def _read_limit(store: SegmentStore, segment: SegmentFile, later: list[SegmentFile]):
+    """The read_segment limit for SEGMENT now, or _NOT_READABLE (see the module docstring)."""
+    index = store.index(segment)
+    if isinstance(index, CdcIndex) and index.completed:
+        return None
+    if any(isinstance(store.index(successor), CdcIndex) for successor in later):
+        return None  # closed (see the module docstring): final, read to its end marker
+    return index.offset if isinstance(index, CdcIndex) else _NOT_READABLE
+
+
+def _records(segment: SegmentFile, start: int | None, limit: int | None) -> Iterator:
+    try:
+        yield from read_segment(segment.path, start=start, limit=limit)
+    except FileNotFoundError:
+        raise SegmentVanishedError(
+            f"{segment.path} disappeared before it was fully read") from None
+
+
+def _after(position: Position, record: Entry | ReadError) -> Position:
+    if isinstance(record, Entry):
+        return Position(record.segment_id, record.end)
+    if record.resume_at is None:  # nothing after a terminal error is readable: segment over
+        return replace(position, done=True)
+    return Position(position.segment_id, record.resume_at)
+
+
+def _check_not_vanished(segments: list[SegmentFile], position: Position | None) -> None:
+    # A segment deleted under a cursor that had started on it and not finished it means changes
+    # were lost upstream (cdc_block_writes false, or a person): say so rather than jump ahead.
+    if position is None or position.done or position.offset == 0:
+        return
+    if position.segment_id not in {s.segment_id for s in segments}:
+        raise SegmentVanishedError(
+            f"segment {position.segment_id} was deleted before it was fully read "
+            f"(the cursor was at offset {position.offset})")
