@@ -1,6 +1,6 @@
 """Following one node's cdc_raw directory: a durable cursor over its segments, in order.
 
-The cursor is a ``Position``: a segment id and a logical offset in it (the ``end`` of the last
+The cursor is a ``Cursor``: a segment id and a logical offset in it (the ``end`` of the last
 entry handed out, or the ``resume_at`` of the last error record), plus ``done`` once the segment
 has been read to its end. Nothing else is state, so a position saved with a Bytewax snapshot is
 all it takes to resume after a crash, and replay from it yields exactly the same records.
@@ -38,7 +38,7 @@ _SEGMENT = re.compile(r"^CommitLog-(\d+)-(\d+)\.log$")
 
 
 @dataclass(frozen=True, order=True)
-class Position:
+class Cursor:
     """Where a node's stream stands: everything before (segment_id, offset) was handed out.
 
     ``offset`` 0 means "from the beginning of the segment"; ``done`` means the whole segment was.
@@ -119,27 +119,27 @@ class Batch:
     """What one poll found: records in stream order and the position after the last of them."""
 
     records: list[Entry | ReadError]
-    position: Position
+    position: Cursor
     # True when the poll stopped because nothing more is readable now (not because of max_records).
     caught_up: bool
 
 
-def poll(store: SegmentStore, position: Position | None, *, max_records: int) -> Batch:
+def poll(store: SegmentStore, position: Cursor | None, *, max_records: int) -> Batch:
     """Up to MAX_RECORDS records after POSITION (None: from the oldest segment present)."""
     records: list[Entry | ReadError] = []
     segments = store.segments()
     _check_not_vanished(segments, position)
     if position is None:
         if not segments:
-            return Batch(records, Position(0, 0, True), caught_up=True)
-        position = Position(segments[0].segment_id)
+            return Batch(records, Cursor(0, 0, True), caught_up=True)
+        position = Cursor(segments[0].segment_id)
     for index, segment in enumerate(segments):
         if segment.segment_id < position.segment_id or (
             segment.segment_id == position.segment_id and position.done
         ):
             continue
         if segment.segment_id > position.segment_id:
-            position = Position(segment.segment_id)
+            position = Cursor(segment.segment_id)
         limit = _read_limit(store, segment, segments[index + 1 :])
         if limit is _NOT_READABLE:
             return Batch(records, position, caught_up=True)
@@ -181,15 +181,15 @@ def _records(segment: SegmentFile, start: int | None, limit: int | None) -> Iter
             f"{segment.path} disappeared before it was fully read") from None
 
 
-def _after(position: Position, record: Entry | ReadError) -> Position:
+def _after(position: Cursor, record: Entry | ReadError) -> Cursor:
     if isinstance(record, Entry):
-        return Position(record.segment_id, record.end)
+        return Cursor(record.segment_id, record.end)
     if record.resume_at is None:  # nothing after a terminal error is readable: segment over
         return replace(position, done=True)
-    return Position(position.segment_id, record.resume_at)
+    return Cursor(position.segment_id, record.resume_at)
 
 
-def _check_not_vanished(segments: list[SegmentFile], position: Position | None) -> None:
+def _check_not_vanished(segments: list[SegmentFile], position: Cursor | None) -> None:
     # A segment deleted under a cursor that had started on it and not finished it means changes
     # were lost upstream (cdc_block_writes false, or a person): say so rather than jump ahead.
     if position is None or position.done or position.offset == 0:

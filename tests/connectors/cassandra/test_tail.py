@@ -8,8 +8,8 @@ import pytest
 
 from connectors.cassandra.segment import Entry, ReadError
 from connectors.cassandra.tail import (
+    Cursor,
     LocalSegmentStore,
-    Position,
     SegmentVanishedError,
     poll,
 )
@@ -66,7 +66,7 @@ def test_reads_completed_then_in_use_segment_up_to_its_index(node):
 
     records, position = drain(node.store)
     assert mutations(records) == [b"first-%02d....." % i for i in range(5)] + [b"second-synced."]
-    assert position == Position(101, synced)
+    assert position == Cursor(101, synced)
 
 
 def test_resuming_from_any_saved_position_replays_exactly_the_rest(node):
@@ -86,7 +86,7 @@ def test_resuming_from_any_saved_position_replays_exactly_the_rest(node):
         if batch.caught_up:
             break
     assert pieces == everything
-    middle = Position(7, everything[5].end)
+    middle = Cursor(7, everything[5].end)
     assert drain(node.store, middle)[0] == everything[6:]
 
 
@@ -110,7 +110,7 @@ def test_segment_without_index_waits_until_a_later_one_proves_it_closed(node):
     closed.sync()
     node.flush(closed, None)  # e.g. the idx caught empty mid-rewrite, or never written
     records, position = drain(node.store)
-    assert records == [] and position == Position(5)
+    assert records == [] and position == Cursor(5)
 
     later.add(b"later-entry...")
     node.flush(later, str(later.sync()))
