@@ -1,0 +1,225 @@
+"""The masking step: a micro-batch of row images of one table in, masked row images out.
+
+`Masker.mask_rows` applies each column's rule (policy.py) to every row, makes one tokenizer
+call for the whole batch, reports per-column counts to the audit hook and returns new dicts
+(the input rows are not modified). It raises `MaskingError` instead of returning anything
+partially masked: a batch is masked completely or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from operators.masking.errors import MaskingError, TokenizationError
+from operators.masking.policy import Basis, ColumnRule, DataClass, MaskingPolicy, Strategy
+from operators.masking.strategies import HMAC_MIN_KEY_BYTES, Shape, hmac_hex, rebuild, split
+from operators.masking.tokenizer import Tokenizer, TokenRequest
+
+__all__ = ["AuditHook", "BatchAudit", "ColumnCount", "Masker", "SecretSource"]
+
+log = logging.getLogger(__name__)
+
+
+class SecretSource(Protocol):
+    """Resolves a secret reference (connectors.secrets.SecretResolver)."""
+
+    def resolve(self, reference: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnCount:
+    """One column of one batch: how it was treated and how many values it had. No values."""
+
+    column: str
+    strategy: Strategy
+    data_class: DataClass
+    basis: Basis
+    values: int  # non-NULL values the strategy was applied to
+    nulls: int   # NULLs, left as they were
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAudit:
+    """What one `mask_rows` call did, column by column (sorted by name)."""
+
+    keyspace: str
+    table: str
+    rows: int
+    columns: tuple[ColumnCount, ...]
+
+
+AuditHook = Callable[[BatchAudit], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A tokenized column value waiting for the batch's tokens."""
+
+    row: dict[str, Any]
+    column: str
+    shape: Shape
+    leaves: list[bytes | None]
+    start: int
+
+
+class Masker:
+    """Masks row images according to a policy.
+
+    secrets resolves the policy's hmac key reference (on first use; the key is then kept for
+    the life of the Masker, so a key rotated in OpenBao takes effect at the next restart).
+    tokenizer is required when the policy tokenizes anything. audit, if given, is called once
+    per non-empty batch, after masking succeeded; an exception from it fails the batch (an
+    audit trail with holes is not one).
+
+    No I/O at construction."""
+
+    def __init__(
+        self,
+        policy: MaskingPolicy,
+        secrets: SecretSource,
+        tokenizer: Tokenizer | None = None,
+        *,
+        audit: AuditHook | None = None,
+    ) -> None:
+        if tokenizer is None and policy.uses(Strategy.TOKENIZE):
+            raise ValueError("the masking policy tokenizes columns: pass a Tokenizer")
+        self.policy = policy
+        self._secrets = secrets
+        self._tokenizer = tokenizer
+        self._audit = audit
+        self._hmac_key: bytes | None = None
+        self._rules: dict[tuple[str, str, str], ColumnRule] = {}
+
+    def __repr__(self) -> str:
+        return f"Masker({len(self.policy.columns)} listed columns, tokenizer={self._tokenizer!r})"
+
+    def rule_for(self, keyspace: str, table: str, column: str) -> ColumnRule:
+        """The column's rule (cached); logs once when a column is masked fail-closed."""
+        key = (keyspace, table, column)
+        rule = self._rules.get(key)
+        if rule is None:
+            rule = self._rules[key] = self.policy.rule_for(keyspace, table, column)
+            if rule.basis is Basis.DETECTED:
+                log.warning(
+                    "%s.%s.%s is not in the masking policy but its name looks sensitive "
+                    "(%r): masked with %s; classify or exempt it at %s",
+                    keyspace, table, column, rule.matched, rule.strategy,
+                    self.policy.key_path(keyspace, table, column),
+                )
+        return rule
+
+    def _key(self) -> bytes:
+        if self._hmac_key is None:
+            settings = self.policy.hmac
+            if settings is None:  # from_mapping requires it whenever hmac is used
+                raise MaskingError(f"{self.policy.root}.hmac: not configured")
+            key = self._secrets.resolve(settings.key).encode("utf-8")
+            if len(key) < HMAC_MIN_KEY_BYTES:
+                raise MaskingError(
+                    f"{self.policy.root}.hmac.key: the secret {settings.key} is shorter than "
+                    f"{HMAC_MIN_KEY_BYTES} bytes"
+                )
+            self._hmac_key = key
+        return self._hmac_key
+
+    def mask_rows(
+        self, keyspace: str, table: str, rows: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The rows with every column masked by its rule; same order, new dicts.
+
+        One tokenizer call for the whole batch. Raises MaskingError (naming the column, never
+        a value) if any value cannot be masked; then nothing of the batch is returned."""
+        if not rows:
+            return []
+        masked_rows: list[dict[str, Any]] = []
+        counts: dict[str, list[int]] = {}
+        rules: dict[str, ColumnRule] = {}
+        pending: list[_Pending] = []
+        requests: list[TokenRequest] = []
+
+        for row in rows:
+            masked: dict[str, Any] = {}
+            for column, value in row.items():
+                rule = rules.get(column)
+                if rule is None:
+                    rule = rules[column] = self.rule_for(keyspace, table, column)
+                tally = counts.setdefault(column, [0, 0])
+                if value is None:
+                    tally[1] += 1
+                    masked[column] = None
+                    continue
+                tally[0] += 1
+                strategy = rule.strategy
+                if strategy is Strategy.PASS:
+                    masked[column] = value
+                elif strategy is Strategy.REDACT:
+                    masked[column] = None
+                else:
+                    shape, leaves = self._split(keyspace, table, column, strategy, value)
+                    if strategy is Strategy.HMAC:
+                        key = self._key()
+                        digests = [None if leaf is None else hmac_hex(key, leaf) for leaf in leaves]
+                        masked[column] = rebuild(shape, digests)
+                    else:
+                        assert rule.context is not None
+                        pending.append(_Pending(masked, column, shape, leaves, len(requests)))
+                        requests.extend(
+                            TokenRequest(rule.context, leaf) for leaf in leaves if leaf is not None
+                        )
+                        masked[column] = None  # filled in below, or the batch fails
+            masked_rows.append(masked)
+
+        if requests:
+            self._fill_tokens(keyspace, table, pending, requests)
+
+        if self._audit is not None:
+            self._audit(BatchAudit(keyspace, table, len(rows), tuple(
+                ColumnCount(column, rules[column].strategy, rules[column].data_class,
+                            rules[column].basis, values, nulls)
+                for column, (values, nulls) in sorted(counts.items())
+            )))
+        return masked_rows
+
+    @staticmethod
+    def _split(
+        keyspace: str, table: str, column: str, strategy: Strategy, value: Any
+    ) -> tuple[Shape, list[bytes | None]]:
+        try:
+            return split(value)
+        except Exception:  # noqa: BLE001 - re-raised without the value (never chained)
+            raise MaskingError(
+                f"{keyspace}.{table}.{column}: cannot {strategy} a value of type "
+                f"{type(value).__name__}"
+            ) from None
+
+    def _fill_tokens(
+        self, keyspace: str, table: str, pending: list[_Pending], requests: list[TokenRequest]
+    ) -> None:
+        assert self._tokenizer is not None
+        columns = ", ".join(sorted({p.column for p in pending}))
+        try:
+            tokens = self._tokenizer.tokenize(requests)
+        except TokenizationError as error:
+            raise MaskingError(f"{keyspace}.{table}: tokenizing {columns}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - another Tokenizer's text could hold values
+            raise MaskingError(
+                f"{keyspace}.{table}: tokenizing {columns} failed ({type(error).__name__})"
+            ) from None
+        if len(tokens) != len(requests):
+            raise MaskingError(
+                f"{keyspace}.{table}: the tokenizer returned {len(tokens)} tokens for "
+                f"{len(requests)} values"
+            )
+        for item in pending:
+            masked: list[str | None] = []
+            at = item.start
+            for leaf in item.leaves:
+                if leaf is None:
+                    masked.append(None)
+                else:
+                    masked.append(tokens[at])
+                    at += 1
+            item.row[item.column] = rebuild(item.shape, masked)
