@@ -67,7 +67,27 @@ def cassandra_clusters(openbao_env):
         by_size.setdefault(configured_nodes(cluster) or 1, []).append(version)
     for nodes, versions in by_size.items():  # clusters of one size boot together: quicker
         CassandraService(versions=tuple(versions), nodes=nodes).start()
-    return {version: cluster_info(version) for version in CLUSTERS}
+    infos = {version: cluster_info(version) for version in CLUSTERS}
+    for info in infos.values():
+        for cdc_raw in info.cdc_raw_dirs:
+            _prune_cdc_raw(cdc_raw)
+    return infos
+
+
+def _prune_cdc_raw(cdc_raw, keep_below=512 * 1024 * 1024):
+    """On a long-lived local stack nothing consumes cdc_raw, and at cdc_total_space (1 GiB) the
+    node rejects writes to CDC tables. Past half of it, drop the COMPLETED segments: tests only
+    read what they write themselves, from the current end."""
+    from connectors.cassandra.cdc_index import CdcIndex
+    from connectors.cassandra.tail import LocalSegmentStore
+
+    store = LocalSegmentStore(cdc_raw)
+    if store.usage_bytes() < keep_below:
+        return
+    for segment in store.segments():
+        index = store.index(segment)
+        if isinstance(index, CdcIndex) and index.completed:
+            store.delete(segment)
 
 
 def _started(service):
