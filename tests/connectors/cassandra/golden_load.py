@@ -27,12 +27,18 @@ def unpack(version: int, into: Path) -> LocalSegmentStore:
     return LocalSegmentStore(into)
 
 
-def schemas(version: int) -> StaticSchemas:
-    rows = json.loads((golden_dir(version) / "schema.json").read_text())
-    for table in rows["tables"] + rows["all_tables"]:
-        table["id"] = UUID(table["id"])
-    built, ignored = build_schemas(SchemaRows(**rows))
-    return StaticSchemas(built.values(), ignored.values())
+def schemas(*versions: int) -> StaticSchemas:
+    """The golden keyspaces' schemas: of one cluster, or of several together. Each cluster is
+    built on its own: both keyspaces are named "golden", only their table ids differ."""
+    tables, ignored = [], []
+    for version in versions:
+        rows = json.loads((golden_dir(version) / "schema.json").read_text())
+        for table in rows["tables"] + rows["all_tables"]:
+            table["id"] = UUID(table["id"])
+        built, skipped = build_schemas(SchemaRows(**rows))
+        tables += built.values()
+        ignored += skipped.values()
+    return StaticSchemas(tables, ignored)
 
 
 def read_all(store: LocalSegmentStore) -> list:

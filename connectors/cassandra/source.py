@@ -1,0 +1,145 @@
+"""The capture as a Bytewax input: one partition per Cassandra node's cdc_raw.
+
+A partition follows its node's segments with the cursor of tail.py and decodes each entry with
+mutation.py; its resume state is the cursor (a frozen dataclass: pickles small and stable), so
+after a crash Bytewax rebuilds it from the last snapshot and the same records come again in the
+same order. What it emits, in stream order:
+
+- ChangeEvent (with node, position and seq), CounterUpdate notices;
+- UndecodableUpdate (decoding) and ReadError (framing): the dead-letter branch's input.
+
+Nothing blocks: a poll reads what the node has made durable (the _cdc.idx) and returns; when it
+is caught up, the partition sleeps for ``idle_wait`` before looking again (the idx only moves at
+each commitlog sync anyway).
+
+Deleting consumed segments is not this module's decision: see docs/adr (segment deletion).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.cassandra.events import Position
+from connectors.cassandra.mutation import MutationDecoder, messaging_version_for
+from connectors.cassandra.schema import SchemaSource
+from connectors.cassandra.segment import Entry, ReadError
+from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentStore, poll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node whose commit log is captured: a stable name and where its cdc_raw is."""
+
+    name: str
+    cdc_raw: Path
+
+
+class CdcSource(FixedPartitionedSource):
+    """Changes of every listed node reachable from this worker; see the module docstring.
+
+    schemas: builds the schema source a partition decodes with (called once per partition, in
+        the worker, so no connection is made at flow-definition time).
+    max_records: commit-log entries per batch (a micro-batch; each may hold several events).
+    until_caught_up: end each partition once it has read everything durable (benchmarks,
+        one-off catch-up runs, tests); by default partitions follow their node forever.
+    """
+
+    def __init__(
+        self,
+        nodes: list[NodeSpec],
+        schemas: Callable[[], SchemaSource],
+        *,
+        max_records: int = 500,
+        idle_wait: timedelta = timedelta(milliseconds=200),
+        store: Callable[[NodeSpec], SegmentStore] | None = None,
+        until_caught_up: bool = False,
+    ) -> None:
+        if len({n.name for n in nodes}) != len(nodes):
+            raise ValueError("node names must be unique: they are the partitions' keys")
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {max_records}")
+        self._nodes = {n.name: n for n in nodes}
+        self._schemas = schemas
+        self._max_records = max_records
+        self._idle_wait = idle_wait
+        self._store = store or (lambda node: LocalSegmentStore(node.cdc_raw))
+        self._until_caught_up = until_caught_up
+
+    def list_parts(self) -> list[str]:
+        # Only what this worker can read: Bytewax gives each partition to a worker that has it.
+        return [name for name, node in self._nodes.items() if node.cdc_raw.is_dir()]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Cursor | None):
+        node = self._nodes[for_part]
+        return CdcPartition(node.name, self._store(node), self._schemas(), resume_state,
+                            max_records=self._max_records, idle_wait=self._idle_wait,
+                            until_caught_up=self._until_caught_up)
+
+
+class CdcPartition(StatefulSourcePartition):
+    """One node's stream; state is the cursor and nothing else."""
+
+    def __init__(self, node: str, store: SegmentStore, schemas: SchemaSource,
+                 cursor: Cursor | None, *, max_records: int, idle_wait: timedelta,
+                 until_caught_up: bool = False) -> None:
+        self._node = node
+        self._store = store
+        self._schemas = schemas
+        self._cursor = cursor
+        self._max_records = max_records
+        self._idle_wait = idle_wait
+        self._decoders: dict[int, MutationDecoder] = {}  # by commit-log version
+        self._awake: datetime | None = None
+        self._until_caught_up = until_caught_up
+        self._finished = False
+
+    def next_batch(self) -> list:
+        if self._finished:
+            raise StopIteration
+        batch = poll(self._store, self._cursor, max_records=self._max_records)
+        items: list = []
+        for record in batch.records:
+            if isinstance(record, ReadError):
+                log.error("cdc_raw of %s: %s at %s offset %d: %s", self._node, record.kind,
+                          record.segment_path, record.offset, record.reason)
+                items.append(record)
+                continue
+            decoded = self._decoder(record).decode(
+                record.mutation, Position(record.segment_id, record.end))
+            items.extend(decoded.events)
+            items.extend(decoded.counters)
+            for error in decoded.errors:
+                log.error("undecodable update from %s: %r", self._node, error)
+            items.extend(decoded.errors)
+        self._cursor = batch.position
+        # The last batch still goes out; the call after it ends the partition.
+        self._finished = self._until_caught_up and batch.caught_up
+        self._awake = (datetime.now(UTC) + self._idle_wait) if batch.caught_up else None
+        return items
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Cursor | None:
+        return self._cursor
+
+    def _decoder(self, entry: Entry) -> MutationDecoder:
+        decoder = self._decoders.get(entry.version)
+        if decoder is None:
+            decoder = MutationDecoder(self._schemas,
+                                      messaging_version=messaging_version_for(entry.version),
+                                      node=self._node)
+            self._decoders[entry.version] = decoder
+        return decoder
+
+
+def nodes_from_mapping(cdc_raw_by_node: Mapping[str, str | Path]) -> list[NodeSpec]:
+    return [NodeSpec(name, Path(path)) for name, path in cdc_raw_by_node.items()]
