@@ -1,0 +1,82 @@
+"""What the sinks apply: the current state of rows, read back from Cassandra (docs/adr/0003).
+
+Every destination keeps one row per Cassandra row (and one per partition for static columns),
+plus the row's ``version`` and a ``deleted`` flag. An operation carries a version; a sink
+applies it only where the stored version is not newer (``stored <= op.version``), so replays
+and late copies can never move a row back in time, and a deleted row is a versioned tombstone
+that an older image cannot resurrect.
+
+Versions are Cassandra write timestamps in microseconds: the largest write time of the row's
+cells as read back (row upserts), or the tombstone's timestamp (deletes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.cassandra.events import Position
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the change that caused an operation came from: for progress rows and lag."""
+
+    node: str
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class RowUpsert:
+    """A row as it is now: every primary-key column in ``key`` (partition then clustering
+    columns), every regular column in ``values`` (None for null). Static rows: ``static`` is
+    True, ``key`` holds the partition key only and ``values`` the static columns."""
+
+    keyspace: str
+    table: str
+    key: Mapping[str, Any]
+    values: Mapping[str, Any]
+    version: int
+    source: Source
+    static: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RowDelete:
+    """The row (or static row) with this full key no longer exists, as of ``version``."""
+
+    keyspace: str
+    table: str
+    key: Mapping[str, Any]
+    version: int
+    source: Source
+    static: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClusteringBound:
+    """One end of a clustering range: a prefix of the clustering columns (empty: unbounded)."""
+
+    prefix: Mapping[str, Any]
+    inclusive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RangeDelete:
+    """Rows of one partition within [start, end] (clustering order, per the table's ASC/DESC),
+    or every row of it when both bounds are empty, deleted as of ``version``: stored rows
+    whose version is <= ``version`` go; newer ones survive (Cassandra keeps them too).
+    ``include_static`` also deletes the partition's static row (a partition deletion)."""
+
+    keyspace: str
+    table: str
+    partition_key: Mapping[str, Any]
+    start: ClusteringBound
+    end: ClusteringBound
+    version: int
+    source: Source
+    include_static: bool = False
+
+
+RowOp = RowUpsert | RowDelete | RangeDelete
