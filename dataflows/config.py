@@ -1,0 +1,267 @@
+"""The pipeline's configuration: one JSON file, validated into frozen settings before any I/O.
+
+The file's path comes from ``CDC_PIPELINE_CONFIG`` (default ``config/pipeline.json``); see
+config/pipeline.example.json for every key. Secrets are never written in it: every credential is
+a reference (``openbao:path#field``, ``env:NAME`` or ``file:path``; connectors/secrets.py).
+
+A bad file stops the job with one `ConfigError` naming the key path and the problem, e.g.
+``pipeline.cassandra.consistency: 'QUORUMS' is not one of ONE, LOCAL_ONE, ...``; unknown keys are
+errors too (a typo must not silently fall back to a default). ``_comment`` keys are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from operators.masking.errors import ConfigError
+
+DEFAULT_PATH = "config/pipeline.json"
+CONSISTENCY_LEVELS = ("ONE", "LOCAL_ONE", "TWO", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL")
+SECRET_SCHEMES = ("openbao", "vault", "env", "file")
+DESTINATION_KINDS = ("postgres", "clickhouse", "timescale")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str
+    cdc_raw: Path
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    contact_points: tuple[str, ...]
+    port: int
+    username: str
+    password: str  # a secret reference
+    ca_cert: Path
+    consistency: str
+    keyspaces: tuple[str, ...]
+    tables: tuple[str, ...]  # "keyspace.table"; empty: every CDC table of the keyspaces
+    nodes: tuple[NodeSettings, ...]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_records: int  # commit-log entries per input batch
+    max_changes_per_second: int  # 0: no limit
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    name: str
+    kind: str
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str  # a secret reference
+    ca_cert: Path
+    partitions: int
+    options: Mapping[str, Any]  # kind-specific, validated by the sink
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    cassandra: CassandraSettings
+    batching: BatchSettings
+    masking_policy: Path
+    destinations: tuple[DestinationSettings, ...]
+
+
+def load(path: str | Path | None = None) -> PipelineSettings:
+    """Read and validate the configuration file (see the module docstring)."""
+    path = Path(path or os.environ.get("CDC_PIPELINE_CONFIG", DEFAULT_PATH))
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read the configuration: {error.strerror}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as error:
+        raise ConfigError(str(path), f"not valid JSON: {error.msg} at line {error.lineno}, "
+                          f"column {error.colno}") from None
+    return parse(data, base=path.parent)
+
+
+def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
+    """Validate an already-parsed document; relative paths are taken from BASE."""
+    root = _Section(data, "pipeline", base)
+    cassandra = root.section("cassandra")
+    settings = PipelineSettings(
+        cassandra=CassandraSettings(
+            contact_points=tuple(cassandra.strings("contact_points", min_items=1)),
+            port=cassandra.integer("port", default=9042, low=1, high=65535),
+            username=cassandra.string("username"),
+            password=cassandra.secret("password"),
+            ca_cert=cassandra.path("ca_cert"),
+            consistency=cassandra.choice("consistency", CONSISTENCY_LEVELS,
+                                         default="LOCAL_QUORUM"),
+            keyspaces=tuple(cassandra.strings("keyspaces", min_items=1)),
+            tables=tuple(cassandra.strings("tables", default=[])),
+            nodes=tuple(_node(node) for node in cassandra.sections("nodes", min_items=1)),
+        ),
+        batching=_batching(root.section("batching", default={})),
+        masking_policy=root.path("masking_policy"),
+        destinations=tuple(_destination(d) for d in root.sections("destinations", min_items=1)),
+    )
+    cassandra.done()
+    root.done()
+    _check_cross_references(settings)
+    return settings
+
+
+def _node(section: _Section) -> NodeSettings:
+    settings = NodeSettings(section.string("name"), section.path("cdc_raw"))
+    section.done()
+    return settings
+
+
+def _batching(section: _Section) -> BatchSettings:
+    settings = BatchSettings(
+        max_records=section.integer("max_records", default=500, low=100, high=1000),
+        max_changes_per_second=section.integer("max_changes_per_second", default=0, low=0),
+    )
+    section.done()
+    return settings
+
+
+def _destination(section: _Section) -> DestinationSettings:
+    kind = section.choice("kind", DESTINATION_KINDS)
+    settings = DestinationSettings(
+        name=section.string("name", default=kind),
+        kind=kind,
+        host=section.string("host"),
+        port=section.integer("port", low=1, high=65535),
+        database=section.string("database"),
+        username=section.string("username"),
+        password=section.secret("password"),
+        ca_cert=section.path("ca_cert"),
+        partitions=section.integer("partitions", default=2, low=1, high=256),
+        options=section.mapping("options", default={}),
+    )
+    section.done()
+    return settings
+
+
+def _check_cross_references(settings: PipelineSettings) -> None:
+    names = [n.name for n in settings.cassandra.nodes]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            raise ConfigError(f"pipeline.cassandra.nodes[{index}].name",
+                              f"{name!r} is used twice: node names key the capture's partitions")
+    for index, table in enumerate(settings.cassandra.tables):
+        keyspace, dot, name = table.partition(".")
+        if not dot or not name:
+            raise ConfigError(f"pipeline.cassandra.tables[{index}]",
+                              f"{table!r} is not keyspace.table")
+        if keyspace not in settings.cassandra.keyspaces:
+            raise ConfigError(f"pipeline.cassandra.tables[{index}]",
+                              f"keyspace {keyspace!r} is not in pipeline.cassandra.keyspaces")
+    destinations = [d.name for d in settings.destinations]
+    for index, name in enumerate(destinations):
+        if destinations.index(name) != index:
+            raise ConfigError(f"pipeline.destinations[{index}].name", f"{name!r} is used twice")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(key, "appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+class _Section:
+    """One JSON object being validated: every read names its key path; done() rejects the rest."""
+
+    _MISSING = object()
+
+    def __init__(self, data: Any, path: str, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"must be an object, not {type(data).__name__}")
+        self._data = {k: v for k, v in data.items() if k != "_comment"}
+        self._path = path
+        self._base = base
+        self._read: set[str] = set()
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._read.add(key)
+        value = self._data.get(key, self._MISSING)
+        if value is self._MISSING:
+            if default is self._MISSING:
+                raise ConfigError(f"{self._path}.{key}", "is required")
+            return default
+        return value
+
+    def _fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self._path}.{key}", problem)
+
+    def string(self, key: str, default: Any = _MISSING) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self._fail(key, "must be a non-empty string")
+        return value
+
+    def secret(self, key: str) -> str:
+        value = self.string(key)
+        scheme, sep, rest = value.partition(":")
+        if not sep or scheme not in SECRET_SCHEMES or not rest:
+            # Never echo the value: it may be the secret itself, pasted by mistake.
+            raise self._fail(key, "must be a secret reference (openbao:path#field, env:NAME or "
+                                  "file:path), not a literal secret")
+        return value
+
+    def integer(self, key: str, default: Any = _MISSING, *, low: int | None = None,
+                high: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, f"must be an integer, not {type(value).__name__}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise self._fail(key, f"{value} is out of range: must be {bounds}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
+        value = self._get(key, default)
+        if value not in choices:
+            raise self._fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def path(self, key: str) -> Path:
+        value = Path(self.string(key))
+        return value if value.is_absolute() else (self._base / value)
+
+    def strings(self, key: str, default: Any = _MISSING, *, min_items: int = 0) -> list[str]:
+        value = self._get(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self._fail(key, "must be a list of non-empty strings")
+        if len(value) < min_items:
+            raise self._fail(key, f"needs at least {min_items} item(s)")
+        return value
+
+    def mapping(self, key: str, default: Any = _MISSING) -> Mapping[str, Any]:
+        value = self._get(key, default)
+        if not isinstance(value, dict):
+            raise self._fail(key, "must be an object")
+        return value
+
+    def section(self, key: str, default: Any = _MISSING) -> _Section:
+        return _Section(self._get(key, default), f"{self._path}.{key}", self._base)
+
+    def sections(self, key: str, *, min_items: int = 0) -> list[_Section]:
+        value = self._get(key, self._MISSING)
+        if not isinstance(value, list) or len(value) < min_items:
+            raise self._fail(key, f"must be a list of at least {min_items} object(s)")
+        return [_Section(item, f"{self._path}.{key}[{i}]", self._base)
+                for i, item in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise self._fail(unknown[0], "is not a known key (a typo?)")

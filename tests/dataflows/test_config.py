@@ -1,0 +1,88 @@
+"""The configuration file: a good one loads; a bad one gets one message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from dataflows.config import load, parse
+from operators.masking.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "pipeline.example.json"
+
+
+@pytest.fixture
+def example() -> dict:
+    return json.loads(EXAMPLE.read_text())
+
+
+def test_the_shipped_example_is_valid():
+    settings = load(EXAMPLE)
+    assert settings.cassandra.nodes[0].name == "c7-node1"
+    relative = "../.stack/cassandra/c7/node1/cdc_raw"  # relative to the file, not the cwd
+    assert settings.cassandra.nodes[0].cdc_raw == EXAMPLE.parent / relative
+    assert settings.destinations[0].kind == "postgres"
+    assert settings.batching.max_records == 500
+    assert settings.cassandra.password.startswith("openbao:")
+
+
+def test_the_path_comes_from_the_environment(monkeypatch, tmp_path, example):
+    chosen = tmp_path / "mine.json"
+    example["batching"]["max_records"] = 200
+    chosen.write_text(json.dumps(example))
+    monkeypatch.setenv("CDC_PIPELINE_CONFIG", str(chosen))
+    assert load().batching.max_records == 200
+
+
+@pytest.mark.parametrize(("change", "path", "problem"), [
+    (lambda d: d["cassandra"].update(consistency="QUORUMS"), "pipeline.cassandra.consistency",
+     "'QUORUMS' is not one of ONE"),
+    (lambda d: d["cassandra"].update(password="hunter2-literal"), "pipeline.cassandra.password",
+     "must be a secret reference"),
+    (lambda d: d["cassandra"].pop("keyspaces"), "pipeline.cassandra.keyspaces", "is required"),
+    (lambda d: d["batching"].update(max_records=5000), "pipeline.batching.max_records",
+     "5000 is out of range: must be between 100 and 1000"),
+    (lambda d: d["batching"].update(max_recrods=200), "pipeline.batching.max_recrods",
+     "is not a known key"),
+    (lambda d: d["cassandra"]["nodes"].append(dict(d["cassandra"]["nodes"][0])),
+     "pipeline.cassandra.nodes[1].name", "is used twice"),
+    (lambda d: d["cassandra"]["nodes"][0].update(cdc_rwa="x"),
+     "pipeline.cassandra.nodes[0].cdc_rwa", "is not a known key"),
+    (lambda d: d["cassandra"].update(tables=["other.t"]), "pipeline.cassandra.tables[0]",
+     "keyspace 'other' is not in pipeline.cassandra.keyspaces"),
+    (lambda d: d["destinations"][0].update(kind="mysql"), "pipeline.destinations[0].kind",
+     "'mysql' is not one of postgres, clickhouse, timescale"),
+    (lambda d: d["destinations"][0].update(port="54329"), "pipeline.destinations[0].port",
+     "must be an integer, not str"),
+    (lambda d: d.update(destinations=[]), "pipeline.destinations", "at least 1"),
+])
+def test_a_bad_file_names_the_key_and_the_problem(example, change, path, problem):
+    broken = copy.deepcopy(example)
+    change(broken)
+    with pytest.raises(ConfigError) as error:
+        parse(broken)
+    assert error.value.path == path
+    assert problem in error.value.problem
+
+
+def test_a_literal_secret_is_never_echoed(example):
+    example["destinations"][0]["password"] = "S3cr3t-Pa55word"
+    with pytest.raises(ConfigError) as error:
+        parse(example)
+    assert "S3cr3t" not in str(error.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the configuration"):
+        load(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"cassandra": {,}}')
+    with pytest.raises(ConfigError, match="not valid JSON: .* line 1"):
+        load(broken)
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"batching": {}, "batching": {}}')
+    with pytest.raises(ConfigError, match="appears twice"):
+        load(twice)
