@@ -1,0 +1,97 @@
+"""CREATE ... IF NOT EXISTS of a table's destination objects and of the progress table.
+
+Several sink partitions (threads or processes) may meet a new table at once; CREATE TABLE IF
+NOT EXISTS alone can then fail on the catalog's unique index, so all DDL of a schema runs in
+one transaction holding a transaction-level advisory lock keyed by the schema name.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from connectors.postgres._layout import CDC_COLUMNS, Column, TableLayout
+
+__all__ = ["PROGRESS_TABLE", "ensure_progress_table", "ensure_table"]
+
+PROGRESS_TABLE = "_cdc_progress"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended({}, 0))"
+
+
+def _lock(conn: psycopg.Connection, schema: str) -> None:
+    conn.execute(sql.SQL(_LOCK).format(sql.Literal(f"cdc-sink-ddl:{schema}")))
+
+
+def _columns(columns: tuple[Column, ...]) -> list[sql.Composable]:
+    return [sql.SQL("{} {}").format(sql.Identifier(c.pg_name), sql.SQL(c.pg_type))
+            for c in columns]
+
+
+def _create(schema: str, name: str, columns: tuple[Column, ...], key: tuple[Column, ...]
+            ) -> sql.Composed:
+    definitions = _columns(columns) + [
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in CDC_COLUMNS]
+    definitions.append(sql.SQL("PRIMARY KEY ({})").format(
+        sql.SQL(", ").join(sql.Identifier(c.pg_name) for c in key)))
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({})").format(
+        sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(definitions))
+
+
+def _view(schema: str, layout: TableLayout) -> sql.Composed:
+    def ref(alias: str, c: Column) -> sql.Composable:
+        return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c.pg_name))
+
+    def names(alias: str, cols: tuple[Column, ...]) -> list[sql.Composable]:
+        return [ref(alias, c) for c in cols]
+
+    def nulls(cols: tuple[Column, ...]) -> list[sql.Composable]:
+        return [sql.SQL("NULL::{} AS {}").format(sql.SQL(c.pg_type), sql.Identifier(c.pg_name))
+                for c in cols]
+
+    rows = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(layout.rows_table))
+    select_rows = names("r", layout.key) + names("s", layout.static) + \
+        names("r", layout.regular) + [sql.SQL("r._cdc_version")]
+    if layout.static_table is None:
+        body = sql.SQL("SELECT {} FROM {} r WHERE NOT r._cdc_deleted").format(
+            sql.SQL(", ").join(select_rows), rows)
+    else:
+        statics = sql.SQL("{}.{}").format(sql.Identifier(schema),
+                                          sql.Identifier(layout.static_table))
+        join = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(ref("s", c), ref("r", c)) for c in layout.partition)
+        select_static_only = names("s", layout.partition) + nulls(layout.clustering) + \
+            names("s", layout.static) + nulls(layout.regular) + [sql.SQL("s._cdc_version")]
+        body = sql.SQL(
+            "SELECT {} FROM {} r LEFT JOIN {} s ON {} AND NOT s._cdc_deleted"
+            " WHERE NOT r._cdc_deleted"
+            " UNION ALL SELECT {} FROM {} s WHERE NOT s._cdc_deleted AND NOT EXISTS"
+            " (SELECT 1 FROM {} r WHERE {} AND NOT r._cdc_deleted)").format(
+            sql.SQL(", ").join(select_rows), rows, statics, join,
+            sql.SQL(", ").join(select_static_only), statics, rows, join)
+    return sql.SQL("CREATE OR REPLACE VIEW {}.{} AS {}").format(
+        sql.Identifier(schema), sql.Identifier(layout.view), body)
+
+
+def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
+    """Create the rows table, the static companion and the view if missing (commits)."""
+    with conn.transaction():
+        _lock(conn, schema)
+        conn.execute(_create(schema, layout.rows_table,
+                             layout.key + layout.regular, layout.key))
+        if layout.static_table is not None:
+            conn.execute(_create(schema, layout.static_table,
+                                 layout.partition + layout.static, layout.partition))
+        conn.execute(_view(schema, layout))
+
+
+def ensure_progress_table(conn: psycopg.Connection, schema: str) -> None:
+    """_cdc_progress: the highest source position applied, per sink step, partition and node."""
+    with conn.transaction():
+        _lock(conn, schema)
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} ("
+            " step_id text NOT NULL, sink_partition integer NOT NULL, node text NOT NULL,"
+            " segment_id bigint NOT NULL, \"offset\" integer NOT NULL,"
+            " updated_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (step_id, sink_partition, node))").format(
+            sql.Identifier(schema), sql.Identifier(PROGRESS_TABLE)))

@@ -1,0 +1,161 @@
+"""PostgresSink: a Bytewax FixedPartitionedSink writing row operations into PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from psycopg_pool import ConnectionPool, PoolTimeout
+from typing_extensions import override
+
+from connectors.cassandra.schema import TableSchema
+from connectors.postgres._apply import apply_batch
+from connectors.postgres._ddl import ensure_progress_table, ensure_table
+from connectors.postgres._layout import LayoutError, TableLayout, build_layout
+from connectors.postgres._settings import PostgresSinkSettings
+from connectors.secrets import SecretResolver
+from operators.row_ops import RowOp
+
+__all__ = ["PostgresSink", "stable_partition"]
+
+log = logging.getLogger(__name__)
+
+SchemaLookup = Callable[[str, str], TableSchema | None]
+MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
+
+
+def stable_partition(item_key: str) -> int:
+    """A hash of the item key that is the same in every process and release (not hash())."""
+    return int.from_bytes(hashlib.blake2b(item_key.encode(), digest_size=8).digest(), "big")
+
+
+def _transient(error: BaseException) -> bool:
+    """Errors after which the same transaction may succeed: the connection or the server
+    failed, a serialization failure or deadlock, a timeout. Data and schema errors are not."""
+    return isinstance(error, psycopg.OperationalError | PoolTimeout)
+
+
+class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
+    def __init__(self, settings: PostgresSinkSettings, pool: ConnectionPool, step_id: str,
+                 partition: int, layout_of: Callable[[str, str], TableLayout],
+                 sleep: Callable[[float], None] = time.sleep):
+        self._settings = settings
+        self._pool = pool
+        self._step_id = step_id
+        self._partition = partition
+        self._layout_of = layout_of
+        self._ensured: set[tuple[str, str]] = set()
+        self._progress_ready = False
+        self._sleep = sleep
+
+    def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> None:
+        if not self._progress_ready:
+            ensure_progress_table(conn, self._settings.schema)
+            self._progress_ready = True
+        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
+            if name not in self._ensured:
+                ensure_table(conn, self._settings.schema, self._layout_of(*name))
+                self._ensured.add(name)
+
+    def _apply_once(self, ops: list[RowOp]) -> None:
+        with self._pool.connection() as conn:
+            self._ensure(conn, ops)
+            with conn.transaction():
+                apply_batch(conn, self._settings.schema, self._layout_of, ops,
+                            self._step_id, self._partition)
+
+    def _apply(self, ops: list[RowOp]) -> None:
+        pause = self._settings.retry_backoff
+        for attempt in range(1, self._settings.retry_attempts + 1):
+            try:
+                self._apply_once(ops)
+                return
+            except Exception as error:
+                if not _transient(error) or attempt == self._settings.retry_attempts:
+                    raise
+                # The message of a transient error names no value; log its class only anyway.
+                log.warning("postgres sink %s/%d: transient %s, try %d of %d in %.1fs",
+                            self._step_id, self._partition, type(error).__name__, attempt,
+                            self._settings.retry_attempts, pause)
+                self._sleep(pause)
+                pause = min(pause * 2, self._settings.retry_max_backoff)
+
+    @override
+    def write_batch(self, values: list[RowOp]) -> None:
+        """Apply VALUES in order: one transaction per `max_transaction_ops` operations (by
+        default the whole batch), data and progress together. Transient errors are retried
+        (bounded, with backoff); a refused value raises RejectedValueError."""
+        step = self._settings.max_transaction_ops
+        for start in range(0, len(values), step):
+            self._apply(values[start:start + step])
+
+    @override
+    def snapshot(self) -> None:
+        """Nothing to resume from: the tables are idempotent under replays, and the
+        applied source positions are in _cdc_progress."""
+        return None
+
+    @override
+    def close(self) -> None:
+        self._pool.close()
+
+
+class PostgresSink(FixedPartitionedSink[RowOp, None]):
+    """Writes RowUpsert, RowDelete and RangeDelete items (`(key, op)` pairs) into PostgreSQL.
+
+    schema_of(keyspace, table) -> the TableSchema of a table (None: unknown, an error);
+    masked_types_of(keyspace, table) -> columns whose CQL type masking changes (see
+    operators.masking.masked_column_types); default: none. Items are routed to
+    `settings.partitions` partitions by a stable hash of their key: key items by Cassandra
+    partition so a row's operations stay in order on one partition.
+    Nothing is connected or resolved here: `build_part` does it.
+    """
+
+    def __init__(self, settings: PostgresSinkSettings, schema_of: SchemaLookup,
+                 masked_types_of: MaskedTypesLookup | None = None,
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
+        self._settings = settings
+        self._schema_of = schema_of
+        self._masked_types_of = masked_types_of
+        self._resolver_factory = resolver_factory
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self._settings.partitions)]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return stable_partition(item_key)
+
+    def _layouts(self) -> Callable[[str, str], TableLayout]:
+        cache: dict[tuple[str, str], TableLayout] = {}
+
+        def layout_of(keyspace: str, table: str) -> TableLayout:
+            found = cache.get((keyspace, table))
+            if found is None:
+                schema = self._schema_of(keyspace, table)
+                if schema is None:
+                    raise LayoutError(f"no schema known for {keyspace}.{table}")
+                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
+                    else None
+                found = cache[(keyspace, table)] = build_layout(schema, masked)
+            return found
+
+        return layout_of
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None
+                   ) -> _PostgresPartition:
+        password = self._resolver_factory().resolve(self._settings.password_ref)
+        kwargs: dict[str, Any] = self._settings.connection_kwargs(password)
+        pool = ConnectionPool(
+            kwargs=kwargs, min_size=self._settings.pool_min_size,
+            max_size=self._settings.pool_max_size, timeout=self._settings.pool_timeout,
+            max_lifetime=self._settings.pool_max_lifetime, check=ConnectionPool.check_connection,
+            name=f"{step_id}-{for_part}", open=True)
+        return _PostgresPartition(self._settings, pool, step_id, int(for_part), self._layouts())
