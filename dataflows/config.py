@@ -70,6 +70,7 @@ class PipelineSettings:
     cassandra: CassandraSettings
     batching: BatchSettings
     masking_policy: Path
+    dead_letter_dir: Path
     destinations: tuple[DestinationSettings, ...]
 
 
@@ -107,6 +108,7 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
         ),
         batching=_batching(root.section("batching", default={})),
         masking_policy=root.path("masking_policy"),
+        dead_letter_dir=root.path("dead_letter_dir", default="dead-letter"),
         destinations=tuple(_destination(d) for d in root.sections("destinations", min_items=1)),
     )
     cassandra.done()
@@ -233,8 +235,8 @@ class _Section:
             raise self._fail(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def path(self, key: str) -> Path:
-        value = Path(self.string(key))
+    def path(self, key: str, default: Any = _MISSING) -> Path:
+        value = Path(self.string(key, default))
         return value if value.is_absolute() else (self._base / value)
 
     def strings(self, key: str, default: Any = _MISSING, *, min_items: int = 0) -> list[str]:

@@ -50,6 +50,8 @@ class CdcSource(FixedPartitionedSource):
     max_records: commit-log entries per batch (a micro-batch; each may hold several events).
     until_caught_up: end each partition once it has read everything durable (benchmarks,
         one-off catch-up runs, tests); by default partitions follow their node forever.
+    initial: where a node's partition starts when Bytewax has no resume state for it (a new
+        pipeline); a node not in it starts at the oldest segment present.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class CdcSource(FixedPartitionedSource):
         idle_wait: timedelta = timedelta(milliseconds=200),
         store: Callable[[NodeSpec], SegmentStore] | None = None,
         until_caught_up: bool = False,
+        initial: Mapping[str, Cursor | None] | None = None,
     ) -> None:
         if len({n.name for n in nodes}) != len(nodes):
             raise ValueError("node names must be unique: they are the partitions' keys")
@@ -72,6 +75,7 @@ class CdcSource(FixedPartitionedSource):
         self._idle_wait = idle_wait
         self._store = store or (lambda node: LocalSegmentStore(node.cdc_raw))
         self._until_caught_up = until_caught_up
+        self._initial = dict(initial or {})
 
     def list_parts(self) -> list[str]:
         # Only what this worker can read: Bytewax gives each partition to a worker that has it.
@@ -79,7 +83,8 @@ class CdcSource(FixedPartitionedSource):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Cursor | None):
         node = self._nodes[for_part]
-        return CdcPartition(node.name, self._store(node), self._schemas(), resume_state,
+        cursor = resume_state if resume_state is not None else self._initial.get(for_part)
+        return CdcPartition(node.name, self._store(node), self._schemas(), cursor,
                             max_records=self._max_records, idle_wait=self._idle_wait,
                             until_caught_up=self._until_caught_up)
 

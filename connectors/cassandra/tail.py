@@ -198,3 +198,17 @@ def _check_not_vanished(segments: list[SegmentFile], position: Cursor | None) ->
         raise SegmentVanishedError(
             f"segment {position.segment_id} was deleted before it was fully read "
             f"(the cursor was at offset {position.offset})")
+
+
+def end_cursor(store: SegmentStore) -> Cursor | None:
+    """The cursor after everything readable now (None: nothing there yet), without reading the
+    whole history: it starts at the newest segment that has an idx; older ones are closed."""
+    indexed = [s for s in store.segments() if isinstance(store.index(s), CdcIndex)]
+    if not indexed:
+        return None
+    cursor: Cursor | None = Cursor(indexed[-1].segment_id)
+    while True:
+        batch = poll(store, cursor, max_records=10_000)
+        cursor = batch.position
+        if batch.caught_up:
+            return cursor

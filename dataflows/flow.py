@@ -1,0 +1,89 @@
+"""The pipeline as a Bytewax dataflow, built from validated settings.
+
+    capture (one partition per node's cdc_raw)
+      ├─ error records, counter notices ──────────────────────────────> dead letter (JSON lines)
+      └─ change events
+           -> dedup (keyed by partition bucket: order per partition kept)
+           -> row images (read back from Cassandra, docs/adr/0003)
+           -> masking (a micro-batch per call; keys too)
+           -> keyed by Cassandra partition -> each destination (its own branch)
+
+Every step after capture keeps a Cassandra partition's operations on one worker in order, and
+each sink partition receives a partition's operations in that order; the sinks' version guards
+make replays after recovery harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from connectors.cassandra.events import ChangeEvent
+from connectors.cassandra.source import CdcSource, NodeSpec
+from connectors.cassandra.tail import Cursor
+from connectors.dead_letter import DeadLetterSink
+from dataflows.config import DestinationSettings, PipelineSettings
+from dataflows.runtime import Runtime
+from operators.dedup import deduplicate
+from operators.mask_ops import mask_operations
+from operators.masking.errors import ConfigError
+from operators.row_ops import RangeDelete, RowOp
+
+
+def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
+          until_caught_up: bool = False,
+          initial: Mapping[str, Cursor | None] | None = None) -> Dataflow:
+    runtime = runtime or Runtime(settings)
+    flow = Dataflow("cassandra_cdc")
+    nodes = [NodeSpec(n.name, n.cdc_raw) for n in settings.cassandra.nodes]
+    captured = op.input("capture", flow, CdcSource(
+        nodes, lambda: runtime.schemas, max_records=settings.batching.max_records,
+        until_caught_up=until_caught_up, initial=initial))
+
+    split = op.branch("changes_or_dead_letters", captured,
+                      lambda item: isinstance(item, ChangeEvent))
+    op.output("dead_letter", split.falses, DeadLetterSink(settings.dead_letter_dir))
+
+    deduped = deduplicate("dedup", split.trues)
+    ops = op.flat_map_value("row_images", deduped, runtime.row_images.operations)
+    masked = op.flat_map_batch(
+        "mask", ops, lambda batch: _masked(runtime, batch))
+    by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
+                             lambda o: partition_key_of(runtime, o))
+    for destination in settings.destinations:
+        op.output(destination.name, by_partition, _sink(destination, runtime))
+    return flow
+
+
+def _masked(runtime: Runtime, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:
+    """A micro-batch of (bucket, operation) with every operation masked, keys kept."""
+    masked = mask_operations(runtime.masker, [operation for _, operation in batch])
+    return [(bucket, operation) for (bucket, _), operation in zip(batch, masked, strict=True)]
+
+
+def partition_key_of(runtime: Runtime, operation: RowOp) -> str:
+    """A stable key per Cassandra partition (masked values: deterministic, so still stable)."""
+    if isinstance(operation, RangeDelete):
+        values = tuple(operation.partition_key.values())
+    else:
+        table = runtime.table(operation.keyspace, operation.table)
+        values = tuple(operation.key[c.name] for c in table.partition_key)
+    material = f"{operation.keyspace}.{operation.table}|{values!r}".encode()
+    return hashlib.blake2b(material, digest_size=8).hexdigest()
+
+
+def _sink(destination: DestinationSettings, runtime: Runtime):
+    if destination.kind == "postgres":
+        from connectors.postgres import PostgresSink, PostgresSinkSettings
+
+        settings = PostgresSinkSettings(
+            host=destination.host, port=destination.port, dbname=destination.database,
+            user=destination.username, password_ref=destination.password,
+            sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
+            schema=destination.options.get("schema", "cdc"))
+        return PostgresSink(settings, runtime.table, runtime.masked_types)
+    raise ConfigError(f"pipeline.destinations.{destination.name}.kind",
+                      f"{destination.kind!r} has no sink yet (postgres only, for now)")

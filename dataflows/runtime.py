@@ -1,0 +1,76 @@
+"""What the steps of one worker process share, built on first use (never at flow definition).
+
+Bytewax imports the flow module in every process; connections, the schema registry, the masker
+and the read-back reader are made here lazily, once per process, from the settings.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from cassandra import ConsistencyLevel
+
+from connectors.cassandra.schema import SchemaRegistry, TableSchema
+from connectors.cassandra.session import open_session
+from connectors.secrets import SecretResolver
+from dataflows.config import PipelineSettings
+from operators.masking import Masker, masked_column_types
+from operators.masking.policy import load_policy
+from operators.masking.tokenizer import OpenBaoTransitTokenizer
+from operators.readback import RowImages, RowReader
+
+
+class Runtime:
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+
+    @cached_property
+    def secrets(self) -> SecretResolver:
+        return SecretResolver()
+
+    @cached_property
+    def session(self):
+        c = self.settings.cassandra
+        cluster, session = open_session(
+            c.contact_points, port=c.port, username=c.username,
+            password=self.secrets.resolve(c.password), ca_cert=c.ca_cert,
+            consistency=c.consistency)
+        return session
+
+    @cached_property
+    def schemas(self) -> SchemaRegistry:
+        return SchemaRegistry.from_session(self.session, self.settings.cassandra.keyspaces)
+
+    def table(self, keyspace: str, name: str) -> TableSchema:
+        for table in self.schemas.tables():
+            if table.keyspace == keyspace and table.name == name:
+                return table
+        self.schemas.refresh()
+        for table in self.schemas.tables():
+            if table.keyspace == keyspace and table.name == name:
+                return table
+        raise LookupError(f"table {keyspace}.{name} is not in system_schema")
+
+    @cached_property
+    def row_images(self) -> RowImages:
+        level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
+        return RowImages(RowReader(self.session, consistency=level),
+                         lambda event: self.schemas.table(event.table_id))
+
+    @cached_property
+    def policy(self):
+        return load_policy(self.settings.masking_policy)
+
+    @cached_property
+    def masker(self) -> Masker:
+        policy = self.policy
+        return Masker(policy, self.secrets, OpenBaoTransitTokenizer(policy.tokenize))
+
+    def masked_types(self, keyspace: str, name: str) -> dict[str, str]:
+        table = self.table(keyspace, name)
+        types = {c.name: c.type for c in (*table.partition_key, *table.clustering,
+                                          *table.columns.values())}
+        key = [c.name for c in (*table.partition_key, *table.clustering)]
+        return masked_column_types(self.policy, keyspace, name, types, key)
