@@ -43,6 +43,9 @@ class CassandraSettings:
     keyspaces: tuple[str, ...]
     tables: tuple[str, ...]  # "keyspace.table"; empty: every CDC table of the keyspaces
     nodes: tuple[NodeSettings, ...]
+    # Where a node's capture starts when there is no recovery state: "earliest" (every segment
+    # still in cdc_raw) or "latest" (only what is written from now on).
+    start_from: str = "earliest"
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
             keyspaces=tuple(cassandra.strings("keyspaces", min_items=1)),
             tables=tuple(cassandra.strings("tables", default=[])),
             nodes=tuple(_node(node) for node in cassandra.sections("nodes", min_items=1)),
+            start_from=cassandra.choice("start_from", ("earliest", "latest"),
+                                        default="earliest"),
         ),
         batching=_batching(root.section("batching", default={})),
         masking_policy=root.path("masking_policy"),

@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 
 from connectors.cassandra.events import ChangeEvent
 from connectors.cassandra.source import CdcSource, NodeSpec
-from connectors.cassandra.tail import Cursor
+from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
 from dataflows.config import DestinationSettings, PipelineSettings
 from dataflows.runtime import Runtime
@@ -39,6 +39,11 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     runtime = runtime or Runtime(settings)
     flow = Dataflow("cassandra_cdc")
     nodes = [NodeSpec(n.name, n.cdc_raw) for n in settings.cassandra.nodes]
+    if initial is None and settings.cassandra.start_from == "latest":
+        # Read from local files only (no connection at flow definition); used only by
+        # partitions that have no recovery state.
+        initial = {n.name: end_cursor(LocalSegmentStore(n.cdc_raw))
+                   for n in nodes if n.cdc_raw.is_dir()}
     captured = op.input("capture", flow, CdcSource(
         nodes, lambda: runtime.schemas, max_records=settings.batching.max_records,
         until_caught_up=until_caught_up, initial=initial))

@@ -58,6 +58,8 @@ def test_the_path_comes_from_the_environment(monkeypatch, tmp_path, example):
     (lambda d: d["destinations"][0].update(port="54329"), "pipeline.destinations[0].port",
      "must be an integer, not str"),
     (lambda d: d.update(destinations=[]), "pipeline.destinations", "at least 1"),
+    (lambda d: d["cassandra"].update(start_from="now"), "pipeline.cassandra.start_from",
+     "'now' is not one of earliest, latest"),
 ])
 def test_a_bad_file_names_the_key_and_the_problem(example, change, path, problem):
     broken = copy.deepcopy(example)
