@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.cassandra.tail import Cursor
 from operators.masking.errors import ConfigError
 
 DEFAULT_PATH = "config/pipeline.json"
@@ -30,6 +31,9 @@ DESTINATION_KINDS = ("postgres", "clickhouse", "timescale")
 class NodeSettings:
     name: str
     cdc_raw: Path
+    # Where to start without recovery state, overriding start_from: a saved cursor (after a
+    # restore, or to skip history).
+    start_at: Cursor | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,12 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
 
 
 def _node(section: _Section) -> NodeSettings:
-    settings = NodeSettings(section.string("name"), section.path("cdc_raw"))
+    start_at = None
+    if "start_at" in section:
+        at = section.section("start_at")
+        start_at = Cursor(at.integer("segment_id", low=0), at.integer("offset", default=0, low=0))
+        at.done()
+    settings = NodeSettings(section.string("name"), section.path("cdc_raw"), start_at)
     section.done()
     return settings
 
@@ -196,6 +205,9 @@ class _Section:
         self._path = path
         self._base = base
         self._read: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
 
     def _get(self, key: str, default: Any) -> Any:
         self._read.add(key)

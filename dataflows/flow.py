@@ -39,11 +39,8 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     runtime = runtime or Runtime(settings)
     flow = Dataflow("cassandra_cdc")
     nodes = [NodeSpec(n.name, n.cdc_raw) for n in settings.cassandra.nodes]
-    if initial is None and settings.cassandra.start_from == "latest":
-        # Read from local files only (no connection at flow definition); used only by
-        # partitions that have no recovery state.
-        initial = {n.name: end_cursor(LocalSegmentStore(n.cdc_raw))
-                   for n in nodes if n.cdc_raw.is_dir()}
+    if initial is None:
+        initial = _initial_cursors(settings)
     captured = op.input("capture", flow, CdcSource(
         nodes, lambda: runtime.schemas, max_records=settings.batching.max_records,
         until_caught_up=until_caught_up, initial=initial))
@@ -61,6 +58,18 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     for destination in settings.destinations:
         op.output(destination.name, by_partition, _sink(destination, runtime))
     return flow
+
+
+def _initial_cursors(settings: PipelineSettings) -> dict[str, Cursor | None]:
+    """Where partitions without recovery state start: a node's start_at, else start_from.
+    Read from local files only (no connection at flow definition)."""
+    initial: dict[str, Cursor | None] = {}
+    for node in settings.cassandra.nodes:
+        if node.start_at is not None:
+            initial[node.name] = node.start_at
+        elif settings.cassandra.start_from == "latest" and node.cdc_raw.is_dir():
+            initial[node.name] = end_cursor(LocalSegmentStore(node.cdc_raw))
+    return initial
 
 
 def _masked(runtime: Runtime, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:

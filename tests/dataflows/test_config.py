@@ -29,6 +29,16 @@ def test_the_shipped_example_is_valid():
     assert settings.cassandra.password.startswith("openbao:")
 
 
+def test_a_node_may_start_at_a_saved_cursor(example):
+    from connectors.cassandra.tail import Cursor
+
+    example["cassandra"]["nodes"][0]["start_at"] = {"segment_id": 17, "offset": 4096}
+    assert parse(example).cassandra.nodes[0].start_at == Cursor(17, 4096)
+    example["cassandra"]["nodes"][0]["start_at"] = {"segment": 17}
+    with pytest.raises(ConfigError, match=r"nodes\[0\]\.start_at\.segment_id: is required"):
+        parse(example)
+
+
 def test_the_path_comes_from_the_environment(monkeypatch, tmp_path, example):
     chosen = tmp_path / "mine.json"
     example["batching"]["max_records"] = 200
