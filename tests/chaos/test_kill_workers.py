@@ -1,0 +1,30 @@
+"""The chaos script kills what it is pointed at, and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "chaos" / "kill_workers.py"
+
+
+def test_it_sigkills_a_matching_process_group_only():
+    marker = f"chaos-target-{uuid.uuid4().hex}"
+    target = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(60)  # {marker}"],
+                              start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        done = subprocess.run([sys.executable, str(SCRIPT), "--count", "1", "--min", "0",
+                               "--max", "0", "--match", marker, "--seed", "1"],
+                              capture_output=True, text=True, timeout=30, check=True)
+        assert "SIGKILL" in done.stdout
+        assert target.wait(timeout=10) == -9
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        for proc in (target, bystander):
+            proc.kill()
+            proc.wait()
