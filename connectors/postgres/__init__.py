@@ -6,7 +6,8 @@
 - `PostgresSinkSettings` (_settings.py): connection (verified TLS 1.3 only), schema, partition
   count, batch and pool limits; the password is a secret reference.
 - Layout and DDL (_layout.py, _ddl.py, _naming.py): "<keyspace>__<table>", its "__static"
-  companion and "__current" view, created IF NOT EXISTS under an advisory lock.
+  companion and "__current" view, created IF NOT EXISTS under an advisory lock; an optional
+  `TableHook` adds DDL after them in the same transaction (used by connectors/timescale).
 - Types (_values.py + connectors/typemap.json), Cassandra's clustering order for range deletes
   (_ordering.py), batch application (_apply.py).
 
@@ -16,7 +17,12 @@ Cassandra, and a later older image of it could then be applied.
 """
 
 from connectors.postgres._apply import RejectedValueError, apply_batch
-from connectors.postgres._ddl import PROGRESS_TABLE, ensure_progress_table, ensure_table
+from connectors.postgres._ddl import (
+    PROGRESS_TABLE,
+    TableHook,
+    ensure_progress_table,
+    ensure_table,
+)
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._naming import shorten, table_names
 from connectors.postgres._ordering import UnsupportedRange
@@ -29,6 +35,7 @@ __all__ = [
     "PostgresSink",
     "PostgresSinkSettings",
     "RejectedValueError",
+    "TableHook",
     "TableLayout",
     "UnsupportedRange",
     "apply_batch",

@@ -7,12 +7,19 @@ one transaction holding a transaction-level advisory lock keyed by the schema na
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 from psycopg import sql
 
 from connectors.postgres._layout import CDC_COLUMNS, Column, TableLayout
 
-__all__ = ["PROGRESS_TABLE", "ensure_progress_table", "ensure_table"]
+__all__ = ["PROGRESS_TABLE", "TableHook", "ensure_progress_table", "ensure_table"]
+
+# after_create(conn, schema, layout): more DDL for a table's objects, run by `ensure_table` in
+# its transaction, under its lock, after the CREATEs (e.g. the TimescaleDB sink's hypertable).
+# It must be idempotent: every partition that meets the table runs it.
+TableHook = Callable[[psycopg.Connection, str, TableLayout], None]
 
 PROGRESS_TABLE = "_cdc_progress"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended({}, 0))"
@@ -72,8 +79,10 @@ def _view(schema: str, layout: TableLayout) -> sql.Composed:
         sql.Identifier(schema), sql.Identifier(layout.view), body)
 
 
-def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
-    """Create the rows table, the static companion and the view if missing (commits)."""
+def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
+                 after_create: TableHook | None = None) -> None:
+    """Create the rows table, the static companion and the view if missing, then run
+    AFTER_CREATE in the same transaction (commits; an error in it rolls everything back)."""
     with conn.transaction():
         _lock(conn, schema)
         conn.execute(_create(schema, layout.rows_table,
@@ -82,6 +91,8 @@ def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout) -> 
             conn.execute(_create(schema, layout.static_table,
                                  layout.partition + layout.static, layout.partition))
         conn.execute(_view(schema, layout))
+        if after_create is not None:
+            after_create(conn, schema, layout)
 
 
 def ensure_progress_table(conn: psycopg.Connection, schema: str) -> None:

@@ -15,7 +15,7 @@ from typing_extensions import override
 
 from connectors.cassandra.schema import TableSchema
 from connectors.postgres._apply import apply_batch
-from connectors.postgres._ddl import ensure_progress_table, ensure_table
+from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
 from connectors.secrets import SecretResolver
@@ -43,7 +43,8 @@ def _transient(error: BaseException) -> bool:
 class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: PostgresSinkSettings, pool: ConnectionPool, step_id: str,
                  partition: int, layout_of: Callable[[str, str], TableLayout],
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 table_hook: TableHook | None = None):
         self._settings = settings
         self._pool = pool
         self._step_id = step_id
@@ -52,6 +53,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._ensured: set[tuple[str, str]] = set()
         self._progress_ready = False
         self._sleep = sleep
+        self._table_hook = table_hook
 
     def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> None:
         if not self._progress_ready:
@@ -59,7 +61,8 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
             self._progress_ready = True
         for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
             if name not in self._ensured:
-                ensure_table(conn, self._settings.schema, self._layout_of(*name))
+                ensure_table(conn, self._settings.schema, self._layout_of(*name),
+                             self._table_hook)
                 self._ensured.add(name)
 
     def _apply_once(self, ops: list[RowOp]) -> None:
@@ -113,13 +116,17 @@ class PostgresSink(FixedPartitionedSink[RowOp, None]):
     operators.masking.masked_column_types); default: none. Items are routed to
     `settings.partitions` partitions by a stable hash of their key: key items by Cassandra
     partition so a row's operations stay in order on one partition.
+    table_hook(conn, schema, layout): extra idempotent DDL run after a table's CREATEs, in
+    their transaction (see `TableHook`; the TimescaleDB sink's seam). Default: none.
     Nothing is connected or resolved here: `build_part` does it.
     """
 
     def __init__(self, settings: PostgresSinkSettings, schema_of: SchemaLookup,
                  masked_types_of: MaskedTypesLookup | None = None,
-                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver,
+                 table_hook: TableHook | None = None):
         self._settings = settings
+        self._table_hook = table_hook
         self._schema_of = schema_of
         self._masked_types_of = masked_types_of
         self._resolver_factory = resolver_factory
@@ -158,4 +165,5 @@ class PostgresSink(FixedPartitionedSink[RowOp, None]):
             max_size=self._settings.pool_max_size, timeout=self._settings.pool_timeout,
             max_lifetime=self._settings.pool_max_lifetime, check=ConnectionPool.check_connection,
             name=f"{step_id}-{for_part}", open=True)
-        return _PostgresPartition(self._settings, pool, step_id, int(for_part), self._layouts())
+        return _PostgresPartition(self._settings, pool, step_id, int(for_part), self._layouts(),
+                                  table_hook=self._table_hook)

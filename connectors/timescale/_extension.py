@@ -1,0 +1,121 @@
+"""Every TimescaleDB-specific statement of the sink, and nothing else.
+
+All statements are psycopg.sql compositions (Identifier / Literal), built by the functions
+below so that tests can check their exact text without a TimescaleDB server:
+
+- `DETECT`: the database name, the installed extension version (pg_extension) and the version
+  the server could install (pg_available_extensions);
+- `create_hypertable`: ``create_hypertable(..., if_not_exists => TRUE, migrate_data => TRUE)``
+  with the named argument ``time_column_name`` (which selects the classic signature; 2.13+
+  also has a ``dimension`` overload);
+- `compression_enabled`: whether compression is already on (TimescaleDB refuses to change
+  compression settings once chunks are compressed, so an existing setting is left as is);
+- `enable_compression`: ``ALTER TABLE ... SET (timescaledb.compress,
+  timescaledb.compress_segmentby = '...')``;
+- `add_compression_policy` / `add_retention_policy`: with ``if_not_exists => TRUE`` (an
+  existing policy with another interval is kept; TimescaleDB only warns).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "DETECT",
+    "EXTENSION",
+    "MIN_VERSION_COMPRESSED_UPSERTS",
+    "ExtensionState",
+    "add_compression_policy",
+    "add_retention_policy",
+    "compression_enabled",
+    "create_hypertable",
+    "detect",
+    "enable_compression",
+    "version_tuple",
+]
+
+EXTENSION = "timescaledb"
+# The first release whose compressed chunks accept INSERT ... ON CONFLICT DO UPDATE.
+MIN_VERSION_COMPRESSED_UPSERTS = (2, 11)
+
+DETECT = sql.SQL(
+    "SELECT current_database(),"
+    " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = {0}),"
+    " (SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = {0})"
+).format(sql.Literal(EXTENSION))
+
+
+@dataclass(frozen=True)
+class ExtensionState:
+    database: str
+    installed: str | None  # extversion, None: not created in this database
+    available: str | None  # what CREATE EXTENSION would install; None: not on the server
+
+
+def detect(conn: psycopg.Connection) -> ExtensionState:
+    row = conn.execute(DETECT).fetchone()
+    assert row is not None
+    return ExtensionState(*row)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"2.11.2" -> (2, 11, 2); a non-numeric tail ("2.14.0-dev") is ignored."""
+    parts = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def _relation(schema: str, table: str) -> sql.Composed:
+    # regclass from its quoted, qualified text: quoting is Identifier's, not hand-made.
+    return sql.SQL("{}::regclass").format(
+        sql.Literal(sql.Identifier(schema, table).as_string()))
+
+
+def create_hypertable(schema: str, table: str, time_column: str,
+                      chunk_interval: str | None = None) -> sql.Composed:
+    chunk = sql.SQL("")
+    if chunk_interval is not None:
+        chunk = sql.SQL(", chunk_time_interval => {}::interval").format(
+            sql.Literal(chunk_interval))
+    return sql.SQL(
+        "SELECT create_hypertable({}, time_column_name => {}::name{},"
+        " if_not_exists => TRUE, migrate_data => TRUE)").format(
+        _relation(schema, table), sql.Literal(time_column), chunk)
+
+
+def compression_enabled(schema: str, table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_schema = {} AND hypertable_name = {}").format(
+        sql.Literal(schema), sql.Literal(table))
+
+
+def enable_compression(schema: str, table: str, segment_by: Sequence[str]) -> sql.Composed:
+    options = [sql.SQL("timescaledb.compress")]
+    if segment_by:
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in segment_by).as_string()
+        options.append(sql.SQL("timescaledb.compress_segmentby = {}").format(
+            sql.Literal(columns)))
+    return sql.SQL("ALTER TABLE {} SET ({})").format(
+        sql.Identifier(schema, table), sql.SQL(", ").join(options))
+
+
+def add_compression_policy(schema: str, table: str, compress_after: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT add_compression_policy({}, compress_after => {}::interval,"
+        " if_not_exists => TRUE)").format(_relation(schema, table), sql.Literal(compress_after))
+
+
+def add_retention_policy(schema: str, table: str, drop_after: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT add_retention_policy({}, drop_after => {}::interval,"
+        " if_not_exists => TRUE)").format(_relation(schema, table), sql.Literal(drop_after))

@@ -1,0 +1,160 @@
+"""TimescaleSink: PostgresSink whose rows tables become hypertables (see the package docs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from connectors.postgres import LayoutError, PostgresSink, PostgresSinkSettings, TableLayout
+from connectors.postgres._sink import MaskedTypesLookup, SchemaLookup
+from connectors.secrets import SecretResolver
+from connectors.timescale import _extension as ext
+from connectors.timescale._settings import Compression, TimescaleSettings
+
+__all__ = ["Hypertable", "TimescaleMissingError", "TimescaleSink", "TimescaleVersionError",
+           "hypertable_of", "statements"]
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL types (connectors/typemap.json) a time column may have: CQL timestamp and date.
+TIME_TYPES = ("timestamptz", "date")
+
+
+class TimescaleMissingError(RuntimeError):
+    """The timescaledb extension is not in the sink's database (when_missing="fail")."""
+
+
+class TimescaleVersionError(RuntimeError):
+    """The installed TimescaleDB cannot do what the settings ask."""
+
+
+@dataclass(frozen=True)
+class Hypertable:
+    """What one rows table needs, in PostgreSQL names."""
+
+    table: str  # the rows table
+    time_column: str
+    chunk_interval: str | None
+    compress_after: str | None
+    segment_by: tuple[str, ...]
+    drop_after: str | None
+
+
+def hypertable_of(layout: TableLayout, settings: TimescaleSettings) -> Hypertable:
+    """The hypertable of LAYOUT's rows table per SETTINGS; LayoutError for a configuration the
+    table cannot satisfy. No I/O.
+
+    The time column must be in the Cassandra primary key: a row's identity may not change
+    with its time, and then the destination primary key (which is Cassandra's) includes it,
+    as TimescaleDB requires of every unique index, ON CONFLICT's included."""
+    name = f"{layout.keyspace}.{layout.table}"
+    time_name = settings.time_columns.get(name)
+    if time_name is None:
+        raise LayoutError(f"{name}: no time column configured (TimescaleSettings.time_columns)")
+    by_name = {c.name: c for c in layout.key + layout.regular + layout.static}
+    column = by_name.get(time_name)
+    if column is None:
+        raise LayoutError(f"{name}: time column {time_name!r} is not a column of the table")
+    if column not in layout.key:
+        raise LayoutError(
+            f"{name}: time column {time_name!r} is not part of the Cassandra primary key "
+            f"({', '.join(c.name for c in layout.key)}): a row's identity would change with "
+            "its time; choose a partition-key or clustering column")
+    if column.pg_type not in TIME_TYPES:
+        masked = " after masking" if column.masked else ""
+        raise LayoutError(f"{name}: time column {time_name!r} is {column.pg_type}{masked} in "
+                          "PostgreSQL; it must be a CQL timestamp or date")
+    compression: Compression | None = settings.compression.get(name)
+    segment_by: tuple[str, ...] = ()
+    if compression is not None:
+        rows_columns = {c.name: c for c in layout.key + layout.regular}
+        for wanted in compression.segment_by:
+            if wanted not in rows_columns:
+                where = " (a static column: not in the rows table)" \
+                    if wanted in by_name else ""
+                raise LayoutError(f"{name}: segment_by column {wanted!r} is not a column of "
+                                  f"the rows table{where}")
+        segment_by = tuple(rows_columns[c].pg_name for c in compression.segment_by)
+    return Hypertable(layout.rows_table, column.pg_name, settings.chunk_intervals.get(name),
+                      compression.after if compression else None, segment_by,
+                      settings.retention.get(name))
+
+
+def statements(schema: str, table: Hypertable) -> list[sql.Composed]:
+    """Every extension statement TABLE may need, in order (the compression ALTER is skipped at
+    run time when compression is already enabled)."""
+    found = [ext.create_hypertable(schema, table.table, table.time_column, table.chunk_interval)]
+    if table.compress_after is not None:
+        found.append(ext.enable_compression(schema, table.table, table.segment_by))
+        found.append(ext.add_compression_policy(schema, table.table, table.compress_after))
+    if table.drop_after is not None:
+        found.append(ext.add_retention_policy(schema, table.table, table.drop_after))
+    return found
+
+
+def _missing_message(state: ext.ExtensionState) -> str:
+    if state.available is not None:
+        return (f"the timescaledb extension is not created in database {state.database!r}: "
+                f"the server offers version {state.available}; run CREATE EXTENSION "
+                f"timescaledb; in {state.database!r} as its owner or a superuser (the "
+                "server needs shared_preload_libraries = 'timescaledb'), or set "
+                "TimescaleSettings.when_missing='plain' for plain PostgreSQL tables")
+    return (f"the timescaledb extension is not available on the server of database "
+            f"{state.database!r}: install TimescaleDB (e.g. the timescaledb-2-postgresql-<major> "
+            "package), add it to shared_preload_libraries, restart PostgreSQL and run "
+            f"CREATE EXTENSION timescaledb; in {state.database!r}, or set "
+            "TimescaleSettings.when_missing='plain' for plain PostgreSQL tables")
+
+
+def make_hook(settings: TimescaleSettings
+              ) -> Callable[[psycopg.Connection, str, TableLayout], None]:
+    """The PostgresSink table hook: runs in ensure_table's transaction, after the CREATEs."""
+
+    def after_create(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
+        table = hypertable_of(layout, settings)
+        planned = statements(schema, table)
+        state = ext.detect(conn)
+        if state.installed is None:
+            if settings.when_missing == "fail":
+                raise TimescaleMissingError(_missing_message(state))
+            log.warning("timescaledb is not installed in database %r: %s.%s is a plain "
+                        "PostgreSQL table; skipped: %s", state.database, schema, table.table,
+                        "; ".join(s.as_string(conn) for s in planned))
+            return
+        if table.compress_after is not None and \
+                ext.version_tuple(state.installed) < ext.MIN_VERSION_COMPRESSED_UPSERTS:
+            raise TimescaleVersionError(
+                f"compression of {schema}.{table.table} needs TimescaleDB >= 2.11 (compressed "
+                f"chunks refuse the sink's upserts before it); database {state.database!r} "
+                f"has {state.installed}: upgrade it or drop the compression setting")
+        conn.execute(planned[0])
+        rest = planned[1:]
+        if table.compress_after is not None:
+            enabled = conn.execute(ext.compression_enabled(schema, table.table)).fetchone()
+            if enabled is not None and enabled[0]:
+                rest = rest[1:]  # already on: settings of compressed chunks cannot change
+        for statement in rest:
+            conn.execute(statement)
+
+    return after_create
+
+
+class TimescaleSink(PostgresSink):
+    """`PostgresSink` (same items, partitions, transactions, version guards, progress) whose
+    rows tables are TimescaleDB hypertables, per `TimescaleSettings`.
+
+    Static companions stay plain tables (they have no time column); the "__current" view is
+    PostgreSQL's. A table's configuration is checked when a partition first meets it
+    (`hypertable_of`): its DDL transaction then rolls back and nothing is created.
+    """
+
+    def __init__(self, settings: PostgresSinkSettings, timescale: TimescaleSettings,
+                 schema_of: SchemaLookup, masked_types_of: MaskedTypesLookup | None = None,
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
+        super().__init__(settings, schema_of, masked_types_of, resolver_factory,
+                         table_hook=make_hook(timescale))
+        self.timescale = timescale
