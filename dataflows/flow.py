@@ -50,7 +50,10 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     op.output("dead_letter", split.falses, DeadLetterSink(settings.dead_letter_dir))
 
     deduped = deduplicate("dedup", split.trues)
-    ops = op.flat_map_value("row_images", deduped, runtime.row_images.operations)
+    # Lambdas, not bound methods of runtime's lazy properties: nothing may connect while the
+    # flow is being defined.
+    ops = op.flat_map_value("row_images", deduped,
+                            lambda event: runtime.row_images.operations(event))
     masked = op.flat_map_batch(
         "mask", ops, lambda batch: _masked(runtime, batch))
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
@@ -90,14 +93,41 @@ def partition_key_of(runtime: Runtime, operation: RowOp) -> str:
 
 
 def _sink(destination: DestinationSettings, runtime: Runtime):
-    if destination.kind == "postgres":
-        from connectors.postgres import PostgresSink, PostgresSinkSettings
+    path = f"pipeline.destinations.{destination.name}"
+    if destination.kind not in ("postgres", "timescale"):
+        raise ConfigError(f"{path}.kind",
+                          f"{destination.kind!r} has no sink in the flow yet (postgres, timescale)")
+    from connectors.postgres import PostgresSinkSettings
 
-        settings = PostgresSinkSettings(
-            host=destination.host, port=destination.port, dbname=destination.database,
-            user=destination.username, password_ref=destination.password,
-            sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
-            schema=destination.options.get("schema", "cdc"))
+    options = dict(destination.options)
+    settings = PostgresSinkSettings(
+        host=destination.host, port=destination.port, dbname=destination.database,
+        user=destination.username, password_ref=destination.password,
+        sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
+        schema=options.pop("schema", "cdc"))
+    if destination.kind == "postgres":
+        from connectors.postgres import PostgresSink
+
+        _no_other_options(path, options)
         return PostgresSink(settings, runtime.table, runtime.masked_types)
-    raise ConfigError(f"pipeline.destinations.{destination.name}.kind",
-                      f"{destination.kind!r} has no sink yet (postgres only, for now)")
+    from connectors.timescale import Compression, TimescaleSettings, TimescaleSink
+
+    try:
+        timescale = TimescaleSettings(
+            time_columns=options.pop("time_columns"),
+            compression={table: Compression(c["after"], tuple(c.get("segment_by", ())))
+                         for table, c in options.pop("compression", {}).items()},
+            retention=options.pop("retention", {}),
+            chunk_intervals=options.pop("chunk_intervals", {}),
+            when_missing=options.pop("when_missing", "fail"))
+    except KeyError as missing:
+        raise ConfigError(f"{path}.options.{missing.args[0]}", "is required") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}.options", str(error)) from None
+    _no_other_options(path, options)
+    return TimescaleSink(settings, timescale, runtime.table, runtime.masked_types)
+
+
+def _no_other_options(path: str, options: dict) -> None:
+    if options:
+        raise ConfigError(f"{path}.options.{sorted(options)[0]}", "is not a known option")

@@ -98,3 +98,14 @@ def test_unreadable_and_malformed_files(tmp_path):
     twice.write_text('{"batching": {}, "batching": {}}')
     with pytest.raises(ConfigError, match="appears twice"):
         load(twice)
+
+
+def test_destination_options_are_checked_when_the_flow_is_built(example):
+    from dataflows.flow import build
+
+    example["destinations"][0]["options"]["batch"] = 5
+    with pytest.raises(ConfigError, match=r"destinations.postgres.options.batch: is not a known"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0].update(kind="timescale", options={"when_missing": "plain"})
+    with pytest.raises(ConfigError, match=r"options.time_columns: is required"):
+        build(parse(example, base=EXAMPLE.parent))
