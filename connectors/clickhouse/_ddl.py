@@ -1,0 +1,97 @@
+"""CREATE ... IF NOT EXISTS of a table's ClickHouse objects and of the progress table.
+
+One statement each, valid on 18.16 and on current servers: no ADD COLUMN IF NOT EXISTS, TTL,
+CODEC, LowCardinality or ReplacingMergeTree(ver, is_deleted). The view reads through FINAL
+(merges versions at query time; 18.16 accepts FINAL inside a view).
+
+View "<keyspace>__<table>__current" (what users query):
+    SELECT key, statics, regulars, _cdc_version
+    FROM (SELECT ... FROM rows FINAL WHERE _cdc_deleted = 0)
+    ANY LEFT JOIN (SELECT partition key, statics FROM static FINAL WHERE _cdc_deleted = 0)
+    USING (partition key)
+Without static columns it is the first SELECT alone. Unlike the PostgreSQL view, a partition
+holding only a static row (no clustering rows) does not appear in it: query
+"<keyspace>__<table>__static" FINAL WHERE _cdc_deleted = 0 for those.
+"""
+
+from __future__ import annotations
+
+from clickhouse_connect.driver.binding import quote_identifier as q
+from clickhouse_connect.driver.client import Client
+
+from connectors.clickhouse._layout import CDC_COLUMNS, Column, TableLayout
+
+__all__ = ["PROGRESS_TABLE", "create_statements", "ensure_progress_table", "ensure_table"]
+
+PROGRESS_TABLE = "_cdc_progress"
+
+
+def _table(database: str, name: str) -> str:
+    return f"{q(database)}.{q(name)}"
+
+
+def _create(database: str, name: str, columns: tuple[Column, ...], key: tuple[Column, ...]
+            ) -> str:
+    definitions = [f"{q(c.ch_name)} {c.ch_type}" for c in columns]
+    definitions += [f"{q(n)} {d}" for n, d in CDC_COLUMNS]
+    order = ", ".join(q(c.ch_name) for c in key)
+    return (f"CREATE TABLE IF NOT EXISTS {_table(database, name)} ({', '.join(definitions)})"
+            f" ENGINE = ReplacingMergeTree({q('_cdc_version')}) ORDER BY ({order})")
+
+
+def _view(database: str, layout: TableLayout) -> str:
+    def names(cols: tuple[Column, ...]) -> list[str]:
+        return [q(c.ch_name) for c in cols]
+
+    # Every identifier is quoted by quote_identifier (S608 cannot see it).
+    rows_cols = ", ".join(names(layout.key + layout.regular) + ["_cdc_version"])
+    rows_table = _table(database, layout.rows_table)
+    rows = f"SELECT {rows_cols} FROM {rows_table} FINAL WHERE _cdc_deleted = 0"  # noqa: S608
+    if layout.static_table is None:
+        body = rows
+    else:
+        static_cols = ", ".join(names(layout.partition + layout.static))
+        static_table = _table(database, layout.static_table)
+        statics = f"SELECT {static_cols} FROM {static_table} FINAL"  # noqa: S608
+        statics += " WHERE _cdc_deleted = 0"
+        selected = names(layout.key) + names(layout.static) + names(layout.regular) + \
+            ["_cdc_version"]
+        using = ", ".join(names(layout.partition))
+        body = f"SELECT {', '.join(selected)} FROM ({rows})"  # noqa: S608
+        body += f" ANY LEFT JOIN ({statics}) USING ({using})"
+    return f"CREATE VIEW IF NOT EXISTS {_table(database, layout.view)} AS {body}"
+
+
+def create_statements(database: str, layout: TableLayout) -> list[str]:
+    """The statements `ensure_table` runs, in order (also for operators' reference)."""
+    statements = [_create(database, layout.rows_table, layout.key + layout.regular, layout.key)]
+    if layout.static_table is not None:
+        statements.append(_create(database, layout.static_table,
+                                  layout.partition + layout.static, layout.partition))
+    statements.append(_view(database, layout))
+    return statements
+
+
+def ensure_table(client: Client, database: str, layout: TableLayout) -> None:
+    """Create the rows table, the static companion and the view if missing."""
+    for statement in create_statements(database, layout):
+        client.command(statement)
+
+
+def ensure_progress_table(client: Client, database: str) -> None:
+    """_cdc_progress: the highest source position applied per sink step, partition and node.
+
+    One row per (step_id, sink_partition, node, segment_id), the offset as the
+    ReplacingMergeTree version: a position is (segment_id, offset) and segment ids are
+    milliseconds (~41 bits), so segment_id * 2^32 + offset would overflow 64 bits; the
+    (segment_id, offset) order is kept exactly instead. A replay's lower offset never wins;
+    the current position of a node is the row with the highest (segment_id, offset):
+        SELECT node, segment_id, offset FROM _cdc_progress FINAL WHERE step_id = ...
+        AND sink_partition = ... ORDER BY segment_id DESC, offset DESC LIMIT 1 BY node
+    The table grows by one row per commit-log segment and node (32 MiB of log by default)."""
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {_table(database, PROGRESS_TABLE)} ("
+        " step_id String, sink_partition Int32, node String, segment_id Int64,"
+        " `offset` Int32, updated_at DateTime DEFAULT now())"
+        " ENGINE = ReplacingMergeTree(`offset`)"
+        " ORDER BY (step_id, sink_partition, node, segment_id)")

@@ -1,0 +1,163 @@
+"""ClickHouseSink: a Bytewax FixedPartitionedSink writing row operations into ClickHouse."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import clickhouse_connect
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+from typing_extensions import override
+
+from connectors.cassandra.schema import TableSchema
+from connectors.clickhouse._apply import apply_batch
+from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
+from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
+from connectors.clickhouse._settings import ClickHouseSinkSettings
+from connectors.postgres._sink import stable_partition
+from connectors.secrets import SecretResolver
+from operators.row_ops import RowOp
+
+__all__ = ["ClickHouseSink", "stable_partition"]
+
+log = logging.getLogger(__name__)
+
+SchemaLookup = Callable[[str, str], TableSchema | None]
+MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
+ClientFactory = Callable[[], Client]
+
+
+def _transient(error: BaseException) -> bool:
+    """Connection failures and timeouts (clickhouse-connect's OperationalError); server-side
+    errors (DatabaseError) and refused values are not retried."""
+    return isinstance(error, OperationalError)
+
+
+class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
+    def __init__(self, settings: ClickHouseSinkSettings, connect: ClientFactory, step_id: str,
+                 partition: int, layout_of: Callable[[str, str], TableLayout],
+                 sleep: Callable[[float], None] = time.sleep):
+        self._settings = settings
+        self._connect = connect
+        self._client: Client | None = None
+        self._step_id = step_id
+        self._partition = partition
+        self._layout_of = layout_of
+        self._ensured: set[tuple[str, str]] = set()
+        self._progress_ready = False
+        self._sleep = sleep
+
+    def _ensure(self, client: Client, ops: list[RowOp]) -> None:
+        if not self._progress_ready:
+            ensure_progress_table(client, self._settings.database)
+            self._progress_ready = True
+        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
+            if name not in self._ensured:
+                ensure_table(client, self._settings.database, self._layout_of(*name))
+                self._ensured.add(name)
+
+    def _apply_once(self, ops: list[RowOp]) -> None:
+        if self._client is None:
+            self._client = self._connect()
+        self._ensure(self._client, ops)
+        apply_batch(self._client, self._settings.database, self._layout_of, ops,
+                    self._step_id, self._partition)
+
+    @override
+    def write_batch(self, values: list[RowOp]) -> None:
+        """Apply VALUES in order: one insert per destination table, then the progress row.
+        Transient errors are retried (bounded, with backoff, on a new client); the whole batch
+        is re-inserted, which merges to the same state. A refused value raises
+        RejectedValueError."""
+        if not values:
+            return
+        pause = self._settings.retry_backoff
+        for attempt in range(1, self._settings.retry_attempts + 1):
+            try:
+                self._apply_once(values)
+                return
+            except Exception as error:
+                if not _transient(error) or attempt == self._settings.retry_attempts:
+                    raise
+                log.warning("clickhouse sink %s/%d: transient %s, try %d of %d in %.1fs",
+                            self._step_id, self._partition, type(error).__name__, attempt,
+                            self._settings.retry_attempts, pause)
+                self._drop_client()
+                self._sleep(pause)
+                pause = min(pause * 2, self._settings.retry_max_backoff)
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - already failing; the retry opens a new one
+                log.debug("closing a failed ClickHouse client failed", exc_info=True)
+
+    @override
+    def snapshot(self) -> None:
+        """Nothing to resume from: the tables merge replays to the same state, and the
+        applied source positions are in _cdc_progress."""
+        return None
+
+    @override
+    def close(self) -> None:
+        self._drop_client()
+
+
+class ClickHouseSink(FixedPartitionedSink[RowOp, None]):
+    """Writes RowUpsert, RowDelete and RangeDelete items (`(key, op)` pairs) into ClickHouse.
+
+    schema_of(keyspace, table) -> the TableSchema of a table (None: unknown, an error);
+    masked_types_of(keyspace, table) -> columns whose CQL type masking changes (see
+    operators.masking.masked_column_types); default: none. Items are routed to
+    `settings.partitions` partitions by the same stable hash as the PostgreSQL sink: key
+    items by Cassandra partition so a row's operations stay in order on one partition.
+    Nothing is connected or resolved here: `build_part` does it.
+    """
+
+    def __init__(self, settings: ClickHouseSinkSettings, schema_of: SchemaLookup,
+                 masked_types_of: MaskedTypesLookup | None = None,
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
+        self._settings = settings
+        self._schema_of = schema_of
+        self._masked_types_of = masked_types_of
+        self._resolver_factory = resolver_factory
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self._settings.partitions)]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return stable_partition(item_key)
+
+    def _layouts(self) -> Callable[[str, str], TableLayout]:
+        cache: dict[tuple[str, str], TableLayout] = {}
+
+        def layout_of(keyspace: str, table: str) -> TableLayout:
+            found = cache.get((keyspace, table))
+            if found is None:
+                schema = self._schema_of(keyspace, table)
+                if schema is None:
+                    raise LayoutError(f"no schema known for {keyspace}.{table}")
+                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
+                    else None
+                found = cache[(keyspace, table)] = build_layout(schema, masked)
+            return found
+
+        return layout_of
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None
+                   ) -> _ClickHousePartition:
+        password = self._resolver_factory().resolve(self._settings.password_ref)
+        settings = self._settings
+
+        def connect() -> Client:
+            return clickhouse_connect.get_client(**settings.client_kwargs(password))
+
+        return _ClickHousePartition(settings, connect, step_id, int(for_part), self._layouts())

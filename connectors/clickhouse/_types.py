@@ -1,0 +1,178 @@
+"""CQL types -> ClickHouse column types (the 'clickhouse' key of connectors/typemap.json) and
+the Python forms clickhouse-connect writes.
+
+Every type is one ClickHouse 18.16 also has; nothing is rounded (see typemap.json's
+_comment_clickhouse for the reasons):
+
+- text/ascii/varchar -> String (UTF-8 bytes); blob, custom, empty -> String (raw bytes);
+- int/bigint/smallint/tinyint -> Int32/Int64/Int16/Int8; boolean -> UInt8 (0/1);
+  float/double -> Float32/Float64;
+- decimal, varint -> String holding the exact decimal text (``str(Decimal)``, ``str(int)``);
+- uuid, timeuuid -> UUID; inet -> String (its text form); duration -> String (``1mo2d3ns``);
+- timestamp -> Int64 epoch milliseconds (Cassandra's precision: exact);
+  date -> Int32 days since 1970-01-01; time -> Int64 nanoseconds since midnight;
+- collections, tuples, UDTs, vectors -> String holding JSON, by the PostgreSQL sink's JSON
+  rules (connectors/postgres/_values.py: map keys as text, Decimal as a string, ...).
+
+Every String value is written as bytes (clickhouse-connect picks str or bytes for a whole
+column from its first value). `stored_value` turns what was written (or is read back with
+bytes formats) into a value `connectors.postgres._ordering` orders as Cassandra does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from cassandra import util as cutil
+
+from connectors.cassandra.values import CqlType
+from connectors.postgres._values import ValueRefused, _jsonable, typemap
+
+__all__ = ["ValueRefused", "column_type", "converter", "stored_value"]
+
+DESTINATION = "clickhouse"
+_EPOCH = datetime.datetime(1970, 1, 1)
+_EPOCH_DATE = datetime.date(1970, 1, 1)
+_JSON_KINDS = frozenset({"list", "set", "map", "tuple", "udt", "vector"})
+_BYTES_KINDS = frozenset({"blob", "custom", "empty"})
+_TEXT_FORM_KINDS = frozenset({"decimal", "varint", "inet", "duration", "ascii", "text",
+                              "varchar"})
+
+
+def column_type(t: CqlType) -> str:
+    """The (non-Nullable) ClickHouse column type of a CQL type, per connectors/typemap.json."""
+    if t.kind == "counter":
+        raise ValueRefused("counter columns are not captured (docs/adr/0003)")
+    mapping = typemap()
+    if t.kind == "vector":
+        entry = mapping["vector"].get(t.params[0].kind, mapping["vector_default"])
+    elif t.kind in mapping["types"]:
+        entry = mapping["types"][t.kind]
+    elif t.kind in mapping["composite"]:
+        entry = mapping["composite"][t.kind]
+    else:
+        raise ValueRefused(f"CQL type {t.cql} has no ClickHouse mapping in typemap.json")
+    found = entry.get(DESTINATION)
+    if found is None:
+        raise ValueRefused(f"CQL type {t.cql} has no ClickHouse mapping in typemap.json")
+    return found
+
+
+def _none_safe(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        return None if value is None else f(value)
+    return convert
+
+
+def _utf8(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueRefused(f"expected text, got {type(value).__name__}")
+    return value.encode("utf-8")
+
+
+def _text_form(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _decimal(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(decimal.Decimal(value)).encode()
+
+
+def _varint(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(int(value)).encode()
+
+
+def _blob(value: Any) -> bytes:
+    return bytes(value)
+
+
+def _timestamp(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # the driver's milliseconds (dates outside Python's datetime range)
+    if not isinstance(value, datetime.datetime):
+        raise ValueRefused(f"expected a timestamp, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _date(value: Any) -> int:
+    if isinstance(value, cutil.Date):
+        return value.days_from_epoch
+    if isinstance(value, datetime.date):
+        return (value - _EPOCH_DATE).days
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueRefused(f"expected a date, got {type(value).__name__}")
+
+
+def _time(value: Any) -> int:
+    if isinstance(value, cutil.Time):
+        return value.nanosecond_time
+    if isinstance(value, datetime.time):
+        return (((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000
+                + value.microsecond) * 1000
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueRefused(f"expected a time, got {type(value).__name__}")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _boolean(value: Any) -> int:
+    return 1 if value else 0
+
+
+_SCALAR: dict[str, Callable[[Any], Any]] = {
+    "ascii": _utf8, "text": _utf8, "varchar": _utf8,
+    "int": int, "bigint": int, "smallint": int, "tinyint": int,
+    "float": float, "double": float, "boolean": _boolean,
+    "decimal": _decimal, "varint": _varint, "inet": _text_form, "duration": _text_form,
+    "uuid": _uuid, "timeuuid": _uuid,
+    "timestamp": _timestamp, "date": _date, "time": _time,
+}
+
+
+def converter(t: CqlType) -> Callable[[Any], Any]:
+    """value (a cassandra-driver value after masking) -> what clickhouse-connect writes into
+    the column of `column_type(t)`; None stays None."""
+    column_type(t)  # refuses unmapped types
+    if t.kind in _JSON_KINDS:
+        def to_json(value: Any) -> Any:
+            if value is None:
+                return None
+            return json.dumps(_jsonable(value, t), ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":")).encode("utf-8")
+        return to_json
+    if t.kind in _BYTES_KINDS:
+        return _none_safe(_blob)
+    scalar = _SCALAR.get(t.kind)
+    if scalar is None:
+        raise ValueRefused(f"CQL type {t.cql} has no ClickHouse value rule")
+    return _none_safe(scalar)
+
+
+def stored_value(t: CqlType) -> Callable[[Any], Any]:
+    """A written (or read back, String as bytes) value -> a value that
+    connectors.postgres._ordering orders in Cassandra's order."""
+    if t.kind in _TEXT_FORM_KINDS:
+        return lambda v: v.decode("utf-8") if isinstance(v, bytes) else v
+    if t.kind == "date":
+        return lambda v: cutil.Date(v) if isinstance(v, int) else v
+    if t.kind == "time":
+        return lambda v: cutil.Time(v) if isinstance(v, int) else v
+    return lambda v: v
