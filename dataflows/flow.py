@@ -6,7 +6,8 @@
            -> dedup (keyed by partition bucket: order per partition kept)
            -> row images (read back from Cassandra, docs/adr/0003)
            -> masking (a micro-batch per call; keys too)
-           -> keyed by Cassandra partition -> each destination (its own branch)
+           -> keyed by Cassandra partition -> each destination (its own branch: PostgreSQL,
+              ClickHouse, TimescaleDB)
 
 Every step after capture keeps a Cassandra partition's operations on one worker in order, and
 each sink partition receives a partition's operations in that order; the sinks' version guards
@@ -94,12 +95,18 @@ def partition_key_of(runtime: Runtime, operation: RowOp) -> str:
 
 def _sink(destination: DestinationSettings, runtime: Runtime):
     path = f"pipeline.destinations.{destination.name}"
-    if destination.kind not in ("postgres", "timescale"):
-        raise ConfigError(f"{path}.kind",
-                          f"{destination.kind!r} has no sink in the flow yet (postgres, timescale)")
+    options = dict(destination.options)
+    if destination.kind == "clickhouse":
+        from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
+
+        _no_other_options(path, options)
+        settings = ClickHouseSinkSettings(
+            host=destination.host, port=destination.port, database=destination.database,
+            user=destination.username, password_ref=destination.password,
+            ca_cert=str(destination.ca_cert), partitions=destination.partitions)
+        return ClickHouseSink(settings, runtime.table, runtime.masked_types)
     from connectors.postgres import PostgresSinkSettings
 
-    options = dict(destination.options)
     settings = PostgresSinkSettings(
         host=destination.host, port=destination.port, dbname=destination.database,
         user=destination.username, password_ref=destination.password,

@@ -1,7 +1,8 @@
-"""The whole flow on the real stack: Cassandra's commit log -> PostgreSQL, masked, exact.
+"""The whole flow on the real stack: Cassandra's commit log -> PostgreSQL and ClickHouse, masked,
+exact, fanned out in one flow.
 
-Oracle: after the workload, PostgreSQL's current rows equal Cassandra's SELECT passed through
-the same masking, row for row.
+Oracle: after the workload, each destination's current rows equal Cassandra's SELECT passed
+through the same masking, row for row.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def test_commit_log_to_postgres_masked_and_exact(
             "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
             "ca_cert": openbao_env["BAO_CACERT"], "partitions": 2,
             "options": {"schema": postgres_schema},
+        }, {
+            "kind": "clickhouse", "host": "127.0.0.1", "port": 8443, "database": "cdc",
+            "username": "cdc_pipeline", "password": "openbao:cdc/clickhouse/pipeline#password",
+            "ca_cert": openbao_env["BAO_CACERT"], "partitions": 2,
         }],
     })
     runtime = Runtime(settings)
@@ -116,5 +121,20 @@ def test_commit_log_to_postgres_masked_and_exact(
     assert by_id[6][1] is None and by_id[7][3] is None  # deleted cell; redacted diagnosis
     assert by_id[7][1] != "Name7" and by_id[7][1].startswith("vault:")  # tokenized
     assert len(by_id[7][2]) == 64  # HMAC-SHA256 hex
+    # The same rows in ClickHouse (timestamps aside, types keep their values).
+    from clickhouse_connect.driver.binding import quote_identifier
+
+    from devstack import clickhouse
+
+    client = clickhouse.connect("admin")
+    try:
+        in_clickhouse = client.query(
+            f"SELECT {', '.join(map(quote_identifier, columns))} "
+            f"FROM cdc.{quote_identifier(bare + '__patients__current')}").result_rows
+        assert sorted(map(tuple, in_clickhouse), key=repr) == expected
+    finally:
+        for suffix in ("__patients__current", "__patients"):
+            client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(bare + suffix)}")
+        client.close()
     assert not list((tmp_path / "dead-letter").glob("*.jsonl")) or all(
         p.stat().st_size == 0 for p in (tmp_path / "dead-letter").glob("*.jsonl"))
