@@ -135,6 +135,10 @@ _pack_qi = struct.Struct(">qi").pack
 _pack_qiBi = struct.Struct(">qi?i").pack  # timestamp, ttl, deleted, length: one cell's digest
 _pack_q = struct.Struct(">q").pack
 _pack_i = struct.Struct(">i").pack
+_pack_qiB = struct.Struct(">qi?").pack  # _pack_qiBi without the length: a row's live prefix
+# _pack_i(n) of the usual value lengths, precomputed: indexing a tuple costs a fraction of a
+# pack call, which would otherwise be the dearest part of a cell's digest bytes.
+_LENGTHS = tuple(_pack_i(n) for n in range(256))
 _blake2b = hashlib.blake2b
 
 
@@ -182,7 +186,7 @@ class _Column:
     """How to read one column of a serialization header."""
 
     __slots__ = ("name", "name_bytes", "complex", "fixed", "decode", "path_decode",
-                 "element_decode", "kind", "counter")
+                 "element_decode", "element_value", "kind", "counter")
 
     def __init__(self, name: str, spec: ColumnSpec | DroppedColumn):
         t: CqlType = spec.type
@@ -193,6 +197,10 @@ class _Column:
         self.kind = t.kind
         self.path_decode: Callable[[bytes], Any] | None = None
         self.element_decode: Callable[[bytes, bytes], Any] | None = None
+        # Lists, sets and maps: element_decode(path, v) is element_value(v); complex_column
+        # calls element_value directly (one call per element instead of two). None for UDTs,
+        # whose values depend on the path.
+        self.element_value: Callable[[bytes], Any] | None = None
         if not self.complex:
             # Java writes every simple value with the column type's fixed width, if any.
             self.fixed = t.fixed_length
@@ -205,13 +213,16 @@ class _Column:
             element = value_decoder(t.params[0])
             self.path_decode = uuid_from_bytes
             self.element_decode = lambda p, v: element(v)
+            self.element_value = element
         elif t.kind == "set":
             self.path_decode = value_decoder(t.params[0])
             self.element_decode = lambda p, v: None
+            self.element_value = _no_value
         elif t.kind == "map":
             value = value_decoder(t.params[1])
             self.path_decode = value_decoder(t.params[0])
             self.element_decode = lambda p, v: value(v)
+            self.element_value = value
         else:  # non-frozen UDT: the path is the field's int16 index
             names = t.field_names
             fields = [value_decoder(f) for f in t.params]
@@ -500,7 +511,11 @@ class MutationDecoder:
         ctx = _Context(self, table, buf, min_ts, min_ldt, min_ttl, materialize)
         if materialize:
             try:
-                ctx.pk = table.partition_key(key_raw)
+                if table.single_pk:  # partition_key()'s first case, inline (every mutation)
+                    pk_name, pk_decode = table.pk[0]
+                    ctx.pk = {pk_name: pk_decode(key_raw)}
+                else:
+                    ctx.pk = table.partition_key(key_raw)
             except Exception as error:  # noqa: BLE001 - any driver failure is a value error
                 ctx.value_error = f"partition key: {type(error).__name__}: {error}"
             ctx.digest_head = table.id_bytes + _pack_i(key_len) + key_raw
@@ -581,11 +596,19 @@ class _Context:
     def deletion_time(self, pos: int) -> tuple[Deletion, int]:
         """SerializationHeader.readDeletionTime + DeletionTime.build."""
         buf = self.buf
-        v, pos = read_uvint(buf, pos)
+        v = buf[pos]
+        if v < 0x80:  # one-byte vints inline (small deltas against the stats: the usual case)
+            pos += 1
+        else:
+            v, pos = read_uvint(buf, pos)
         mfda = v + self.min_ts
         if mfda > _I64_MAX:
             mfda -= _U64
-        v, pos = read_uvint32(buf, pos)
+        v = buf[pos]
+        if v < 0x80:
+            pos += 1
+        else:
+            v, pos = read_uvint32(buf, pos)
         ldt = v + self.min_ldt
         if ldt < 0 or ldt > MAX_DELETION_TIME:
             ldt = INVALID_DELETION_TIME
@@ -627,7 +650,7 @@ class _Context:
                 pos += 1
             else:
                 header, pos = read_uvint(buf, pos)
-            limit = min(size, offset + 32)
+            limit = size if size - offset <= 32 else offset + 32  # min(), without the call
             shift = 0
             while offset < limit:
                 name, fixed, decode = columns[offset]
@@ -786,6 +809,7 @@ class _Context:
         counter_columns: list[str] = []
         counter_ts = NO_TIMESTAMP
         min_ldt = self.min_ldt
+        live = None  # digest prefix of the row's live cells (timestamp, ttl 0, not deleted)
         for name, complex_, fixed, decode, counter, name_bytes, col in columns:
             if complex_:
                 pos = self.complex_column(pos, col, flags & _HAS_COMPLEX_DELETION, row_ts,
@@ -812,10 +836,25 @@ class _Context:
                         pos += length
                 if not materialize:
                     continue
-                ts = row_ts
-                ttl = 0
-                ldt = None
-                deleted = False
+                # Finished here rather than by the general tail below: most cells take this
+                # branch, and it needs none of the tail's tests (not deleted, no TTL).
+                if counter:
+                    counter_columns.append(name)
+                    counter_ts = row_ts if row_ts > counter_ts else counter_ts
+                    continue
+                try:
+                    value = decode(raw)
+                except Exception as error:  # noqa: BLE001 - recorded, the walk goes on
+                    value = None
+                    self.value_error = f"column {name}: {type(error).__name__}: {error}"
+                cells[name] = _new(Cell, (value, row_ts, 0, None, False))
+                # The digest's _pack_qiBi(row_ts, 0, False, len(raw)), in two parts: the
+                # prefix is the same for every such cell of the row, so it is packed once.
+                if live is None:
+                    live = _pack_qiB(row_ts, 0, False)
+                n = len(raw)
+                parts += (name_bytes, live, _LENGTHS[n] if n < 256 else _pack_i(n), raw)
+                continue
             else:
                 if cflags & _USE_ROW_TIMESTAMP:
                     ts = row_ts
@@ -904,17 +943,26 @@ class _Context:
             return pos  # nothing but counter cells (reported above)
         # Canonical row encoding for the digest: every optional part is tagged, and local
         # deletion times are left out (node-local, as in Cassandra's own digests).
-        head = (b"S" if is_static else b"W") + _pack_i(len(ck_raw)) + ck_raw
-        head += b"l" if liveness is None else b"L" + _pack_qi(row_ts, row_ttl)
-        head += b"x" if deletion is None else b"X" + _pack_q(deletion.marked_for_delete_at)
-        parts.insert(0, head)
-        self.emit(kind, ck, cells, liveness, deletion, is_static, None, None, b"".join(parts))
+        # emit() inlined: the table and partition key head joined with the row's parts in one
+        # b"".join (no intermediate bytes), hashed once.
+        n = len(ck_raw)
+        parts[0:0] = (
+            self.digest_head,
+            b"S" if is_static else b"W", _LENGTHS[n] if n < 256 else _pack_i(n), ck_raw,
+            b"l" if liveness is None else b"L" + _pack_qi(row_ts, row_ttl),
+            b"x" if deletion is None else b"X" + _pack_q(deletion.marked_for_delete_at))
+        self.items.append((kind, ck, cells, liveness, deletion, is_static, None, None,
+                           _blake2b(b"".join(parts), digest_size=16).digest()))
         return pos
 
     def subset(self, pos: int, header: list[tuple]) -> tuple[list[tuple], int]:
         """Columns.deserializeSubset: which header columns a row holds."""
         buf = self.buf
-        encoded, pos = read_uvint(buf, pos)
+        encoded = buf[pos]
+        if encoded < 0x80:
+            pos += 1
+        else:
+            encoded, pos = read_uvint(buf, pos)
         if encoded == 0:
             return header, pos
         n = len(header)
@@ -953,16 +1001,28 @@ class _Context:
             deletion, pos = self.deletion_time(pos)
             if deletion.marked_for_delete_at == NO_TIMESTAMP:
                 deletion = None  # DeletionTime.LIVE: written for every complex column
-        count, pos = read_uvint32(buf, pos)
+        count = buf[pos]
+        if count < 0x80:
+            pos += 1
+        else:
+            count, pos = read_uvint32(buf, pos)
         elements = []
         element_parts = []
+        path_decode = col.path_decode
+        element_value = col.element_value
+        # One-byte vints (timestamp deltas, path and value lengths) are read inline: a call to
+        # read_uvint32 costs more than the rest of the element's parsing.
         for _ in range(count):
             cflags = buf[pos]
             pos += 1
             if cflags & _USE_ROW_TIMESTAMP:
                 ts = row_ts
             else:
-                v, pos = read_uvint(buf, pos)
+                v = buf[pos]
+                if v < 0x80:
+                    pos += 1
+                else:
+                    v, pos = read_uvint(buf, pos)
                 ts = v + min_ts
                 if ts > _I64_MAX:
                     ts -= _U64
@@ -983,17 +1043,25 @@ class _Context:
             else:
                 ldt = None
                 ttl = 0
-            length, pos = read_uvint32(buf, pos)
-            if length < 0:
-                raise _Stop(f"negative cell path length {length}", pos)
+            length = buf[pos]
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_uvint32(buf, pos)
+                if length < 0:
+                    raise _Stop(f"negative cell path length {length}", pos)
             path = buf[pos:pos + length]
             pos += length
             if cflags & _EMPTY_VALUE:
                 raw = b""
             else:
-                length, pos = read_uvint32(buf, pos)
-                if length < 0:
-                    raise _Stop(f"negative value length {length}", pos)
+                length = buf[pos]
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = read_uvint32(buf, pos)
+                    if length < 0:
+                        raise _Stop(f"negative value length {length}", pos)
                 raw = buf[pos:pos + length]
                 pos += length
             if not materialize:
@@ -1001,14 +1069,18 @@ class _Context:
             deleted = bool(cflags & _DELETED)
             key = value = None
             try:
-                key = col.path_decode(path)  # type: ignore[misc]
+                key = path_decode(path)  # type: ignore[misc]
                 if not deleted:
-                    value = col.element_decode(path, raw)  # type: ignore[misc]
+                    if element_value is not None:
+                        value = element_value(raw)
+                    else:
+                        value = col.element_decode(path, raw)  # type: ignore[misc]
             except Exception as error:  # noqa: BLE001
                 self.value_error = f"column {col.name}: {type(error).__name__}: {error}"
             elements.append(_new(CellElement, (key, value, ts, ttl, ldt, deleted)))
+            n = len(raw)
             element_parts += (_pack_qiBi(ts, ttl, deleted, len(path)), path,
-                              _pack_i(len(raw)), raw)
+                              _LENGTHS[n] if n < 256 else _pack_i(n), raw)
         if materialize and (elements or deletion is not None):
             cells[col.name] = _new(ComplexCell, (deletion, tuple(elements)))
             parts.append(col.name_bytes)

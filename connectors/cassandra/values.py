@@ -21,13 +21,16 @@ the driver's `from_binary(b, 5)` (for a handful of hot types it avoids the drive
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, SafeUUID
 
-from cassandra import cqltypes
+from cassandra import cqltypes, util
 
 __all__ = [
     "CqlType",
@@ -340,9 +343,11 @@ def parse_cql_type(text: str, keyspace: str = "",
 _int8 = struct.Struct(">b").unpack
 _int16 = struct.Struct(">h").unpack
 _int32 = struct.Struct(">i").unpack
+_uint32 = struct.Struct(">I").unpack
 _int64 = struct.Struct(">q").unpack
 _float = struct.Struct(">f").unpack
 _double = struct.Struct(">d").unpack
+_from_bytes = int.from_bytes
 
 
 _object_new = object.__new__
@@ -360,9 +365,64 @@ def uuid_from_bytes(b: bytes) -> UUID:
     return u
 
 
+def _uuid(b: bytes) -> UUID | None:
+    """uuid_from_bytes for a non-empty value, None for an empty one: one call, not two (a
+    uuid partition key is in every mutation of its table)."""
+    if not b:
+        return None
+    if len(b) != 16:
+        raise ValueError(f"a UUID has 16 bytes, not {len(b)}")
+    u = _object_new(UUID)
+    _object_setattr(u, "int", int.from_bytes(b, "big"))
+    _object_setattr(u, "is_safe", _SAFE_UNKNOWN)
+    return u
+
+
+# The driver's DateType.deserialize is `util.datetime_from_timestamp(int64 / 1000.0)`, i.e.
+# DATETIME_EPOC + timedelta(seconds=<float>). Below 2**32 seconds from the epoch (the years
+# 1834 to 2106) that float is within 2**-22 s of the exact millisecond instant, so timedelta's
+# rounding to microseconds lands on exactly ms * 1000 us: the integer constructor
+# (timedelta(0, 0, 0, ms) is timedelta(milliseconds=ms)) gives the same datetime without the
+# float conversion (about 40% cheaper). Outside that range, the driver's own float arithmetic
+# (test_values_fastpath.py samples both sides of the boundary densely).
+_EPOCH = util.DATETIME_EPOC
+_EXACT_MS = (1 << 32) * 1000
+_SCALED_DECIMAL = cqltypes.DecimalType.deserialize
+
+
+def _timestamp(b: bytes) -> Any:
+    if not b:
+        return None
+    ms = _int64(b)[0]
+    if -_EXACT_MS < ms < _EXACT_MS:
+        return _EPOCH + timedelta(0, 0, 0, ms)
+    return _EPOCH + timedelta(seconds=ms / 1000.0)
+
+
+def _decimal(b: bytes) -> Any:
+    # DecimalType.deserialize without its Python-level helpers: the same '%de%d' string handed
+    # to Decimal (int.from_bytes(signed) is marshal.varint_unpack for a non-empty unscaled value).
+    # Shorter values (no unscaled bytes, truncated scale) go to the driver for its exact errors.
+    if len(b) > 4:
+        return Decimal(f"{_from_bytes(b[4:], 'big', signed=True)}e{-_int32(b[:4])[0]}")
+    return _SCALED_DECIMAL(b, 5) if b else None
+
+
+def _inet(b: bytes) -> Any:
+    # InetAddressType.deserialize: 16 bytes are IPv6, anything else goes to inet_ntoa.
+    if not b:
+        return None
+    if len(b) == 16:
+        return util.inet_ntop(socket.AF_INET6, b)
+    return socket.inet_ntoa(b)
+
+
 def _fast(kind: str) -> Callable[[bytes], Any] | None:
-    """Hot-path decoders equal to the driver's from_binary(b, 5) for these types (the tests
-    compare them on random values); each handles the empty value itself (one call, not two)."""
+    """Hot-path decoders equal to the driver's from_binary(b, 5) for these types, values and
+    types alike, and raising the same errors for bad lengths (test_values_fastpath.py compares
+    them on random bytes); each handles the empty value itself (one call, not two). They skip
+    the driver's deserialize -> marshal helper -> util call chain, which costs more than the
+    decoding itself for small values."""
     if kind == "int":
         return lambda b: _int32(b)[0] if b else None
     if kind == "bigint":
@@ -374,7 +434,7 @@ def _fast(kind: str) -> Callable[[bytes], Any] | None:
     if kind == "blob":
         return bytes
     if kind in ("uuid", "timeuuid"):
-        return lambda b: uuid_from_bytes(b) if b else None
+        return _uuid
     if kind == "boolean":
         return lambda b: b != b"\x00" if b else None
     if kind == "double":
@@ -385,6 +445,18 @@ def _fast(kind: str) -> Callable[[bytes], Any] | None:
         return lambda b: _int16(b)[0] if b else None
     if kind == "tinyint":
         return lambda b: _int8(b)[0] if b else None
+    if kind == "timestamp":
+        return _timestamp
+    if kind == "decimal":
+        return _decimal
+    if kind == "varint":  # marshal.varint_unpack, for a non-empty value
+        return lambda b: _from_bytes(b, "big", signed=True) if b else None
+    if kind == "date":  # SimpleDateType: days with the epoch at 2**31
+        return lambda b: util.Date(_uint32(b)[0] - 2147483648) if b else None
+    if kind == "time":
+        return lambda b: util.Time(_int64(b)[0]) if b else None
+    if kind == "inet":
+        return _inet
     return None
 
 
