@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import clickhouse_connect
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from typing_extensions import override
 
-from connectors.cassandra.schema import TableSchema
 from connectors.clickhouse._apply import apply_batch
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._settings import ClickHouseSinkSettings
-from connectors.postgres._sink import stable_partition
-from connectors.secrets import SecretResolver
+from connectors.row_sink import RowOpSink, stable_partition
 from operators.row_ops import RowOp
 
 __all__ = ["ClickHouseSink", "stable_partition"]
 
 log = logging.getLogger(__name__)
 
-SchemaLookup = Callable[[str, str], TableSchema | None]
-MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
 ClientFactory = Callable[[], Client]
 
 
@@ -108,7 +104,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._drop_client()
 
 
-class ClickHouseSink(FixedPartitionedSink[RowOp, None]):
+class ClickHouseSink(RowOpSink[TableLayout]):
     """Writes RowUpsert, RowDelete and RangeDelete items (`(key, op)` pairs) into ClickHouse.
 
     schema_of(keyspace, table) -> the TableSchema of a table (None: unknown, an error);
@@ -119,42 +115,16 @@ class ClickHouseSink(FixedPartitionedSink[RowOp, None]):
     Nothing is connected or resolved here: `build_part` does it.
     """
 
-    def __init__(self, settings: ClickHouseSinkSettings, schema_of: SchemaLookup,
-                 masked_types_of: MaskedTypesLookup | None = None,
-                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
-        self._settings = settings
-        self._schema_of = schema_of
-        self._masked_types_of = masked_types_of
-        self._resolver_factory = resolver_factory
+    def _build_layout(self, schema, masked):
+        return build_layout(schema, masked)
 
-    @override
-    def list_parts(self) -> list[str]:
-        return [str(i) for i in range(self._settings.partitions)]
-
-    @override
-    def part_fn(self, item_key: str) -> int:
-        return stable_partition(item_key)
-
-    def _layouts(self) -> Callable[[str, str], TableLayout]:
-        cache: dict[tuple[str, str], TableLayout] = {}
-
-        def layout_of(keyspace: str, table: str) -> TableLayout:
-            found = cache.get((keyspace, table))
-            if found is None:
-                schema = self._schema_of(keyspace, table)
-                if schema is None:
-                    raise LayoutError(f"no schema known for {keyspace}.{table}")
-                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
-                    else None
-                found = cache[(keyspace, table)] = build_layout(schema, masked)
-            return found
-
-        return layout_of
+    def _missing_schema(self, keyspace: str, table: str) -> Exception:
+        return LayoutError(f"no schema known for {keyspace}.{table}")
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None
                    ) -> _ClickHousePartition:
-        password = self._resolver_factory().resolve(self._settings.password_ref)
+        password = self._password()
         settings = self._settings
 
         def connect() -> Client:

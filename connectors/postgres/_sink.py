@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 from psycopg_pool import ConnectionPool, PoolTimeout
 from typing_extensions import override
 
-from connectors.cassandra.schema import TableSchema
 from connectors.postgres._apply import apply_batch
 from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
+from connectors.row_sink import MaskedTypesLookup, RowOpSink, SchemaLookup, stable_partition
 from connectors.secrets import SecretResolver
 from operators.row_ops import RowOp
 
@@ -25,13 +24,6 @@ __all__ = ["PostgresSink", "stable_partition"]
 
 log = logging.getLogger(__name__)
 
-SchemaLookup = Callable[[str, str], TableSchema | None]
-MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
-
-
-def stable_partition(item_key: str) -> int:
-    """A hash of the item key that is the same in every process and release (not hash())."""
-    return int.from_bytes(hashlib.blake2b(item_key.encode(), digest_size=8).digest(), "big")
 
 
 def _transient(error: BaseException) -> bool:
@@ -108,7 +100,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._pool.close()
 
 
-class PostgresSink(FixedPartitionedSink[RowOp, None]):
+class PostgresSink(RowOpSink[TableLayout]):
     """Writes RowUpsert, RowDelete and RangeDelete items (`(key, op)` pairs) into PostgreSQL.
 
     schema_of(keyspace, table) -> the TableSchema of a table (None: unknown, an error);
@@ -125,40 +117,19 @@ class PostgresSink(FixedPartitionedSink[RowOp, None]):
                  masked_types_of: MaskedTypesLookup | None = None,
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver,
                  table_hook: TableHook | None = None):
-        self._settings = settings
+        super().__init__(settings, schema_of, masked_types_of, resolver_factory)
         self._table_hook = table_hook
-        self._schema_of = schema_of
-        self._masked_types_of = masked_types_of
-        self._resolver_factory = resolver_factory
 
-    @override
-    def list_parts(self) -> list[str]:
-        return [str(i) for i in range(self._settings.partitions)]
+    def _build_layout(self, schema, masked):
+        return build_layout(schema, masked)
 
-    @override
-    def part_fn(self, item_key: str) -> int:
-        return stable_partition(item_key)
-
-    def _layouts(self) -> Callable[[str, str], TableLayout]:
-        cache: dict[tuple[str, str], TableLayout] = {}
-
-        def layout_of(keyspace: str, table: str) -> TableLayout:
-            found = cache.get((keyspace, table))
-            if found is None:
-                schema = self._schema_of(keyspace, table)
-                if schema is None:
-                    raise LayoutError(f"no schema known for {keyspace}.{table}")
-                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
-                    else None
-                found = cache[(keyspace, table)] = build_layout(schema, masked)
-            return found
-
-        return layout_of
+    def _missing_schema(self, keyspace: str, table: str) -> Exception:
+        return LayoutError(f"no schema known for {keyspace}.{table}")
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None
                    ) -> _PostgresPartition:
-        password = self._resolver_factory().resolve(self._settings.password_ref)
+        password = self._password()
         kwargs: dict[str, Any] = self._settings.connection_kwargs(password)
         pool = ConnectionPool(
             kwargs=kwargs, min_size=self._settings.pool_min_size,

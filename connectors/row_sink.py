@@ -1,0 +1,80 @@
+"""What every destination sink shares: partitions, routing, table layouts, the password.
+
+A destination sink is a Bytewax FixedPartitionedSink of row operations (operators/row_ops.py)
+keyed by Cassandra partition. Its N partitions are routed by a stable hash of the key (the same
+in every process, unlike hash()), the layout of each destination table is built on first use
+from the Cassandra schema and the masking type changes, and the password is resolved from its
+secret reference when a partition is built, never at flow definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from bytewax.outputs import FixedPartitionedSink
+from typing_extensions import override
+
+from connectors.cassandra.schema import TableSchema
+from connectors.secrets import SecretResolver
+
+SchemaLookup = Callable[[str, str], TableSchema | None]
+MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
+Layout = TypeVar("Layout")
+
+
+def stable_partition(item_key: str) -> int:
+    """A hash of the item key that is the same in every process and release (not hash())."""
+    return int.from_bytes(hashlib.blake2b(item_key.encode(), digest_size=8).digest(), "big")
+
+
+class RowOpSink(FixedPartitionedSink, Generic[Layout]):
+    """The shared part; subclasses build their partitions and say how a layout is made.
+
+    settings: needs ``partitions`` and ``password_ref``.
+    schema_of: (keyspace, table) -> the table's current TableSchema.
+    masked_types_of: (keyspace, table) -> columns whose type masking changes, or None.
+    """
+
+    def __init__(self, settings: Any, schema_of: SchemaLookup,
+                 masked_types_of: MaskedTypesLookup | None = None,
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver) -> None:
+        self._settings = settings
+        self._schema_of = schema_of
+        self._masked_types_of = masked_types_of
+        self._resolver_factory = resolver_factory
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self._settings.partitions)]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return stable_partition(item_key)
+
+    def _password(self) -> str:
+        return self._resolver_factory().resolve(self._settings.password_ref)
+
+    def _build_layout(self, schema: TableSchema, masked: Mapping[str, str] | None) -> Layout:
+        raise NotImplementedError
+
+    def _missing_schema(self, keyspace: str, table: str) -> Exception:
+        return LookupError(f"no schema known for {keyspace}.{table}")
+
+    def _layouts(self) -> Callable[[str, str], Layout]:
+        """A per-partition, memoised (keyspace, table) -> layout."""
+        cache: dict[tuple[str, str], Layout] = {}
+
+        def layout_of(keyspace: str, table: str) -> Layout:
+            found = cache.get((keyspace, table))
+            if found is None:
+                schema = self._schema_of(keyspace, table)
+                if schema is None:
+                    raise self._missing_schema(keyspace, table)
+                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
+                    else None
+                found = cache[(keyspace, table)] = self._build_layout(schema, masked)
+            return found
+
+        return layout_of
