@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink
@@ -18,6 +19,7 @@ from typing_extensions import override
 
 from connectors.cassandra.schema import TableSchema
 from connectors.secrets import SecretResolver
+from operators.row_ops import Source
 
 SchemaLookup = Callable[[str, str], TableSchema | None]
 MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
@@ -78,3 +80,33 @@ class RowOpSink(FixedPartitionedSink, Generic[Layout]):
             return found
 
         return layout_of
+
+
+class RejectedValueError(ValueError):
+    """A destination (or the sink's conversion for it) refuses a value. Names the sink, the
+    table, the column and a fingerprint of the key (BLAKE2b of the converted key), never a
+    value: the flow stops on it, and recovery replays it once the cause is fixed."""
+
+    sink = "destination"
+
+    def __init__(self, table: str, column: str | None, key_fingerprint: str | None,
+                 reason: str):
+        self.table, self.column, self.key_fingerprint = table, column, key_fingerprint
+        self.reason = reason
+        super().__init__(f"{self.sink} sink cannot write table {table}, column "
+                         f"{column or '?'}, key fingerprint {key_fingerprint or '?'}: {reason}")
+
+
+def key_fingerprint(key: tuple) -> str:
+    return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Image:
+    """A row's state as one batch will write it: converted key and values (None: a
+    tombstone), its version and where the change came from."""
+
+    key: tuple
+    values: tuple | None
+    version: int
+    source: Source

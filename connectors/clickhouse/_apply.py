@@ -18,7 +18,6 @@ data that merges to the same state).
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,33 +32,15 @@ from connectors.clickhouse._ddl import PROGRESS_TABLE
 from connectors.clickhouse._layout import CDC_WRITTEN, Column, TableLayout
 from connectors.clickhouse._types import ValueRefused
 from connectors.postgres._ordering import in_range
-from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert, Source
+from connectors.row_sink import Image, key_fingerprint
+from connectors.row_sink import RejectedValueError as SharedRejectedValueError
+from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
 
 __all__ = ["RejectedValueError", "apply_batch", "key_fingerprint"]
 
 
-class RejectedValueError(ValueError):
-    """A value the sink cannot convert or clickhouse-connect cannot serialize. Names the table,
-    the column and a fingerprint of the key (BLAKE2b of the converted key), never a value."""
-
-    def __init__(self, table: str, column: str | None, key_fingerprint: str | None,
-                 reason: str):
-        self.table, self.column, self.key_fingerprint = table, column, key_fingerprint
-        self.reason = reason
-        super().__init__(f"ClickHouse sink cannot write table {table}, column "
-                         f"{column or '?'}, key fingerprint {key_fingerprint or '?'}: {reason}")
-
-
-def key_fingerprint(key: tuple) -> str:
-    return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
-
-
-@dataclass(slots=True)
-class _Image:
-    key: tuple
-    values: tuple | None  # None: a tombstone
-    version: int
-    source: Source
+class RejectedValueError(SharedRejectedValueError):
+    sink = "ClickHouse"
 
 
 @dataclass
@@ -69,14 +50,14 @@ class _Target:
     name: str
     key: tuple[Column, ...]
     values: tuple[Column, ...]
-    images: dict[tuple, _Image] = field(default_factory=dict)
+    images: dict[tuple, Image] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.value_names = frozenset(c.name for c in self.values)
         self.key_plan = tuple((c.name, c.convert) for c in self.key)
         self.value_plan = tuple((c.name, c.convert) for c in self.values)
 
-    def add(self, image: _Image) -> None:
+    def add(self, image: Image) -> None:
         current = self.images.get(image.key)
         if current is None or image.version >= current.version:
             self.images[image.key] = image
@@ -141,7 +122,7 @@ class _Batch:
                 values = tuple(f(got(n)) for n, f in target.value_plan)
         except Exception:  # noqa: BLE001 - redone slowly to name the column, then raised
             key, values = self._row_slowly(target, op)
-        target.add(_Image(key, values, op.version, op.source))
+        target.add(Image(key, values, op.version, op.source))
 
     def _row_slowly(self, target: _Target, op: RowUpsert | RowDelete) -> tuple[tuple, Any]:
         key = _convert_key(target.name, target.key, op.key)
@@ -172,9 +153,9 @@ class _Batch:
             if stored_version <= op.version and covered(stored_key):
                 tombstones.append(stored_key)
         for key in tombstones:
-            rows.add(_Image(key, None, op.version, op.source))
+            rows.add(Image(key, None, op.version, op.source))
         if op.include_static and layout.static_table is not None:
-            self.target(layout, static=True).add(_Image(pk, None, op.version, op.source))
+            self.target(layout, static=True).add(Image(pk, None, op.version, op.source))
 
     def _stored_versions(self, layout: TableLayout, pk: tuple) -> list[tuple[tuple, int]]:
         """(key, version) of every stored row of the partition, as FINAL merges them. Filters

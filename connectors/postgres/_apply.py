@@ -25,35 +25,17 @@ from connectors.postgres._ddl import PROGRESS_TABLE
 from connectors.postgres._layout import CDC_WRITTEN, Column, TableLayout
 from connectors.postgres._ordering import in_range
 from connectors.postgres._values import ValueRefused, identity
-from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert, Source
+from connectors.row_sink import Image, key_fingerprint
+from connectors.row_sink import RejectedValueError as SharedRejectedValueError
+from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
 
 __all__ = ["RejectedValueError", "apply_batch", "key_fingerprint"]
 
 _COPY_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 
 
-class RejectedValueError(ValueError):
-    """PostgreSQL (or the sink's conversion) refuses a value. Names the table, the column and
-    a fingerprint of the key (BLAKE2b of the converted key), never a value."""
-
-    def __init__(self, table: str, column: str | None, key_fingerprint: str | None,
-                 reason: str):
-        self.table, self.column, self.key_fingerprint = table, column, key_fingerprint
-        self.reason = reason
-        super().__init__(f"PostgreSQL sink cannot write table {table}, column "
-                         f"{column or '?'}, key fingerprint {key_fingerprint or '?'}: {reason}")
-
-
-def key_fingerprint(key: tuple) -> str:
-    return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
-
-
-@dataclass(slots=True)
-class _Image:
-    key: tuple
-    values: tuple | None  # None: a tombstone
-    version: int
-    source: Source
+class RejectedValueError(SharedRejectedValueError):
+    sink = "PostgreSQL"
 
 
 @dataclass
@@ -63,7 +45,7 @@ class _Target:
     name: str
     key: tuple[Column, ...]
     values: tuple[Column, ...]
-    images: dict[tuple, _Image] = field(default_factory=dict)
+    images: dict[tuple, Image] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Conversion plans: identity converters are skipped on the hot path.
@@ -73,7 +55,7 @@ class _Target:
                                 for c in self.values)
         self.value_names = frozenset(c.name for c in self.values)
 
-    def add(self, image: _Image) -> None:
+    def add(self, image: Image) -> None:
         current = self.images.get(image.key)
         if current is None or image.version >= current.version:
             self.images[image.key] = image
@@ -125,7 +107,7 @@ class _Batch:
                 values = tuple(got(n) if f is None else f(got(n)) for n, f in target.value_plan)
         except Exception:  # noqa: BLE001 - redone slowly to name the column, then raised
             key, values = self._row_slowly(target, op)
-        target.add(_Image(key, values, op.version, op.source))
+        target.add(Image(key, values, op.version, op.source))
 
     def _row_slowly(self, target: _Target, op: RowUpsert | RowDelete) -> tuple[tuple, Any]:
         key = _convert_key(target, op.key)
@@ -160,11 +142,11 @@ class _Batch:
             clustering = dict(zip((c.name for c in layout.clustering), stored, strict=False))
             if not layout.clustering or contains(clustering):
                 key = pk + (tuple(stored) if layout.clustering else ())
-                rows.add(_Image(key, None, op.version, op.source))
+                rows.add(Image(key, None, op.version, op.source))
         self.flush(self.targets.pop(rows.name))
         if op.include_static and layout.static_table is not None:
             static = self.target(layout, static=True)
-            static.add(_Image(pk, None, op.version, op.source))
+            static.add(Image(pk, None, op.version, op.source))
             self.flush(self.targets.pop(static.name))
 
     # --- writing -------------------------------------------------------------------------
@@ -231,7 +213,7 @@ def _convert_key(target: _Target, key: Mapping[str, Any]) -> tuple:
     return converted
 
 
-def _refused(error: psycopg.Error, target: _Target, images: Sequence[_Image]
+def _refused(error: psycopg.Error, target: _Target, images: Sequence[Image]
              ) -> RejectedValueError:
     """Name the table, column and key of a COPY error without repeating its message (which
     quotes the value)."""
