@@ -154,11 +154,26 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     assert kills == KILLS
     assert expected, "the workload left rows in Cassandra"
+    # The restarts really resumed from committed snapshots (not from the start every time).
+    resumed_at = _resume_epochs(recovery)
+    assert len(resumed_at) == KILLS + 1 and max(resumed_at) > 1, resumed_at
     missing = set(expected) - set(found)
     extra = set(found) - set(expected)
     assert not missing and not extra, (
         f"{len(missing)} rows missing or stale, {len(extra)} extra or stale in PostgreSQL "
         f"after {kills} SIGKILLs; see {tmp_path / 'pipeline.log'}")
+
+
+def _resume_epochs(recovery) -> list[int]:
+    """Each execution's resume epoch, from Bytewax's recovery store (0.21.1's `exs` table)."""
+    import sqlite3
+
+    epochs: dict[int, int] = {}
+    for part in sorted(recovery.glob("part-*.sqlite3")):
+        with sqlite3.connect(part) as db:
+            for execution, epoch in db.execute("SELECT ex_num, resume_epoch FROM exs"):
+                epochs[execution] = epoch
+    return [epochs[e] for e in sorted(epochs)]
 
 
 def _destination_rows(schema: str, keyspace: str) -> list[tuple]:
