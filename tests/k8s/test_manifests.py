@@ -1,0 +1,45 @@
+"""The Kubernetes manifests validate against the API schemas and agree with the pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from dataflows.config import parse
+
+MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, dict]:
+    documents = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in documents}
+
+
+def test_every_resource_validates_strictly(resources):
+    for resource in resources.values():
+        kubernetes_validate.validate(resource, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_embedded_configuration_is_a_valid_pipeline_configuration(resources):
+    config = resources["ConfigMap/cassandra-cdc-config"]["data"]["pipeline.json"]
+    settings = parse(json.loads(config))
+    assert all(d.password.startswith("openbao:") for d in settings.destinations)
+
+
+def test_addresses_name_every_replica_and_the_pods_run_unprivileged(resources):
+    stateful = resources["StatefulSet/cassandra-cdc"]["spec"]
+    pod = stateful["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "pipeline")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    addresses = env["BYTEWAX_ADDRESSES"].split(";")
+    assert addresses == [f"cassandra-cdc-{i}.cassandra-cdc:9999"
+                         for i in range(stateful["replicas"])]
+    assert stateful["podManagementPolicy"] == "Parallel"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert not any("PASSWORD" in name or "TOKEN=" in (value or "") for name, value in env.items())
