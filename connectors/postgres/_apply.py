@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
 
-from connectors.cassandra.events import Position
 from connectors.postgres._ddl import PROGRESS_TABLE
-from connectors.postgres._layout import CDC_WRITTEN, Column, TableLayout
+from connectors.postgres._layout import CDC_WRITTEN, TableLayout
 from connectors.postgres._ordering import in_range
-from connectors.postgres._values import ValueRefused, identity
+from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
-from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
+from operators.row_ops import RangeDelete, RowOp
 
 __all__ = ["RejectedValueError", "apply_batch", "key_fingerprint"]
 
@@ -38,86 +35,15 @@ class RejectedValueError(SharedRejectedValueError):
     sink = "PostgreSQL"
 
 
-@dataclass
-class _Target:
-    """One destination table (rows or static companion) and the images gathered for it."""
+class _Batch(Gatherer):
+    rejected = RejectedValueError
 
-    name: str
-    key: tuple[Column, ...]
-    values: tuple[Column, ...]
-    images: dict[tuple, Image] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Conversion plans: identity converters are skipped on the hot path.
-        self.key_plan = tuple((c.name, None if c.convert is identity else c.convert)
-                              for c in self.key)
-        self.value_plan = tuple((c.name, None if c.convert is identity else c.convert)
-                                for c in self.values)
-        self.value_names = frozenset(c.name for c in self.values)
-
-    def add(self, image: Image) -> None:
-        current = self.images.get(image.key)
-        if current is None or image.version >= current.version:
-            self.images[image.key] = image
-
-
-class _Batch:
     def __init__(self, conn: psycopg.Connection, schema: str,
                  layout_of: Callable[[str, str], TableLayout]):
+        super().__init__(layout_of)
         self.conn = conn
         self.schema = schema
-        self.layout_of = layout_of
-        self.targets: dict[str, _Target] = {}
         self.staged: set[str] = set()
-        self.cached: dict[tuple[str, str, bool], _Target] = {}
-
-    def target(self, layout: TableLayout, static: bool) -> _Target:
-        if static and layout.static_table is None:
-            raise RejectedValueError(layout.rows_table, None, None,
-                                     f"{layout.keyspace}.{layout.table} has no static columns")
-        name = layout.static_table if static else layout.rows_table
-        assert name is not None
-        found = self.targets.get(name)
-        if found is None:
-            key = layout.partition if static else layout.key
-            values = layout.static if static else layout.regular
-            found = self.targets[name] = _Target(name, key, values)
-        return found
-
-    # --- row operations ------------------------------------------------------------------
-
-    def row(self, op: RowUpsert | RowDelete) -> None:
-        target = self.cached.get((op.keyspace, op.table, op.static))
-        if target is None:
-            target = self.target(self.layout_of(op.keyspace, op.table), op.static)
-            self.cached[(op.keyspace, op.table, op.static)] = target
-        elif target.name not in self.targets:  # written by a range delete since: gather anew
-            target = self.target(self.layout_of(op.keyspace, op.table), op.static)
-            self.cached[(op.keyspace, op.table, op.static)] = target
-        values = None
-        try:
-            got = op.key.get
-            key = tuple(got(n) if f is None else f(got(n)) for n, f in target.key_plan)
-            if None in key:
-                raise ValueRefused("NULL key")
-            if isinstance(op, RowUpsert):
-                got = op.values.get
-                if not target.value_names.issuperset(op.values):
-                    raise ValueRefused("unknown column")
-                values = tuple(got(n) if f is None else f(got(n)) for n, f in target.value_plan)
-        except Exception:  # noqa: BLE001 - redone slowly to name the column, then raised
-            key, values = self._row_slowly(target, op)
-        target.add(Image(key, values, op.version, op.source))
-
-    def _row_slowly(self, target: _Target, op: RowUpsert | RowDelete) -> tuple[tuple, Any]:
-        key = _convert_key(target, op.key)
-        if not isinstance(op, RowUpsert):
-            return key, None
-        unknown = set(op.values) - target.value_names
-        if unknown:
-            raise RejectedValueError(target.name, sorted(unknown)[0], key_fingerprint(key),
-                                     "the column is not in the table's schema")
-        return key, tuple(_convert(target, key, c, op.values.get(c.name)) for c in target.values)
 
     # --- range deletes -------------------------------------------------------------------
 
@@ -127,7 +53,7 @@ class _Batch:
             if name in self.targets:
                 self.flush(self.targets.pop(name))
         rows = self.target(layout, static=False)
-        pk = _convert_key(_Target(rows.name, layout.partition, ()), op.partition_key)
+        pk = self.convert_key(rows.name, layout.partition, op.partition_key)
         contains = in_range(layout.clustering_columns(), op.start, op.end)
         selected = [sql.SQL("{}::text").format(sql.Identifier(c.pg_name))
                     if c.pg_type == "jsonb" else sql.Identifier(c.pg_name)
@@ -151,12 +77,7 @@ class _Batch:
 
     # --- writing -------------------------------------------------------------------------
 
-    def flush_all(self) -> None:
-        for target in self.targets.values():
-            self.flush(target)
-        self.targets.clear()
-
-    def flush(self, target: _Target) -> None:
+    def flush(self, target: Target) -> None:
         if not target.images:
             return
         schema = sql.Identifier(self.schema)
@@ -194,26 +115,7 @@ class _Batch:
             schema, table, cols, cols, stage, key, sql.SQL(", ").join(updates)))
 
 
-def _convert(target: _Target, key: tuple, column: Column, value: Any) -> Any:
-    try:
-        return column.convert(value)
-    except (ValueRefused, ValueError, TypeError, OverflowError) as error:
-        reason = str(error) if isinstance(error, ValueRefused) else type(error).__name__
-        raise RejectedValueError(target.name, column.name, key_fingerprint(key),
-                                 reason) from None
-
-
-def _convert_key(target: _Target, key: Mapping[str, Any]) -> tuple:
-    raw = tuple(key.get(c.name) for c in target.key)
-    converted = tuple(_convert(target, raw, c, key.get(c.name)) for c in target.key)
-    missing = [c.name for c, v in zip(target.key, converted, strict=True) if v is None]
-    if missing:
-        raise RejectedValueError(target.name, missing[0], key_fingerprint(converted),
-                                 "a primary-key column is NULL or missing")
-    return converted
-
-
-def _refused(error: psycopg.Error, target: _Target, images: Sequence[Image]
+def _refused(error: psycopg.Error, target: Target, images: Sequence[Image]
              ) -> RejectedValueError:
     """Name the table, column and key of a COPY error without repeating its message (which
     quotes the value)."""
@@ -230,17 +132,6 @@ def _refused(error: psycopg.Error, target: _Target, images: Sequence[Image]
                               f"{type(error).__name__} (SQLSTATE {error.sqlstate})")
 
 
-def _progress(ops: Iterable[RowOp]) -> dict[str, Position]:
-    highest: dict[str, Position] = {}
-    for op in ops:
-        node, position = op.source.node, op.source.position
-        current = highest.get(node)
-        if current is None or (position.segment_id, position.offset) > \
-                (current.segment_id, current.offset):
-            highest[node] = position
-    return highest
-
-
 def apply_batch(conn: psycopg.Connection, schema: str,
                 layout_of: Callable[[str, str], TableLayout], ops: Sequence[RowOp],
                 step_id: str, partition: int) -> None:
@@ -248,17 +139,9 @@ def apply_batch(conn: psycopg.Connection, schema: str,
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
-    batch = _Batch(conn, schema, layout_of)
-    for op in ops:
-        if isinstance(op, RangeDelete):
-            batch.range_delete(op)
-        elif isinstance(op, RowUpsert | RowDelete):
-            batch.row(op)
-        else:
-            raise TypeError(f"not a row operation: {type(op).__name__}")
-    batch.flush_all()
+    _Batch(conn, schema, layout_of).apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)
-            for node, p in sorted(_progress(ops).items())]
+            for node, p in sorted(highest_positions(ops).items())]
     if rows:
         with conn.cursor() as cur:
             cur.executemany(sql.SQL(
