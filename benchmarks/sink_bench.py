@@ -1,0 +1,92 @@
+"""What the sink benchmarks share: the table they write, its batches, the timed cases, the report.
+
+Rows: (tenant text, id bigint) key, a text, a bigint, a double, a timestamp, a uuid. Cases,
+each the median of --repeat runs, each one write_batch as the flow calls it:
+- new: N rows that do not exist yet;
+- newer: the same N keys with a higher version (every row conflicts and is replaced);
+- stale: the same N keys with a lower version (the version guard keeps the stored rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+from connectors.cassandra.events import Position
+from connectors.cassandra.schema import SchemaRows, TableSchema, build_schemas
+from operators.row_ops import RowUpsert, Source
+
+TABLE = "items"
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args()
+
+
+def start_stack(service) -> None:
+    """OpenBao (the sink's password comes from it) and the sink's database, started if needed."""
+    from devstack import stack
+
+    stack.up(["openbao"], report=lambda _line: None)
+    os.environ.update(stack.client_environment())
+    service.install()
+    service.start()
+
+
+def items_schema() -> tuple[str, TableSchema]:
+    """A fresh keyspace name and the benchmark table's schema in it."""
+    ks = f"bench_{uuid.uuid4().hex[:8]}"
+    cols = [("tenant", "partition_key", "text", 0), ("id", "clustering", "bigint", 0),
+            ("name", "regular", "text", -1), ("qty", "regular", "bigint", -1),
+            ("price", "regular", "double", -1), ("at", "regular", "timestamp", -1),
+            ("ref", "regular", "uuid", -1)]
+    table_row = {"keyspace_name": ks, "table_name": TABLE, "id": uuid.uuid4(), "cdc": True,
+                 "flags": {"compound"}}
+    rows = SchemaRows(
+        all_tables=[table_row], tables=[table_row], views=[], types=[], dropped_columns=[],
+        columns=[{"keyspace_name": ks, "table_name": TABLE, "column_name": n, "kind": k,
+                  "type": t, "position": p, "clustering_order": "asc" if k == "clustering"
+                  else "none"} for n, k, t, p in cols])
+    return ks, next(iter(build_schemas(rows)[0].values()))
+
+
+def upserts(ks: str, rows: int, version: int) -> list[RowUpsert]:
+    at = datetime.datetime(2026, 1, 1)
+    return [RowUpsert(ks, TABLE, {"tenant": f"t{i % 50}", "id": i},
+                      {"name": f"item {i}", "qty": i, "price": i * 0.5, "at": at,
+                       "ref": uuid.UUID(int=i)}, version, Source("n1", Position(1, i + 1)))
+            for i in range(rows)]
+
+
+def run_cases(part, ks: str, args: argparse.Namespace, truncate: Callable[[], None],
+              extra: Callable[[int], tuple[str, float]] | None = None) -> dict[str, list[float]]:
+    """Rows/s of each case per run (EXTRA(run) may time one more case: (name, rate))."""
+    part.write_batch(upserts(ks, 1, 1))  # create the tables outside the timings
+    results: dict[str, list[float]] = {"new": [], "newer": [], "stale": []}
+    for run in range(args.repeat):
+        truncate()
+        for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
+                              ("stale", 11 + run * 10)):
+            ops = upserts(ks, args.rows, version)
+            start = time.perf_counter()
+            part.write_batch(ops)
+            results[case].append(args.rows / (time.perf_counter() - start))
+        if extra is not None:
+            name, rate = extra(run)
+            results.setdefault(name, []).append(rate)
+    return results
+
+
+def report(results: dict[str, list[float]], rows: int, units: dict[str, str] | None = None) -> None:
+    for case, rates in results.items():
+        unit = (units or {}).get(case, f"rows/s ({rows} rows/batch)")
+        print(f"{case:6s} median {statistics.median(rates):,.0f} {unit} "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
