@@ -25,21 +25,17 @@ from connectors.cassandra.tail import LocalSegmentStore, end_cursor
 from dataflows.config import load
 from dataflows.runtime import Runtime
 from devstack.paths import REPO_ROOT
+from tests.dataflows.pipeline_files import cassandra_section, masking_policy, postgres_destination
 
 KILLS = 6
 ROWS = 150
 CONVERGE = 180.0  # seconds for PostgreSQL to catch up after the last restart
 
-POLICY = {"masking": {
-    "version": 1,
-    "hmac": {"key": "openbao:cdc/masking#hmac_key"},
-    "tokenize": {"mount": "transit", "key": "cdc-tokenization"},
-    "tables": {"{ks}": {"patients": {"columns": {
-        "id": {"class": "none", "reason": "surrogate key, no personal data"},
-        "first_name": {"class": "first_name", "strategy": "tokenize"},
-        "email": {"class": "email", "strategy": "hmac"},
-    }}}},
-}}
+COLUMN_RULES = {
+    "id": {"class": "none", "reason": "surrogate key, no personal data"},
+    "first_name": {"class": "first_name", "strategy": "tokenize"},
+    "email": {"class": "email", "strategy": "hmac"},
+}
 COLUMNS = ["id", "first_name", "email", "visits", "note"]
 
 
@@ -57,27 +53,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     store = LocalSegmentStore(info.cdc_raw_dirs[0])
     start = end_cursor(store)
 
-    (tmp_path / "masking.json").write_text(json.dumps(POLICY).replace("{ks}", bare))
+    (tmp_path / "masking.json").write_text(
+        json.dumps(masking_policy(bare, "patients", COLUMN_RULES)))
     node = {"name": "c7-node1", "cdc_raw": str(store.directory)}
     if start is not None:
         node["start_at"] = {"segment_id": start.segment_id, "offset": start.offset}
     config = tmp_path / "pipeline.json"
     config.write_text(json.dumps({
-        "cassandra": {
-            "contact_points": info.contact_points, "port": info.port, "username": "cdc_pipeline",
-            "password": "openbao:cdc/cassandra/pipeline#password",
-            "ca_cert": openbao_env["BAO_CACERT"], "consistency": "ONE", "keyspaces": [bare],
-            "nodes": [node],
-        },
+        "cassandra": cassandra_section(info, bare, node, openbao_env["BAO_CACERT"]),
         "batching": {"max_records": 100},
         "masking_policy": str(tmp_path / "masking.json"),
         "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "destinations": [{
-            "kind": "postgres", "host": "127.0.0.1", "port": 54329, "database": "cdc",
-            "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
-            "ca_cert": openbao_env["BAO_CACERT"], "partitions": 2,
-            "options": {"schema": postgres_schema},
-        }],
+        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
     }))
     recovery = tmp_path / "recovery"
     recovery.mkdir()

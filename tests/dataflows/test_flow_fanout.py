@@ -19,22 +19,22 @@ from connectors.cassandra.tail import LocalSegmentStore, end_cursor, poll
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
+from tests.dataflows.pipeline_files import (
+    cassandra_section,
+    clickhouse_destination,
+    masking_policy,
+    postgres_destination,
+)
 
 WAIT = 45.0
 
-POLICY = {"masking": {
-    "version": 1,
-    "hmac": {"key": "openbao:cdc/masking#hmac_key"},
-    "tokenize": {"mount": "transit", "key": "cdc-tokenization"},
-    "tables": {"{ks}": {"patients": {"columns": {
-        "id": {"class": "none", "reason": "surrogate key, no personal data"},
-        "first_name": {"class": "first_name", "strategy": "tokenize"},
-        "email": {"class": "email", "strategy": "hmac"},
-        "diagnosis": {"class": "diagnosis", "strategy": "redact"},
-        "marker": {"class": "none", "reason": "test sentinel"},
-    }}}},
-}}
-
+COLUMN_RULES = {
+    "id": {"class": "none", "reason": "surrogate key, no personal data"},
+    "first_name": {"class": "first_name", "strategy": "tokenize"},
+    "email": {"class": "email", "strategy": "hmac"},
+    "diagnosis": {"class": "diagnosis", "strategy": "redact"},
+    "marker": {"class": "none", "reason": "test sentinel"},
+}
 
 def wait_durable(store, start, marker: bytes) -> None:
     """Until the entry holding MARKER is readable (so everything written before it is too)."""
@@ -50,7 +50,7 @@ def wait_durable(store, start, marker: bytes) -> None:
 
 
 def test_commit_log_to_postgres_masked_and_exact(
-    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, creds, openbao_env
+    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env
 ):
     sess, ks = cassandra_keyspace(7)
     bare = ks.strip('"')
@@ -74,28 +74,15 @@ def test_commit_log_to_postgres_masked_and_exact(
     wait_durable(store, start, marker.encode())
 
     policy_file = tmp_path / "masking.json"
-    policy_file.write_text(json.dumps(POLICY).replace("{ks}", bare))
-    pipeline = creds("cassandra", "pipeline")
+    policy_file.write_text(json.dumps(masking_policy(bare, "patients", COLUMN_RULES)))
     settings = parse({
-        "cassandra": {
-            "contact_points": info.contact_points, "port": info.port,
-            "username": pipeline.username,
-            "password": "openbao:cdc/cassandra/pipeline#password",
-            "ca_cert": openbao_env["BAO_CACERT"], "consistency": "ONE",
-            "keyspaces": [bare], "nodes": [{"name": "c7-node1", "cdc_raw": str(store.directory)}],
-        },
+        "cassandra": cassandra_section(
+            info, bare, {"name": "c7-node1", "cdc_raw": str(store.directory)},
+            openbao_env["BAO_CACERT"]),
         "masking_policy": str(policy_file),
         "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "destinations": [{
-            "kind": "postgres", "host": "127.0.0.1", "port": 54329, "database": "cdc",
-            "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
-            "ca_cert": openbao_env["BAO_CACERT"], "partitions": 2,
-            "options": {"schema": postgres_schema},
-        }, {
-            "kind": "clickhouse", "host": "127.0.0.1", "port": 8443, "database": "cdc",
-            "username": "cdc_pipeline", "password": "openbao:cdc/clickhouse/pipeline#password",
-            "ca_cert": openbao_env["BAO_CACERT"], "partitions": 2,
-        }],
+        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
+                         clickhouse_destination(openbao_env["BAO_CACERT"])],
     })
     runtime = Runtime(settings)
     run_main(build(settings, runtime=runtime, until_caught_up=True,
