@@ -10,6 +10,7 @@ secret reference when a partition is built, never at flow definition.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ from operators.row_ops import Source
 SchemaLookup = Callable[[str, str], TableSchema | None]
 MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
 Layout = TypeVar("Layout")
+log = logging.getLogger(__name__)
 
 
 def stable_partition(item_key: str) -> int:
@@ -110,3 +112,25 @@ class Image:
     values: tuple | None
     version: int
     source: Source
+
+
+def with_retries(action: Callable[[], None], *, transient: Callable[[BaseException], bool],
+                 settings: Any, sleep: Callable[[float], None], what: str,
+                 before_retry: Callable[[], None] | None = None) -> None:
+    """Run ACTION; on an error TRANSIENT says may pass, try again (settings.retry_attempts in
+    all) after settings.retry_backoff seconds, doubled each time up to retry_max_backoff.
+    Only the error's class is logged: messages of database errors can quote values."""
+    pause = settings.retry_backoff
+    for attempt in range(1, settings.retry_attempts + 1):
+        try:
+            action()
+            return
+        except Exception as error:
+            if not transient(error) or attempt == settings.retry_attempts:
+                raise
+            log.warning("%s: transient %s, try %d of %d in %.1fs", what, type(error).__name__,
+                        attempt, settings.retry_attempts, pause)
+            if before_retry is not None:
+                before_retry()
+            sleep(pause)
+            pause = min(pause * 2, settings.retry_max_backoff)

@@ -16,7 +16,7 @@ from connectors.clickhouse._apply import apply_batch
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._settings import ClickHouseSinkSettings
-from connectors.row_sink import RowOpSink, stable_partition
+from connectors.row_sink import RowOpSink, stable_partition, with_retries
 from operators.row_ops import RowOp
 
 __all__ = ["ClickHouseSink", "stable_partition"]
@@ -70,20 +70,10 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         RejectedValueError."""
         if not values:
             return
-        pause = self._settings.retry_backoff
-        for attempt in range(1, self._settings.retry_attempts + 1):
-            try:
-                self._apply_once(values)
-                return
-            except Exception as error:
-                if not _transient(error) or attempt == self._settings.retry_attempts:
-                    raise
-                log.warning("clickhouse sink %s/%d: transient %s, try %d of %d in %.1fs",
-                            self._step_id, self._partition, type(error).__name__, attempt,
-                            self._settings.retry_attempts, pause)
-                self._drop_client()
-                self._sleep(pause)
-                pause = min(pause * 2, self._settings.retry_max_backoff)
+        with_retries(lambda: self._apply_once(values), transient=_transient,
+                     settings=self._settings, sleep=self._sleep,
+                     what=f"clickhouse sink {self._step_id}/{self._partition}",
+                     before_retry=self._drop_client)
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None

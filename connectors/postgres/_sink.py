@@ -16,7 +16,13 @@ from connectors.postgres._apply import apply_batch
 from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
-from connectors.row_sink import MaskedTypesLookup, RowOpSink, SchemaLookup, stable_partition
+from connectors.row_sink import (
+    MaskedTypesLookup,
+    RowOpSink,
+    SchemaLookup,
+    stable_partition,
+    with_retries,
+)
 from connectors.secrets import SecretResolver
 from operators.row_ops import RowOp
 
@@ -65,20 +71,9 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
                             self._step_id, self._partition)
 
     def _apply(self, ops: list[RowOp]) -> None:
-        pause = self._settings.retry_backoff
-        for attempt in range(1, self._settings.retry_attempts + 1):
-            try:
-                self._apply_once(ops)
-                return
-            except Exception as error:
-                if not _transient(error) or attempt == self._settings.retry_attempts:
-                    raise
-                # The message of a transient error names no value; log its class only anyway.
-                log.warning("postgres sink %s/%d: transient %s, try %d of %d in %.1fs",
-                            self._step_id, self._partition, type(error).__name__, attempt,
-                            self._settings.retry_attempts, pause)
-                self._sleep(pause)
-                pause = min(pause * 2, self._settings.retry_max_backoff)
+        with_retries(lambda: self._apply_once(ops), transient=_transient,
+                     settings=self._settings, sleep=self._sleep,
+                     what=f"postgres sink {self._step_id}/{self._partition}")
 
     @override
     def write_batch(self, values: list[RowOp]) -> None:
