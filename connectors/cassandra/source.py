@@ -12,7 +12,9 @@ Nothing blocks: a poll reads what the node has made durable (the _cdc.idx) and r
 is caught up, the partition sleeps for ``idle_wait`` before looking again (the idx only moves at
 each commitlog sync anyway).
 
-Deleting consumed segments is not this module's decision: see docs/adr (segment deletion).
+Between batches, the partition's SegmentJanitor deletes the segments no restart can need again
+(retention.py, docs/adr/0004) and keeps the cdc_raw usage gauges current. A rate limit, when set,
+spaces batches so that a partition emits at most that many commit-log entries per second.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.cassandra.events import Position
 from connectors.cassandra.mutation import MutationDecoder, messaging_version_for
+from connectors.cassandra.retention import RetentionSettings, SegmentJanitor
 from connectors.cassandra.schema import SchemaSource
 from connectors.cassandra.segment import Entry, ReadError
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentStore, poll
@@ -52,6 +55,8 @@ class CdcSource(FixedPartitionedSource):
         one-off catch-up runs, tests); by default partitions follow their node forever.
     initial: where a node's partition starts when Bytewax has no resume state for it (a new
         pipeline); a node not in it starts at the oldest segment present.
+    retention: when consumed segments are deleted (default: never) and the node's capacity.
+    max_entries_per_second: a rate limit per partition (None: as fast as it decodes).
     """
 
     def __init__(
@@ -64,6 +69,8 @@ class CdcSource(FixedPartitionedSource):
         store: Callable[[NodeSpec], SegmentStore] | None = None,
         until_caught_up: bool = False,
         initial: Mapping[str, Cursor | None] | None = None,
+        retention: RetentionSettings | None = None,
+        max_entries_per_second: float | None = None,
     ) -> None:
         if len({n.name for n in nodes}) != len(nodes):
             raise ValueError("node names must be unique: they are the partitions' keys")
@@ -76,6 +83,10 @@ class CdcSource(FixedPartitionedSource):
         self._store = store or (lambda node: LocalSegmentStore(node.cdc_raw))
         self._until_caught_up = until_caught_up
         self._initial = dict(initial or {})
+        self._retention = retention or RetentionSettings(recovery_directory=None)
+        if max_entries_per_second is not None and max_entries_per_second <= 0:
+            raise ValueError(f"max_entries_per_second must be > 0, got {max_entries_per_second}")
+        self._rate = max_entries_per_second
 
     def list_parts(self) -> list[str]:
         # Only what this worker can read: Bytewax gives each partition to a worker that has it.
@@ -84,9 +95,12 @@ class CdcSource(FixedPartitionedSource):
     def build_part(self, step_id: str, for_part: str, resume_state: Cursor | None):
         node = self._nodes[for_part]
         cursor = resume_state if resume_state is not None else self._initial.get(for_part)
-        return CdcPartition(node.name, self._store(node), self._schemas(), cursor,
+        store = self._store(node)
+        return CdcPartition(node.name, store, self._schemas(), cursor,
                             max_records=self._max_records, idle_wait=self._idle_wait,
-                            until_caught_up=self._until_caught_up)
+                            until_caught_up=self._until_caught_up,
+                            janitor=SegmentJanitor(node.name, store, step_id, self._retention),
+                            max_entries_per_second=self._rate)
 
 
 class CdcPartition(StatefulSourcePartition):
@@ -94,7 +108,8 @@ class CdcPartition(StatefulSourcePartition):
 
     def __init__(self, node: str, store: SegmentStore, schemas: SchemaSource,
                  cursor: Cursor | None, *, max_records: int, idle_wait: timedelta,
-                 until_caught_up: bool = False) -> None:
+                 until_caught_up: bool = False, janitor: SegmentJanitor | None = None,
+                 max_entries_per_second: float | None = None) -> None:
         self._node = node
         self._store = store
         self._schemas = schemas
@@ -105,6 +120,8 @@ class CdcPartition(StatefulSourcePartition):
         self._awake: datetime | None = None
         self._until_caught_up = until_caught_up
         self._finished = False
+        self._janitor = janitor
+        self._rate = max_entries_per_second
 
     def next_batch(self) -> list:
         if self._finished:
@@ -127,7 +144,13 @@ class CdcPartition(StatefulSourcePartition):
         self._cursor = batch.position
         # The last batch still goes out; the call after it ends the partition.
         self._finished = self._until_caught_up and batch.caught_up
-        self._awake = (datetime.now(UTC) + self._idle_wait) if batch.caught_up else None
+        now = datetime.now(UTC)
+        self._awake = (now + self._idle_wait) if batch.caught_up else None
+        if self._rate is not None and batch.records:
+            paced = now + timedelta(seconds=len(batch.records) / self._rate)
+            self._awake = max(self._awake or paced, paced)
+        if self._janitor is not None:
+            self._janitor.tick(self._cursor)
         return items
 
     def next_awake(self) -> datetime | None:

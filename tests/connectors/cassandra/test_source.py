@@ -130,3 +130,20 @@ def test_only_reachable_nodes_are_listed(tmp_path):
     assert source.list_parts() == ["here"]
     with pytest.raises(ValueError, match="unique"):
         CdcSource([NodeSpec("a", present), NodeSpec("a", Path("/x"))], lambda: None)
+
+
+def test_a_rate_limit_spaces_batches(nodes):
+    from datetime import UTC, datetime
+
+    node = nodes[0]
+    partition = CdcPartition(node.name, LocalSegmentStore(node.cdc_raw), schemas_for(nodes)(),
+                             None, max_records=4, idle_wait=timedelta(0),
+                             max_entries_per_second=2.0)
+    before = datetime.now(UTC)
+    partition.next_batch()
+    # 4 entries at 2 per second: the next batch is not due for 2 s.
+    assert partition.next_awake() >= before + timedelta(seconds=2)
+    unlimited = CdcPartition(node.name, LocalSegmentStore(node.cdc_raw), schemas_for(nodes)(),
+                             None, max_records=4, idle_wait=timedelta(0))
+    unlimited.next_batch()
+    assert unlimited.next_awake() is None
