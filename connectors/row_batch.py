@@ -39,9 +39,24 @@ class Target:
         self.value_names = frozenset(c.name for c in self.values)
 
     def add(self, image: Image) -> None:
-        current = self.images.get(image.key)
+        slot = _slot(image.key)
+        current = self.images.get(slot)
         if current is None or image.version >= current.version:
-            self.images[image.key] = image
+            self.images[slot] = image
+
+
+_NAN = ("NaN",)  # stands for a NaN float in a dict key (a tuple: no column value is one)
+
+
+def _slot(key: tuple) -> tuple:
+    """The `Target.images` key of a row key. Python's nan != nan, but Cassandra (Float.compare)
+    and the destinations' keys treat NaN as equal to NaN: without this, two images of one row
+    with a NaN float key column were both kept, and PostgreSQL's INSERT ... ON CONFLICT failed
+    the whole batch (CardinalityViolation), again on every replay."""
+    for value in key:
+        if value != value:  # noqa: PLR0124 - true only for NaN
+            return tuple(_NAN if v != v else v for v in key)  # noqa: PLR0124
+    return key
 
 
 class Gatherer:

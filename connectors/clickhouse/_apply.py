@@ -61,8 +61,10 @@ class _Batch(Gatherer):
                           for c, v in zip(layout.clustering, key[width:], strict=True)}
             return contains(clustering)
 
-        tombstones = [k for k, image in rows.images.items()
-                      if k[:width] == pk and image.version <= op.version and covered(k)]
+        # image.key, not the dict key: row_batch._slot stands NaN in with a placeholder.
+        tombstones = [image.key for image in rows.images.values()
+                      if image.key[:width] == pk and image.version <= op.version
+                      and covered(image.key)]
         for stored_key, stored_version in self._stored_versions(layout, pk):
             if stored_version <= op.version and covered(stored_key):
                 tombstones.append(stored_key)

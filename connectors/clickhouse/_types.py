@@ -31,7 +31,7 @@ from typing import Any
 from cassandra import util as cutil
 
 from connectors.cassandra.values import CqlType
-from connectors.postgres._values import ValueRefused, _jsonable, typemap
+from connectors.postgres._values import ValueRefused, _jsonable, typemap, whole_milliseconds
 
 __all__ = ["ValueRefused", "column_type", "converter", "stored_value"]
 
@@ -104,6 +104,9 @@ def _timestamp(value: Any) -> int:
         raise ValueRefused(f"expected a timestamp, got {type(value).__name__}")
     if value.tzinfo is not None:
         value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    # Rounded, not truncated: the driver's datetime of a far timestamp is a few microseconds
+    # short of the real millisecond (connectors/postgres/_values.py, whole_milliseconds).
+    value = whole_milliseconds(value)
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

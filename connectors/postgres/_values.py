@@ -100,8 +100,27 @@ def _text(value: Any) -> Any:
     return value
 
 
+def whole_milliseconds(value: datetime.datetime) -> datetime.datetime:
+    """VALUE rounded to the nearest millisecond. A CQL timestamp is whole milliseconds, but
+    cassandra-driver decodes it through a float of seconds: past about 2250 (and long before
+    1970) the datetime it returns is off by a few microseconds (9999-12-31 23:59:59.999 reads
+    as ...59.998993), and truncating that would lose a millisecond. The error stays far below
+    half a millisecond for every year Python can hold, so rounding restores the exact value."""
+    micros = value.microsecond % 1000
+    if micros == 0:
+        return value
+    down = value - datetime.timedelta(microseconds=micros)
+    if micros < 500:
+        return down
+    try:
+        return down + datetime.timedelta(milliseconds=1)
+    except OverflowError:  # 9999-12-31 23:59:59.999xxx: the driver only ever errs downwards
+        return down
+
+
 def _timestamp(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
+        value = whole_milliseconds(value)  # see whole_milliseconds: the driver's float error
         return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
     if isinstance(value, int) and not isinstance(value, bool):  # milliseconds since the epoch
         return datetime.datetime(1970, 1, 1, tzinfo=_UTC) + datetime.timedelta(milliseconds=value)

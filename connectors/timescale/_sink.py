@@ -11,6 +11,7 @@ from psycopg import sql
 
 from connectors.postgres import LayoutError, PostgresSink, PostgresSinkSettings, TableLayout
 from connectors.postgres._sink import MaskedTypesLookup, SchemaLookup
+from connectors.postgres._values import DESTINATION, typemap
 from connectors.secrets import SecretResolver
 from connectors.timescale import _extension as ext
 from connectors.timescale._settings import Compression, TimescaleSettings
@@ -20,8 +21,22 @@ __all__ = ["Hypertable", "TimescaleMissingError", "TimescaleSink", "TimescaleVer
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL types (connectors/typemap.json) a time column may have: CQL timestamp and date.
-TIME_TYPES = ("timestamptz", "date")
+
+def _time_types() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """From connectors/typemap.json's 'timescale' entry (data, not code): the CQL types a time
+    column may have, and their PostgreSQL column types. Its 'columns' must be 'postgres':
+    TimescaleSink is PostgresSink, whose layout uses the 'postgres' column of every type."""
+    rule = typemap()["timescale"]
+    if rule["columns"] != DESTINATION:
+        raise ValueError(f"connectors/typemap.json: timescale.columns must be "
+                         f"{DESTINATION!r} (TimescaleSink writes PostgreSQL's columns), "
+                         f"not {rule['columns']!r}")
+    cql = tuple(rule["time_column_types"])
+    return cql, tuple(typemap()["types"][t][DESTINATION] for t in cql)
+
+
+# CQL types a time column may have, and their PostgreSQL types ("timestamptz", "date").
+TIME_CQL_TYPES, TIME_TYPES = _time_types()
 
 
 class TimescaleMissingError(RuntimeError):
@@ -67,7 +82,7 @@ def hypertable_of(layout: TableLayout, settings: TimescaleSettings) -> Hypertabl
     if column.pg_type not in TIME_TYPES:
         masked = " after masking" if column.masked else ""
         raise LayoutError(f"{name}: time column {time_name!r} is {column.pg_type}{masked} in "
-                          "PostgreSQL; it must be a CQL timestamp or date")
+                          f"PostgreSQL; it must be a CQL {' or '.join(TIME_CQL_TYPES)}")
     compression: Compression | None = settings.compression.get(name)
     segment_by: tuple[str, ...] = ()
     if compression is not None:
