@@ -1,0 +1,244 @@
+"""The initial load as a Bytewax input: the rows that already exist, read by token ranges.
+
+Each captured table's Murmur3 token space (-2**63 .. 2**63-1) is cut into ``splits``
+contiguous ranges; each range is one partition, keyed ``"keyspace.table:03/16"``, so a load is
+spread over the workers and resumes per range after a crash. A partition pages through
+
+    SELECT <key>, <col>, WRITETIME(<col>) ..., token(<partition key>) FROM ks.t
+    WHERE token(<partition key>) > ? AND token(<partition key>) <= ?
+
+(``>=`` for a range's first read: the first range holds the minimum token) and turns each row
+into the operation a live change of it would give (operators/readback.py's image code, shared):
+a RowUpsert per row versioned by its cells' largest write time, and the partition's static row
+once, as a separate RowUpsert(static=True).
+
+Resume state: the last token whose rows have all been emitted (None before the first). Rows
+come in token order and every row of a Cassandra partition has the same token, but a page can
+end in the middle of a token (a partition's rows, or partitions sharing a token), so the rows of
+a page's last token are held back until the next page shows a later token: a resume starts
+strictly after the state's token and emits nothing twice. One exception keeps memory bounded:
+when a single token holds more than a page of rows (a wide partition) they go out a page at a
+time and the state stays before that token until it is complete, so a crash inside it re-emits
+the partition (harmless: the sinks keep the newer version, docs/adr/0003). A finished range's
+state is its last token, and it stays finished after a resume.
+
+Rows are stamped with the `INITIAL_LOAD` source: they come from no commit-log position, so the
+sinks record no progress for them (connectors/row_batch.py).
+
+Loaded rows keep write-time versions while captured changes are versioned by their read time
+(docs/adr/0003, amendment): a write time is older than any read made after it, so a loaded
+image only replaces a captured one that it is newer than. A row holding only its primary key
+shows no write time:
+such rows get version 0 ("exists, time unknown") and lose to any captured change too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from cassandra import ConsistencyLevel
+from cassandra.metadata import protect_name
+from prometheus_client import Counter
+
+from connectors.cassandra.events import Position
+from connectors.cassandra.schema import ColumnKind, TableSchema
+from operators.readback import Image, image_of, select_items, static_upsert_of, upsert_of
+from operators.row_ops import RowUpsert, Source
+
+log = logging.getLogger(__name__)
+
+MIN_TOKEN = -(2**63)
+MAX_TOKEN = 2**63 - 1
+INITIAL_LOAD_NODE = "initial-load"
+INITIAL_LOAD = Source(INITIAL_LOAD_NODE, Position(0, 0))
+"""The source of loaded rows: no node, no commit-log position."""
+
+ROWS = Counter("cdc_initial_load_rows", "Rows emitted by the initial load", ["table"])
+RANGES_DONE = Counter("cdc_initial_load_ranges_done",
+                      "Token ranges the initial load has finished", ["table"])
+
+_UNKNOWN_VERSION = 0
+
+
+def token_ranges(splits: int) -> list[tuple[int, int]]:
+    """SPLITS contiguous inclusive ranges [low, high] covering MIN_TOKEN..MAX_TOKEN exactly."""
+    if splits < 1:
+        raise ValueError(f"splits must be >= 1, got {splits}")
+    bounds = [MIN_TOKEN + (i * 2**64) // splits for i in range(splits + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(splits)]
+
+
+def loadable(table: TableSchema) -> bool:
+    """Tables the load reads: CDC tables (not views; counters travel as notices, not images)."""
+    return table.cdc and not table.is_view and not table.is_counter
+
+
+class SnapshotSource(FixedPartitionedSource):
+    """Existing rows of every loadable table, one partition per (table, token range).
+
+    session: returns the cassandra-driver session partitions read with (called in the worker,
+        so nothing connects at flow definition).
+    tables: returns the tables to load (called in the worker); only `loadable` ones are kept.
+    splits: token ranges per table (the unit of parallelism and of resume).
+    page_size: rows per read (the driver's fetch size), so per batch: a batch holds at most a
+        page plus the rows held back from the page before.
+    consistency: of the reads.
+    """
+
+    def __init__(self, session: Callable[[], Any], tables: Callable[[], Iterable[TableSchema]],
+                 *, splits: int = 16, page_size: int = 500,
+                 consistency: int = ConsistencyLevel.LOCAL_QUORUM) -> None:
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        self._ranges = token_ranges(splits)
+        self._session = session
+        self._tables = tables
+        self._page_size = page_size
+        self._consistency = consistency
+
+    def _loadable(self) -> dict[str, TableSchema]:
+        return {f"{t.keyspace}.{t.name}": t for t in self._tables() if loadable(t)}
+
+    def list_parts(self) -> list[str]:
+        # The split count is part of the key: with another count the ranges are other ones,
+        # so the load starts over rather than resuming states that no longer fit.
+        width = len(str(len(self._ranges)))
+        return [f"{name}:{i:0{width}d}/{len(self._ranges)}"
+                for name in sorted(self._loadable()) for i in range(len(self._ranges))]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        name, _, split = for_part.rpartition(":")
+        index = split.partition("/")[0]
+        table = self._loadable().get(name)
+        low, high = self._ranges[int(index)]
+        return SnapshotPartition(for_part, self._session(), table, low, high, resume_state,
+                                 page_size=self._page_size, consistency=self._consistency)
+
+
+class SnapshotPartition(StatefulSourcePartition):
+    """One token range of one table; state is the last token fully emitted."""
+
+    def __init__(self, name: str, session, table: TableSchema | None, low: int, high: int,
+                 after: int | None, *, page_size: int, consistency: int,
+                 log_every_s: float = 10.0) -> None:
+        self._name = name
+        self._table = table
+        self._low, self._high = low, high
+        self._after = after
+        self._page_size = page_size
+        self._held: list[tuple[int, Image]] = []  # the last page's trailing token, not yet sent
+        self._last_partition: tuple | None = None  # statics go out once per partition
+        self._paging_state: bytes | None = None
+        self._emitted = 0
+        self._log_every = log_every_s
+        self._logged = time.monotonic()
+        if table is None:
+            log.warning("initial load %s: the table is gone, nothing to load", name)
+            self._after = high
+            return
+        if self.done:
+            return  # finished before a restart: nothing to prepare
+        self._session = session
+        self._key_columns = [c.name for c in table.partition_key + table.clustering]
+        self._partition_columns = [c.name for c in table.partition_key]
+        self._clustering_columns = [c.name for c in table.clustering]
+        self._regular = [c for c in table.columns.values() if c.kind is ColumnKind.REGULAR]
+        self._static = [c for c in table.columns.values() if c.kind is ColumnKind.STATIC]
+        self._columns = self._regular + self._static
+        token = f"token({', '.join(protect_name(c) for c in self._partition_columns)})"
+        items = ", ".join([*select_items(self._key_columns, self._columns), token])
+        source = f"{protect_name(table.keyspace)}.{protect_name(table.name)}"
+
+        def prepare(low_op: str):
+            statement = session.prepare(  # identifiers quoted by the driver's protect_name
+                f"SELECT {items} FROM {source} "  # noqa: S608
+                f"WHERE {token} {low_op} ? AND {token} <= ?")
+            statement.consistency_level = consistency
+            statement.fetch_size = page_size
+            return statement
+
+        # The query of this partition object: from the range's start, or strictly after the
+        # resume token; later pages continue it through the driver's paging state.
+        self._statement = prepare(">=" if after is None else ">")
+        self._params = [low if after is None else after, high]
+
+    @property
+    def done(self) -> bool:
+        return self._after == self._high
+
+    def next_batch(self) -> list[RowUpsert]:
+        """One page: its rows (and the page before's held-back ones) as operations."""
+        if self.done:
+            raise StopIteration
+        result = self._session.execute(self._statement, self._params,
+                                       paging_state=self._paging_state)
+        page = [(row[-1], image_of(row, self._key_columns, self._columns))
+                for row in result.current_rows]
+        self._paging_state = result.paging_state
+        rows = self._held + page
+        if self._paging_state is None:  # the range is complete
+            ready, self._held, complete = rows, [], self._high
+        elif not rows:
+            ready, complete = [], self._after
+        else:
+            # The page's last token may continue on the next page: hold its rows back.
+            last = rows[-1][0]
+            cut = len(rows)
+            while cut > 0 and rows[cut - 1][0] == last:
+                cut -= 1
+            ready, self._held = rows[:cut], rows[cut:]
+            complete = rows[cut - 1][0] if cut else self._after
+            if len(self._held) > self._page_size:
+                # One wide token: send it now, the state stays before it (module docstring).
+                ready, self._held = rows, []
+        batch = self._operations(ready)
+        self._after = complete
+        self._progress(len(ready))
+        return batch
+
+    def _operations(self, rows: list[tuple[int, Image]]) -> list[RowUpsert]:
+        table = self._table
+        assert table is not None
+        ops: list[RowUpsert] = []
+        for _, image in rows:
+            partition = tuple(image.key[c] for c in self._partition_columns)
+            if self._static and partition != self._last_partition:
+                statics = Image({c: image.key[c] for c in self._partition_columns},
+                                {c.name: image.values[c.name] for c in self._static},
+                                {c.name: image.write_times[c.name] for c in self._static
+                                 if c.name in image.write_times})
+                static = static_upsert_of(table, statics.key, statics, INITIAL_LOAD)
+                if static is not None:
+                    ops.append(static)
+            self._last_partition = partition
+            if any(image.key[c] is None for c in self._clustering_columns):
+                continue  # a partition with static cells and no rows: only its static row
+            ops.append(upsert_of(table, image, INITIAL_LOAD,
+                                 version_if_unknown=lambda: _UNKNOWN_VERSION))
+        return ops
+
+    def _progress(self, rows: int) -> None:
+        assert self._table is not None
+        self._emitted += rows
+        ROWS.labels(f"{self._table.keyspace}.{self._table.name}").inc(rows)
+        if self.done:
+            RANGES_DONE.labels(f"{self._table.keyspace}.{self._table.name}").inc()
+            log.info("initial load %s: done, %d rows", self._name, self._emitted)
+        elif time.monotonic() - self._logged >= self._log_every:
+            self._logged = time.monotonic()
+            log.info("initial load %s: %d rows, %.1f%% of the token range", self._name,
+                     self._emitted, 100 * self.fraction)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the range's tokens fully emitted."""
+        if self._after is None:
+            return 0.0
+        return (self._after - self._low + 1) / (self._high - self._low + 1)
+
+    def snapshot(self) -> int | None:
+        return self._after

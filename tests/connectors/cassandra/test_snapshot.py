@@ -1,0 +1,263 @@
+"""The initial load against a real node: every existing row exactly once, with its version.
+
+Oracle: the workload itself. Each cell is written with an explicit client timestamp, so the
+expected operations (values, and versions = the largest write time of the row's regular cells,
+0 for a row holding only its key; the static row separately, once per partition) are known
+without reading Cassandra back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, cluster_main, run_main
+from cassandra import ConsistencyLevel
+
+from connectors.cassandra.schema import SchemaRegistry
+from connectors.cassandra.snapshot import (
+    INITIAL_LOAD,
+    MAX_TOKEN,
+    MIN_TOKEN,
+    SnapshotSource,
+    token_ranges,
+)
+from operators.row_ops import RowUpsert
+
+WIDE = 40  # rows of the one wide partition: more than a page
+
+
+def _norm(value):
+    """Driver collections as comparable tuples (sets, maps, lists); scalars as they are."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if hasattr(value, "items"):
+        return tuple(sorted(dict(value).items()))
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return tuple(sorted(value))
+
+
+def _canonical(upsert: RowUpsert) -> tuple:
+    assert upsert.source == INITIAL_LOAD
+    return (upsert.table, upsert.static, tuple(sorted(upsert.key.items())),
+            tuple(sorted((k, _norm(v)) for k, v in upsert.values.items())), upsert.version)
+
+
+class Workload:
+    """Writes the tables and remembers what each row must load as."""
+
+    def __init__(self, sess, ks: str) -> None:
+        self.sess, self.ks = sess, ks
+        self.expected: list[tuple] = []
+
+    def row(self, table: str, key: dict, values: dict, version: int) -> None:
+        self.expected.append((table, False, tuple(sorted(key.items())),
+                              tuple(sorted((k, _norm(v)) for k, v in values.items())), version))
+
+    def static(self, table: str, key: dict, values: dict, version: int) -> None:
+        self.expected.append((table, True, tuple(sorted(key.items())),
+                              tuple(sorted(values.items())), version))
+
+
+def write_visits(w: Workload) -> None:
+    """A composite partition key, a static column, collections, multi-row partitions, rows
+    holding only their key, partitions holding only static cells, and one wide partition."""
+    ks, sess = w.ks, w.sess
+    sess.execute(f"CREATE TABLE {ks}.visits (region text, patient int, at int, code text, "
+                 "clinic text static, tags set<text>, attrs map<text, int>, "
+                 "PRIMARY KEY ((region, patient), at)) WITH cdc = true")
+    insert_code = sess.prepare(f"INSERT INTO {ks}.visits (region, patient, at, code) "
+                               "VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
+    insert_key = sess.prepare(f"INSERT INTO {ks}.visits (region, patient, at) VALUES (?, ?, ?) "
+                              "USING TIMESTAMP ?")
+    add_tags = sess.prepare(f"UPDATE {ks}.visits USING TIMESTAMP ? SET tags = tags + ? "
+                            "WHERE region = ? AND patient = ? AND at = ?")
+    set_attrs = sess.prepare(f"UPDATE {ks}.visits USING TIMESTAMP ? SET attrs = ?, code = ? "
+                             "WHERE region = ? AND patient = ? AND at = ?")
+    set_clinic = sess.prepare(f"UPDATE {ks}.visits USING TIMESTAMP ? SET clinic = ? "
+                              "WHERE region = ? AND patient = ?")
+    for region in ("n", "s", "e"):
+        for patient in range(20):
+            rows = WIDE if (region, patient) == ("n", 0) else patient % 6 + 1
+            for at in range(rows):
+                key = {"region": region, "patient": patient, "at": at}
+                ts = 1_000_000 + patient * 1000 + at * 10 + len(region)
+                empty = {"code": None, "tags": None, "attrs": None}
+                kind = (patient + at) % 4
+                if kind == 0:
+                    sess.execute(insert_code, (region, patient, at, f"c{at}", ts))
+                    w.row("visits", key, {**empty, "code": f"c{at}"}, ts)
+                elif kind == 1:
+                    sess.execute(insert_code, (region, patient, at, f"c{at}", ts))
+                    sess.execute(add_tags, (ts + 7, {"a", f"t{at}"}, region, patient, at))
+                    w.row("visits", key, {**empty, "code": f"c{at}", "tags": {"a", f"t{at}"}},
+                          ts + 7)
+                elif kind == 2:  # only the key: no write time to version it by
+                    sess.execute(insert_key, (region, patient, at, ts))
+                    w.row("visits", key, empty, 0)
+                else:  # no row marker: the row lives by its cells
+                    sess.execute(set_attrs, (ts, {"x": at}, f"c{at}", region, patient, at))
+                    w.row("visits", key, {**empty, "code": f"c{at}", "attrs": {"x": at}}, ts)
+            if patient % 2 == 0:
+                sess.execute(set_clinic, (5000 + patient, f"C{patient}", region, patient))
+                w.static("visits", {"region": region, "patient": patient},
+                         {"clinic": f"C{patient}"}, 5000 + patient)
+    for patient in range(5):  # partitions with static cells and no row
+        sess.execute(set_clinic, (6000 + patient, f"W{patient}", "w", patient))
+        w.static("visits", {"region": "w", "patient": patient}, {"clinic": f"W{patient}"},
+                 6000 + patient)
+
+
+def write_patients(w: Workload, rows: int = 150) -> None:
+    ks, sess = w.ks, w.sess
+    sess.execute(f"CREATE TABLE {ks}.patients (id int PRIMARY KEY, label text, notes list<text>) "
+                 "WITH cdc = true")
+    insert = sess.prepare(f"INSERT INTO {ks}.patients (id, label) VALUES (?, ?) "
+                          "USING TIMESTAMP ?")
+    append = sess.prepare(f"UPDATE {ks}.patients USING TIMESTAMP ? SET notes = notes + ? "
+                          "WHERE id = ?")
+    for i in range(rows):
+        sess.execute(insert, (i, f"p{i}", 2_000_000 + i))
+        if i % 3 == 0:
+            sess.execute(append, (2_000_000 + i + 5, [f"n{i}"], i))
+            w.row("patients", {"id": i}, {"label": f"p{i}", "notes": [f"n{i}"]},
+                  2_000_000 + i + 5)
+        else:
+            w.row("patients", {"id": i}, {"label": f"p{i}", "notes": None}, 2_000_000 + i)
+
+
+def _source(sess, ks: str, **kwargs) -> SnapshotSource:
+    registry = SchemaRegistry.from_session(sess, [ks.strip('"')])
+    return SnapshotSource(lambda: sess, registry.tables, consistency=ConsistencyLevel.ONE,
+                          **kwargs)
+
+
+def test_token_ranges_cover_the_token_space_contiguously():
+    for splits in (1, 3, 16, 1000):
+        ranges = token_ranges(splits)
+        assert len(ranges) == splits
+        assert ranges[0][0] == MIN_TOKEN and ranges[-1][1] == MAX_TOKEN
+        assert all(low <= high for low, high in ranges)
+        assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    with pytest.raises(ValueError):
+        token_ranges(0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_loads_every_row_exactly_once_with_its_version(cassandra_keyspace, workers):
+    sess, ks = cassandra_keyspace(7)
+    w = Workload(sess, ks)
+    write_visits(w)
+    write_patients(w)
+    sess.execute(f"CREATE TABLE {ks}.not_captured (id int PRIMARY KEY, v int)")
+    sess.execute(f"INSERT INTO {ks}.not_captured (id, v) VALUES (1, 1)")
+    source = _source(sess, ks, splits=5, page_size=16)
+    bare = ks.strip('"')
+    assert source.list_parts() == [f"{bare}.{t}:{i}/5" for t in ("patients", "visits")
+                                   for i in range(5)]
+
+    flow = Dataflow("load_test")
+    out: list = []
+    op.output("out", op.input("load", flow, source), TestingSink(out))
+    if workers == 1:
+        run_main(flow)
+    else:  # the ranges spread over two workers of one process
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+    assert all(isinstance(o, RowUpsert) and o.keyspace == bare for o in out)
+    counts = Counter(_canonical(o) for o in out)
+    assert [item for item, n in counts.items() if n > 1] == []
+    assert sorted(counts, key=repr) == sorted(w.expected, key=repr)
+    assert len(out) > 300
+
+
+def test_resumes_after_the_last_whole_token_at_every_batch(cassandra_keyspace):
+    """A new partition from each snapshot, batch after batch: pages of 7 rows end inside
+    partitions of up to 6 rows, yet the union is every row once, no gap, no duplicate."""
+    sess, ks = cassandra_keyspace(7)
+    w = Workload(sess, ks)
+    write_patients(w, rows=40)
+    sess.execute(f"CREATE TABLE {ks}.visits (region text, patient int, at int, code text, "
+                 "clinic text static, PRIMARY KEY ((region, patient), at)) WITH cdc = true")
+    insert = sess.prepare(f"INSERT INTO {ks}.visits (region, patient, at, code, clinic) "
+                          "VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?")
+    for patient in range(30):
+        for at in range(patient % 6 + 1):
+            ts = 3_000_000 + patient * 10 + at
+            sess.execute(insert, ("r", patient, at, f"c{at}", f"C{patient}", ts))
+            w.row("visits", {"region": "r", "patient": patient, "at": at}, {"code": f"c{at}"},
+                  ts)
+        w.static("visits", {"region": "r", "patient": patient}, {"clinic": f"C{patient}"},
+                 3_000_000 + patient * 10 + patient % 6)
+    source = _source(sess, ks, splits=2, page_size=7)
+
+    emitted: list[RowUpsert] = []
+    resumes = 0
+    for part in source.list_parts():
+        state = None
+        while True:
+            partition = source.build_part("load", part, state)
+            try:
+                batch = partition.next_batch()
+            except StopIteration:
+                break
+            emitted.extend(batch)
+            state = partition.snapshot()
+            resumes += 1
+        assert state is not None and partition.done
+        # Done stays done after a resume.
+        with pytest.raises(StopIteration):
+            source.build_part("load", part, state).next_batch()
+    counts = Counter(_canonical(o) for o in emitted)
+    assert [item for item, n in counts.items() if n > 1] == []
+    assert sorted(counts, key=repr) == sorted(w.expected, key=repr)
+    assert resumes > 20
+
+
+def test_a_wide_partition_is_sent_by_pages_and_completes(cassandra_keyspace):
+    """One partition of 3 pages: it goes out while being read (bounded memory), exactly once
+    in one run, and the state only moves past its token when it is complete."""
+    sess, ks = cassandra_keyspace(7)
+    sess.execute(f"CREATE TABLE {ks}.wide (k int, c int, v int, PRIMARY KEY (k, c)) "
+                 "WITH cdc = true")
+    insert = sess.prepare(f"INSERT INTO {ks}.wide (k, c, v) VALUES (?, ?, ?)")
+    for c in range(30):
+        sess.execute(insert, (1, c, c))
+    (part,) = _source(sess, ks, splits=1, page_size=10).list_parts()
+    partition = _source(sess, ks, splits=1, page_size=10).build_part("load", part, None)
+    sizes, states, emitted = [], [], []
+    while True:
+        try:
+            batch = partition.next_batch()
+        except StopIteration:
+            break
+        sizes.append(len(batch))
+        states.append(partition.snapshot())
+        emitted.extend(batch)
+    assert sorted(o.key["c"] for o in emitted) == list(range(30))
+    assert max(sizes) <= 20  # a page plus the rows held back from the page before
+    assert states[:-1] == [None] * (len(states) - 1) and states[-1] == MAX_TOKEN
+
+
+def test_a_finished_load_stays_finished_after_a_restart(cassandra_keyspace, tmp_path):
+    """Through Bytewax's recovery store: a second run of the same flow emits nothing."""
+    sess, ks = cassandra_keyspace(7)
+    w = Workload(sess, ks)
+    write_patients(w, rows=60)
+    init_db_dir(tmp_path, 1)
+    runs = []
+    for _ in range(2):
+        flow = Dataflow("load_recovery")
+        out: list = []
+        source = _source(sess, ks, splits=3, page_size=10)
+        op.output("out", op.input("load", flow, source), TestingSink(out))
+        run_main(flow, epoch_interval=timedelta(milliseconds=50),
+                 recovery_config=RecoveryConfig(str(tmp_path)))
+        runs.append(out)
+    assert sorted(map(_canonical, runs[0]), key=repr) == sorted(w.expected, key=repr)
+    assert runs[1] == []
