@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_not, not_
+from types import MappingProxyType
 from typing import Any
 
 from connectors.cassandra.events import Position
+from connectors.cassandra.snapshot import INITIAL_LOAD_NODE
 from connectors.postgres._values import ValueRefused, identity
 from connectors.row_sink import Image, RejectedValueError, key_fingerprint
 from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
@@ -23,26 +27,129 @@ _CONVERSION_ERRORS = (ValueRefused, ValueError, TypeError, OverflowError, Attrib
 
 @dataclass
 class Target:
-    """One destination table and the images gathered for it."""
+    """One destination table and the images gathered for it.
+
+    Row operations are queued as they come (`pending`) and converted column by column when the
+    batch is written (`Gatherer.settle`): one converter call per value in a C-level loop, no
+    per-row tuples or Image objects. Pending operations whose keys are all distinct (the usual
+    batch) stay columns (`columns()` hands them to the writer as they are); a repeated key, a
+    NaN-capable key or an image added directly (range deletes) gathers `images` per key."""
 
     name: str
     key: tuple[Any, ...]  # the sink's Column objects
     values: tuple[Any, ...]
-    images: dict[tuple, Image] = field(default_factory=dict)
+    _images: dict[tuple, Image] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Conversion plans: identity converters are skipped on the hot path.
-        self.key_plan = tuple((c.name, None if c.convert is identity else c.convert)
-                              for c in self.key)
-        self.value_plan = tuple((c.name, None if c.convert is identity else c.convert)
-                                for c in self.values)
-        self.value_names = frozenset(c.name for c in self.values)
+        self.key_names = tuple(c.name for c in self.key)
+        self.value_names = tuple(c.name for c in self.values)
+        self.value_name_set = frozenset(self.value_names)
+        # Per column: (index, converter, converter for a column without None); identity
+        # converters are skipped.
+        self.key_plan = _plan(self.key)
+        self.value_plan = _plan(self.values)
+        # Only float-like keys can hold NaN (see _slot); others skip the check.
+        self.nan_keys = any(getattr(c.type, "kind", None) not in _NO_NAN_KINDS
+                            for c in self.key)
+        self.pending: list[RowUpsert | RowDelete] = []  # in operation order
+        self.settle: Callable[[Target], None] | None = None
+        # Settled operations with distinct keys, as columns: key columns, value columns,
+        # versions, deleted flags, sources. Only while `_images` is empty.
+        self._batch: list[list] | None = None
+
+    def convert_pending(self) -> None:
+        if self.pending:
+            assert self.settle is not None
+            self.settle(self)
+
+    @property
+    def images(self) -> dict[tuple, Image]:
+        """Per key slot, the image to write (converts what is pending)."""
+        self.convert_pending()
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            self.add_columns(batch)
+        return self._images
 
     def add(self, image: Image) -> None:
-        slot = _slot(image.key)
-        current = self.images.get(slot)
+        images = self.images  # pending (earlier) operations first: ties go to the later one
+        slot = _slot(image.key) if self.nan_keys else image.key
+        current = images.get(slot)
         if current is None or image.version >= current.version:
-            self.images[slot] = image
+            images[slot] = image
+
+    def add_columns(self, batch: list[list]) -> None:
+        """Gather converted operations (columns as in `_batch`) in order into `_images`."""
+        width, count = len(self.key), len(self.values)
+        images, nan_keys = self._images, self.nan_keys
+        for row in zip(*batch, strict=True):
+            key = row[:width]
+            version = row[-3]
+            slot = _slot(key) if nan_keys else key
+            current = images.get(slot)
+            if current is None or version >= current.version:
+                images[slot] = Image(key, None if row[-2] else row[width:width + count],
+                                     version, row[-1])
+
+    def columns(self) -> list[list] | None:
+        """What to write, as columns: key columns, value columns, then _cdc_version,
+        _cdc_deleted, _cdc_source_node, _cdc_source_segment, _cdc_source_offset (in
+        `images` order when gathered per key). None: nothing to write."""
+        self.convert_pending()
+        batch = self._batch
+        if batch is None:
+            if not self._images:
+                return None
+            nulls = (None,) * len(self.values)
+            batch = [list(c) for c in zip(*(
+                image.key + (image.values or nulls) + (image.version, image.values is None,
+                                                       image.source)
+                for image in self._images.values()), strict=True)]
+        positions = list(map(_position_of, batch[-1]))
+        return batch[:-1] + [list(map(_node_of, batch[-1])),
+                             list(map(_segment_of, positions)),
+                             list(map(_offset_of, positions))]
+
+
+_NO_NAN_KINDS = frozenset({"ascii", "text", "varchar", "int", "bigint", "smallint", "tinyint",
+                           "uuid", "timeuuid", "timestamp", "date", "time", "blob", "boolean",
+                           "inet", "varint", "duration"})
+_NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+_key_of, _values_of = attrgetter("key"), attrgetter("values")
+_version_of, _source_of = attrgetter("version"), attrgetter("source")
+_node_of, _position_of = attrgetter("node"), attrgetter("position")
+_segment_of, _offset_of = attrgetter("segment_id"), attrgetter("offset")
+
+
+ColumnPlan = tuple[int, Callable, Callable, Callable | None]
+
+
+def _plan(columns: tuple[Any, ...]) -> tuple[ColumnPlan, ...]:
+    """Per column whose converter is not the identity: (index, converter, converter valid for
+    a column holding no None, whole-column converter or None). A None-safe wrapper exposes its
+    inner function as `__wrapped__` (one call per value instead of two); a converter may carry
+    `column`: list -> list, the same values converted by C-level loops, raising (anything)
+    where it cannot vouch for the result, and the values are then converted one by one."""
+    return tuple((i, c.convert, getattr(c.convert, "__wrapped__", c.convert),
+                  getattr(c.convert, "column", None))
+                 for i, c in enumerate(columns) if c.convert is not identity)
+
+
+def _has_none(column: list) -> bool:
+    # By identity (`None in column` calls __eq__, a Python method for UUID).
+    return not all(map(is_not, column, repeat(None)))
+
+
+def _convert(column: list, convert: Callable, convert_whole: Callable,
+             convert_column: Callable | None) -> list:
+    if _has_none(column):
+        return list(map(convert, column))
+    if convert_column is not None:
+        try:
+            return convert_column(column)
+        except Exception:  # noqa: BLE001, S110 - value by value below: same result or refusal
+            pass
+    return list(map(convert_whole, column))
 
 
 _NAN = ("NaN",)  # stands for a NaN float in a dict key (a tuple: no column value is one)
@@ -78,8 +185,16 @@ class Gatherer:
     # --- shared --------------------------------------------------------------------------
 
     def apply(self, ops: Iterable[RowOp]) -> None:
+        cached, targets = self.cached, self.targets
         for op in ops:
-            if isinstance(op, RangeDelete):
+            kind = op.__class__
+            if kind is RowUpsert or kind is RowDelete:  # the hot path: `row`, inlined
+                target = cached.get((op.keyspace, op.table, op.static))
+                if target is not None and target.name in targets:
+                    target.pending.append(op)
+                else:
+                    self.row(op)
+            elif isinstance(op, RangeDelete):
                 self.range_delete(op)
             elif isinstance(op, RowUpsert | RowDelete):
                 self.row(op)
@@ -88,6 +203,8 @@ class Gatherer:
         self.flush_all()
 
     def flush_all(self) -> None:
+        for target in self.targets.values():
+            target.convert_pending()  # every refusal before the first write
         for target in self.targets.values():
             self.flush(target)
         self.targets.clear()
@@ -102,6 +219,7 @@ class Gatherer:
             key = layout.partition if static else layout.key
             values = layout.static if static else layout.regular
             found = self.targets[name] = Target(name, key, values)
+            found.settle = self.settle
         return found
 
     def row(self, op: RowUpsert | RowDelete) -> None:
@@ -110,26 +228,55 @@ class Gatherer:
         if target is None or target.name not in self.targets:  # new, or flushed since
             target = self.cached[cache_key] = self.target(
                 self.layout_of(op.keyspace, op.table), op.static)
-        values = None
-        try:  # the hot path; any problem is redone slowly to name the column
-            got = op.key.get
-            key = tuple(got(n) if f is None else f(got(n)) for n, f in target.key_plan)
-            if None in key:
-                raise ValueRefused("NULL key")
-            if isinstance(op, RowUpsert):
-                if not target.value_names.issuperset(op.values):
-                    raise ValueRefused("unknown column")
-                got = op.values.get
-                values = tuple(got(n) if f is None else f(got(n)) for n, f in target.value_plan)
+        target.pending.append(op)
+
+    def settle(self, target: Target) -> None:
+        """Convert TARGET's pending operations column by column and gather them. Any refusal
+        is redone row by row in operation order (`_row_slowly`), so the error raised is the
+        one of the first refused operation, naming its column and key."""
+        ops, target.pending = target.pending, []
+        try:
+            batch = self._columns(target, ops)
         except Exception:  # noqa: BLE001 - redone slowly to name the column, then raised
-            key, values = self._row_slowly(target, op)
-        target.add(Image(key, values, op.version, op.source))
+            for op in ops:
+                self._row_slowly(target, op)
+            raise
+        width = len(target.key)
+        if target._batch is None and not target._images and not target.nan_keys:  # noqa: SLF001
+            keys = list(zip(*batch[:width], strict=True))
+            if len(set(keys)) == len(keys):
+                target._batch = batch  # noqa: SLF001 - distinct keys: every row is an image
+                return
+        target.images  # noqa: B018 - earlier batch first, in order
+        target.add_columns(batch)
+
+    def _columns(self, target: Target, ops: list[RowUpsert | RowDelete]) -> list[list]:
+        """OPS as converted columns (see Target._batch); raises on any refusal."""
+        upsert = list(map(isinstance, ops, repeat(RowUpsert)))
+        if all(upsert):
+            values = list(map(_values_of, ops))
+        else:
+            values = [op.values if u else _NO_VALUES for op, u in zip(ops, upsert, strict=True)]
+        if not all(map(target.value_name_set.issuperset, values)):
+            raise ValueRefused("unknown column")
+        keys = list(map(_key_of, ops))
+        key_columns = [[k.get(name) for k in keys] for name in target.key_names]
+        for i, *converters in target.key_plan:
+            key_columns[i] = _convert(key_columns[i], *converters)
+        if any(map(_has_none, key_columns)):
+            raise ValueRefused("NULL key")
+        value_columns = [[v.get(name) for v in values] for name in target.value_names]
+        for i, *converters in target.value_plan:
+            value_columns[i] = _convert(value_columns[i], *converters)
+        return key_columns + value_columns + [list(map(_version_of, ops)),
+                                              list(map(not_, upsert)),
+                                              list(map(_source_of, ops))]
 
     def _row_slowly(self, target: Target, op: RowUpsert | RowDelete) -> tuple[tuple, Any]:
         key = self.convert_key(target.name, target.key, op.key)
         if not isinstance(op, RowUpsert):
             return key, None
-        unknown = set(op.values) - target.value_names
+        unknown = set(op.values) - target.value_name_set
         if unknown:
             raise self.rejected(target.name, sorted(unknown)[0], key_fingerprint(key),
                                 "the column is not in the table's schema")
@@ -154,10 +301,14 @@ class Gatherer:
 
 
 def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
-    """Per node, the highest source position among OPS (what a progress row records)."""
+    """Per node, the highest source position among OPS (what a progress row records).
+
+    Rows of the initial load have no commit-log position: they record no progress."""
     highest: dict[str, Position] = {}
     for op in ops:
         node, position = op.source.node, op.source.position
+        if node == INITIAL_LOAD_NODE:
+            continue
         current = highest.get(node)
         if current is None or (position.segment_id, position.offset) > \
                 (current.segment_id, current.offset):

@@ -98,19 +98,19 @@ class _Batch(Gatherer):
         return [(tuple(r[:-1]), r[-1]) for r in result.result_rows]
 
     def flush(self, target: Target) -> None:
-        if not target.images:
+        data = target.columns()
+        if data is None:
             return
-        nulls = (None,) * len(target.values)
-        data = [image.key + (image.values or nulls) + (
-                image.version, 1 if image.values is None else 0, image.source.node.encode(),
-                image.source.position.segment_id, image.source.position.offset)
-                for image in target.images.values()]
+        # Column-oriented: the gathered columns go as they are (no per-row tuples).
+        data[-4] = list(map(int, data[-4]))  # _cdc_deleted: bool -> 0/1
+        data[-3] = list(map(str.encode, data[-3]))  # _cdc_source_node
         columns = target.key + target.values
         try:
             self.client.insert(
                 f"{q(self.database)}.{q(target.name)}", data,
                 column_names=[c.ch_name for c in columns] + [n for n, _ in CDC_WRITTEN],
-                column_type_names=[c.ch_type for c in columns] + [t for _, t in CDC_WRITTEN])
+                column_type_names=[c.ch_type for c in columns] + [t for _, t in CDC_WRITTEN],
+                column_oriented=True)
         except (DataError, ProgrammingError, struct.error, TypeError, ValueError,
                 OverflowError, AttributeError) as error:
             # Serialization failed on the client (nothing was sent); its message may quote

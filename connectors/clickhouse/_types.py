@@ -26,6 +26,8 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any
 
 from cassandra import util as cutil
@@ -38,6 +40,9 @@ __all__ = ["ValueRefused", "column_type", "converter", "stored_value"]
 DESTINATION = "clickhouse"
 _EPOCH = datetime.datetime(1970, 1, 1)
 _EPOCH_DATE = datetime.date(1970, 1, 1)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
+_EPOCH_LESS_HALF_MS = _EPOCH - datetime.timedelta(microseconds=500)
+_LAST_ROUNDABLE = datetime.datetime(9999, 12, 31, 23, 59, 59, 999500)
 _JSON_KINDS = frozenset({"list", "set", "map", "tuple", "udt", "vector"})
 _BYTES_KINDS = frozenset({"blob", "custom", "empty"})
 _TEXT_FORM_KINDS = frozenset({"decimal", "varint", "inet", "duration", "ascii", "text",
@@ -66,6 +71,8 @@ def column_type(t: CqlType) -> str:
 def _none_safe(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         return None if value is None else f(value)
+    # For a column holding no None, connectors/row_batch.py maps F itself (one call a value).
+    convert.__wrapped__ = f  # type: ignore[attr-defined]
     return convert
 
 
@@ -106,9 +113,7 @@ def _timestamp(value: Any) -> int:
         value = value.astimezone(datetime.UTC).replace(tzinfo=None)
     # Rounded, not truncated: the driver's datetime of a far timestamp is a few microseconds
     # short of the real millisecond (connectors/postgres/_values.py, whole_milliseconds).
-    value = whole_milliseconds(value)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return (whole_milliseconds(value) - _EPOCH) // _MILLISECOND  # floor, like Cassandra's
 
 
 def _date(value: Any) -> int:
@@ -132,6 +137,33 @@ def _time(value: Any) -> int:
     raise ValueRefused(f"expected a time, got {type(value).__name__}")
 
 
+# Whole-column forms (connectors/row_batch.py): C-level loops giving exactly what the per-value
+# function gives, or raising where they cannot tell (the values then go one by one).
+
+def _utf8_column(column: list) -> list:
+    return list(map(str.encode, column))  # bytes (or anything but str) raise: per value
+
+
+def _timestamp_column(column: list) -> list:
+    # Naive datetimes only (anything else raises in the subtraction) and none in the last
+    # half millisecond of 9999 (whole_milliseconds keeps those from overflowing).
+    if max(column) >= _LAST_ROUNDABLE:
+        raise OverflowError
+    # floor((t - epoch + 0.5 ms) / 1 ms) = whole_milliseconds(t), then floor to milliseconds.
+    return list(map(floordiv, map(sub, column, repeat(_EPOCH_LESS_HALF_MS)),
+                    repeat(_MILLISECOND)))
+
+
+def _uuid_column(column: list) -> list:
+    if not all(map(isinstance, column, repeat(uuid.UUID))):
+        raise TypeError
+    return list(column)
+
+
+def _boolean_column(column: list) -> list:
+    return list(map(int, map(bool, column)))
+
+
 def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
@@ -140,6 +172,11 @@ def _boolean(value: Any) -> int:
     return 1 if value else 0
 
 
+_COLUMN: dict[str, Callable[[list], list]] = {
+    "ascii": _utf8_column, "text": _utf8_column, "varchar": _utf8_column,
+    "timestamp": _timestamp_column, "uuid": _uuid_column, "timeuuid": _uuid_column,
+    "boolean": _boolean_column,
+}
 _SCALAR: dict[str, Callable[[Any], Any]] = {
     "ascii": _utf8, "text": _utf8, "varchar": _utf8,
     "int": int, "bigint": int, "smallint": int, "tinyint": int,
@@ -166,7 +203,10 @@ def converter(t: CqlType) -> Callable[[Any], Any]:
     scalar = _SCALAR.get(t.kind)
     if scalar is None:
         raise ValueRefused(f"CQL type {t.cql} has no ClickHouse value rule")
-    return _none_safe(scalar)
+    convert = _none_safe(scalar)
+    if t.kind in _COLUMN:
+        convert.column = _COLUMN[t.kind]  # type: ignore[attr-defined]
+    return convert
 
 
 def stored_value(t: CqlType) -> Callable[[Any], Any]:

@@ -5,28 +5,38 @@ destination table (the latest image of each key wins: highest version, ties to t
 operation); a RangeDelete first writes what gathered for its table, then tombstones the stored
 rows of its range. Writing = COPY into a temporary staging table, then
 INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE ... WHERE stored._cdc_version <=
-EXCLUDED._cdc_version, so an older image can neither overwrite nor resurrect a row. The highest
-source position per node goes to _cdc_progress in the same transaction.
+EXCLUDED._cdc_version, so an older image can neither overwrite nor resurrect a row. Two fast
+paths keep that: a batch whose keys are all new goes by plain COPY straight into the table (in a
+savepoint: a stored key makes it fail and the batch takes the upsert; `DirectCopy`), and COPY is
+binary when every value is checked to have an exact binary form (`_binary_types`), else text.
+The highest source position per node goes to _cdc_progress in the same transaction.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+import struct
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import repeat
+from operator import attrgetter, is_, is_not
 
 import psycopg
 from psycopg import sql
 
 from connectors.postgres._ddl import PROGRESS_TABLE
-from connectors.postgres._layout import CDC_WRITTEN, TableLayout
+from connectors.postgres._layout import CDC_COLUMNS, CDC_WRITTEN, TableLayout
 from connectors.postgres._ordering import in_range
 from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
 
-__all__ = ["RejectedValueError", "apply_batch", "key_fingerprint"]
+__all__ = ["DirectCopy", "RejectedValueError", "apply_batch", "key_fingerprint"]
 
 _COPY_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 
@@ -35,15 +45,110 @@ class RejectedValueError(SharedRejectedValueError):
     sink = "PostgreSQL"
 
 
+# Binary COPY writes a column only when its values are checked to have exactly the binary form
+# the text form would give: psycopg's binary dumpers do not range-check (an int4 of 2**40
+# goes as 0, a real of 1e300 as infinity) where the server refuses the text. Per PostgreSQL
+# type: (Python types allowed, check of the non-null values or None), or None where psycopg's
+# dumper raises on anything it cannot write exactly (text, bytea, uuid: then text COPY redoes
+# it). Other types (jsonb and inet from text, arrays) and any column failing its check use text
+# COPY.
+def _ints(low: int, high: int) -> Callable[[list], bool]:
+    return lambda values: low <= min(values) and max(values) <= high
+
+
+def _float4s(values: list) -> bool:
+    return list(array("f", values)) == values  # exact in 32 bits (inf/NaN: text, as before)
+
+
+_BINARY_CHECKS: dict[str, tuple[frozenset[type], Callable[[list], bool] | None] | None] = {
+    "text": None,
+    "smallint": (frozenset({int}), _ints(-2**15, 2**15 - 1)),
+    "integer": (frozenset({int}), _ints(-2**31, 2**31 - 1)),
+    "bigint": (frozenset({int}), _ints(-2**63, 2**63 - 1)),
+    "boolean": (frozenset({bool}), None),
+    "real": (frozenset({float}), _float4s),
+    "double precision": (frozenset({float}), None),
+    "numeric": (frozenset({decimal.Decimal}), None),
+    "uuid": None,
+    "timestamptz": (frozenset({datetime.datetime}), lambda values: all(
+        map(is_not, map(attrgetter("tzinfo"), values), repeat(None)))),
+    "date": (frozenset({datetime.date}), None),
+    "time": (frozenset({datetime.time}), lambda values: all(
+        map(is_, map(attrgetter("tzinfo"), values), repeat(None)))),
+    "bytea": None,
+}
+
+
+def _binary_types(types: list[str], columns: list[list]) -> list[str] | None:
+    """TYPES if COLUMNS (of those types) can go by binary COPY, else None: use text COPY."""
+    for pg_type, column in zip(types, columns, strict=True):
+        if pg_type not in _BINARY_CHECKS:
+            return None
+        check = _BINARY_CHECKS[pg_type]
+        if check is None:
+            continue
+        allowed, values_ok = check
+        if not all(map(is_not, column, repeat(None))):
+            column = [v for v in column if v is not None]  # noqa: PLW2901 - the non-null ones
+        if column and (not allowed.issuperset(map(type, column)) or
+                       (values_ok is not None and not values_ok(column))):
+            return None
+    return types
+
+
+_PROBE_ROWS = 256
+_CDC_WRITTEN_TYPES = tuple(dict(CDC_COLUMNS)[n].removesuffix(" NOT NULL") for n in CDC_WRITTEN)
+# What a failed binary or direct COPY raises (client-side dumping or the server); the path
+# after it redoes the rows and raises the error that names the column.
+_BINARY_FAILURES = (psycopg.DataError, TypeError, ValueError, OverflowError, AttributeError,
+                    struct.error)
+
+
+class DirectCopy:
+    """Per sink partition: which tables to try a plain COPY into before staging an upsert.
+
+    A batch whose keys are all new (the initial load, insert-mostly tables) is written by COPY
+    straight into the table, in a savepoint: a unique violation (a stored key) rolls it back
+    and the batch takes the staged upsert. After a conflict a table skips the attempt for 1, 2,
+    4 ... up to `max_skip` batches (doubling while conflicts last), so update-heavy tables
+    rarely pay for it; successful attempts halve the backoff again. Once a table has met a
+    stored key, its attempts start with a short COPY (`probe`) that meets one before the whole
+    batch is sent; a table without conflicts (an initial load) saves that round trip."""
+
+    def __init__(self, max_skip: int = 64) -> None:
+        self.max_skip = max_skip
+        self._skip: dict[str, tuple[int, int]] = {}  # table -> (batches to skip, backoff)
+
+    def should_try(self, table: str) -> bool:
+        remaining, backoff = self._skip.get(table, (0, 0))
+        if remaining:
+            self._skip[table] = (remaining - 1, backoff)
+            return False
+        return True
+
+    def probe(self, table: str) -> bool:
+        return table in self._skip
+
+    def succeeded(self, table: str) -> None:
+        if table in self._skip:  # still probes: its batches have met stored keys before
+            self._skip[table] = (0, self._skip[table][1] // 2)
+
+    def conflicted(self, table: str) -> None:
+        backoff = min(self._skip.get(table, (0, 0))[1] * 2 or 1, self.max_skip)
+        self._skip[table] = (backoff, backoff)
+
+
 class _Batch(Gatherer):
     rejected = RejectedValueError
 
     def __init__(self, conn: psycopg.Connection, schema: str,
-                 layout_of: Callable[[str, str], TableLayout]):
+                 layout_of: Callable[[str, str], TableLayout],
+                 direct: DirectCopy | None = None):
         super().__init__(layout_of)
         self.conn = conn
         self.schema = schema
         self.staged: set[str] = set()
+        self.direct = direct
 
     # --- range deletes -------------------------------------------------------------------
 
@@ -78,14 +183,41 @@ class _Batch(Gatherer):
     # --- writing -------------------------------------------------------------------------
 
     def flush(self, target: Target) -> None:
-        if not target.images:
+        columns = target.columns()
+        if columns is None:
             return
+        rows = list(zip(*columns, strict=True))
         schema = sql.Identifier(self.schema)
         table = sql.Identifier(target.name)
-        stage = sql.Identifier("_cdc_stage_" + hashlib.blake2b(
-            f"{self.schema}.{target.name}".encode(), digest_size=8).hexdigest())
         names = [c.pg_name for c in target.key + target.values] + list(CDC_WRITTEN)
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        # Binary COPY (no text formatting or parsing) when every column's type has an exact
+        # binary form for the converted values; any failure of it is redone as text COPY,
+        # whose errors name the column (`_refused`).
+        binary = _binary_types([*(c.pg_type for c in target.key + target.values),
+                                *_CDC_WRITTEN_TYPES], columns)
+        if self.direct is not None and self.direct.should_try(target.name):
+            # Every key new (the initial load, inserts): a plain COPY into the table is what
+            # the upsert would do. A stored key makes it fail (unique violation) and roll back
+            # to its savepoint; the staged upsert below then writes the batch.
+            try:
+                into = sql.SQL("{}.{}").format(schema, table)
+                probe = _PROBE_ROWS if self.direct.probe(target.name) else 0
+                with self._savepoint():
+                    if probe:
+                        self._copy(into, cols, rows[:probe], binary, binary is not None)
+                    if len(rows) > probe:
+                        self._copy(into, cols, rows[probe:], binary, binary is not None)
+                self.direct.succeeded(target.name)
+                return
+            except psycopg.errors.UniqueViolation:
+                self.direct.conflicted(target.name)
+            except _BINARY_FAILURES:
+                pass  # the staged path redoes it and names the refusal
+        # The column list is in the name: a pooled connection's stage of an older layout
+        # (before a schema change) is never reused with the new one.
+        stage = sql.Identifier("_cdc_stage_" + hashlib.blake2b(
+            f"{self.schema}.{target.name}|{names}".encode(), digest_size=8).hexdigest())
         if target.name in self.staged:
             self.conn.execute(sql.SQL("TRUNCATE {}").format(stage))
         else:
@@ -93,18 +225,19 @@ class _Batch(Gatherer):
                 "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS"
                 " SELECT {} FROM {}.{} WITH NO DATA").format(stage, cols, schema, table))
             self.staged.add(target.name)
-        images = list(target.images.values())
-        nulls = (None,) * len(target.values)
-        try:
-            with self.conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
-                    for image in images:
-                        source = image.source
-                        copy.write_row(image.key + (image.values or nulls) + (
-                            image.version, image.values is None, source.node,
-                            source.position.segment_id, source.position.offset))
-        except psycopg.errors.DataError as error:
-            raise _refused(error, target, images) from None
+        staged = False
+        if binary is not None:
+            try:
+                with self._savepoint():
+                    self._copy(stage, cols, rows, binary, True)
+                staged = True
+            except _BINARY_FAILURES:
+                pass  # redone as text below
+        if not staged:
+            try:
+                self._copy(stage, cols, rows, None, False)
+            except psycopg.errors.DataError as error:
+                raise _refused(error, target, rows) from None
         key = sql.SQL(", ").join(sql.Identifier(c.pg_name) for c in target.key)
         updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
                    for n in names[len(target.key):]]
@@ -114,8 +247,29 @@ class _Batch(Gatherer):
             " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
             schema, table, cols, cols, stage, key, sql.SQL(", ").join(updates)))
 
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """Undo the block's statements if it raises. Not released on success (one round trip
+        less): COMMIT releases it with the transaction."""
+        self.conn.execute("SAVEPOINT _cdc_attempt")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO SAVEPOINT _cdc_attempt")
+            raise
 
-def _refused(error: psycopg.Error, target: Target, images: Sequence[Image]
+    def _copy(self, into: sql.Composable, cols: sql.Composable, rows: list[tuple],
+              types: list[str] | None, binary: bool) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN" + (" (FORMAT BINARY)" if binary else ""))
+        with self.conn.cursor() as cur, cur.copy(statement.format(into, cols)) as copy:
+            if binary:
+                copy.set_types(types)
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
+
+def _refused(error: psycopg.Error, target: Target, rows: Sequence[tuple]
              ) -> RejectedValueError:
     """Name the table, column and key of a COPY error without repeating its message (which
     quotes the value)."""
@@ -123,8 +277,8 @@ def _refused(error: psycopg.Error, target: Target, images: Sequence[Image]
     column = fingerprint = None
     if match:
         line = int(match.group(1))
-        if 0 < line <= len(images):
-            fingerprint = key_fingerprint(images[line - 1].key)
+        if 0 < line <= len(rows):
+            fingerprint = key_fingerprint(rows[line - 1][:len(target.key)])
         column = match.group(2)
         names = {c.pg_name: c.name for c in target.key + target.values}
         column = names.get(column or "", column)
@@ -134,12 +288,13 @@ def _refused(error: psycopg.Error, target: Target, images: Sequence[Image]
 
 def apply_batch(conn: psycopg.Connection, schema: str,
                 layout_of: Callable[[str, str], TableLayout], ops: Sequence[RowOp],
-                step_id: str, partition: int) -> None:
+                step_id: str, partition: int, direct: DirectCopy | None = None) -> None:
     """Apply OPS in the caller's open transaction on CONN; record progress in it too.
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
+    direct: the partition's DirectCopy (kept across batches); None: always stage and upsert.
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
-    _Batch(conn, schema, layout_of).apply(ops)
+    _Batch(conn, schema, layout_of, direct).apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)
             for node, p in sorted(highest_positions(ops).items())]
     if rows:

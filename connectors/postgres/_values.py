@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
+from itertools import repeat
+from operator import add, floordiv, mul, sub
 from typing import Any
 
 from cassandra import util as cutil
@@ -40,6 +42,11 @@ __all__ = ["ValueRefused", "column_type", "converter", "identity", "typemap"]
 
 DESTINATION = "postgres"
 _UTC = datetime.UTC
+_EPOCH = datetime.datetime(1970, 1, 1)
+_EPOCH_UTC = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
+_EPOCH_LESS_HALF_MS = _EPOCH - datetime.timedelta(microseconds=500)
+_LAST_ROUNDABLE = datetime.datetime(9999, 12, 31, 23, 59, 59, 999500)
 
 
 class ValueRefused(ValueError):
@@ -121,7 +128,9 @@ def whole_milliseconds(value: datetime.datetime) -> datetime.datetime:
 def _timestamp(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         value = whole_milliseconds(value)  # see whole_milliseconds: the driver's float error
-        return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
+        # The same aware datetime as value.replace(tzinfo=UTC), about ten times faster (replace
+        # parses keywords); exact: timedelta arithmetic is in whole microseconds.
+        return _EPOCH_UTC + (value - _EPOCH) if value.tzinfo is None else value
     if isinstance(value, int) and not isinstance(value, bool):  # milliseconds since the epoch
         return datetime.datetime(1970, 1, 1, tzinfo=_UTC) + datetime.timedelta(milliseconds=value)
     return value
@@ -155,6 +164,28 @@ def _inet(value: Any) -> Any:
 def _varint(value: Any) -> Any:
     return None if value is None else decimal.Decimal(value)
 
+
+# Whole-column forms (connectors/row_batch.py): C-level loops giving exactly what the per-value
+# function gives, or raising where they cannot tell (the values then go one by one).
+
+def _text_column(column: list) -> list:
+    if set(map(type, column)) != {str} or any(map(str.__contains__, column, repeat("\x00"))):
+        raise ValueError  # per value: refuses, naming the value's problem
+    return list(column)
+
+
+def _timestamp_column(column: list) -> list:
+    # Naive datetimes only (anything else raises in the subtraction) and none in the last
+    # half millisecond of 9999 (whole_milliseconds keeps those from overflowing).
+    if max(column) >= _LAST_ROUNDABLE:
+        raise OverflowError
+    # whole_milliseconds(t), as milliseconds since the epoch: floor((t - epoch + 0.5 ms) / 1 ms)
+    millis = map(floordiv, map(sub, column, repeat(_EPOCH_LESS_HALF_MS)), repeat(_MILLISECOND))
+    return list(map(add, repeat(_EPOCH_UTC), map(mul, millis, repeat(_MILLISECOND))))
+
+
+_text.column = _text_column  # type: ignore[attr-defined]
+_timestamp.column = _timestamp_column  # type: ignore[attr-defined]
 
 _SCALAR: dict[str, Callable[[Any], Any]] = {
     "ascii": _text, "text": _text, "varchar": _text,

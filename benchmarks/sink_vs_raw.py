@@ -1,0 +1,230 @@
+"""Each sink next to its database's raw bulk path, measured in the same run (the issue's target:
+every sink at least 50% of its raw path).
+
+    python benchmarks/sink_vs_raw.py [--rows 10000] [--repeat 3] [--only postgres,clickhouse]
+
+Per database, per run (interleaved, so both paths see the same machine load):
+- raw (timed right before each sink case, so every ratio pairs two neighbouring measurements):
+  the same rows (same columns, types and values as the sink writes, bookkeeping columns
+  included) loaded the plainest fast way into an empty table of the same definition (PostgreSQL:
+  `LIKE ... INCLUDING ALL`, primary key included; ClickHouse: `AS` the sink's table, the same
+  ReplacingMergeTree): PostgreSQL binary COPY, ClickHouse one column-oriented insert. Its rows
+  are built before the clock starts, over the sink's own connection (same TLS, same role).
+- sink new / newer / stale: one `write_batch` of N RowUpserts through a real sink partition, as
+  the flow calls it (benchmarks/sink_bench.py): conversion, gathering, the version guard, the
+  progress row, in one transaction for PostgreSQL.
+
+The raw path does less than the sink must: PostgreSQL's COPY neither upserts nor guards versions
+(the sink stages the rows and runs INSERT ... ON CONFLICT DO UPDATE WHERE version <=), and
+neither raw path converts driver values or records progress. The ratio is sink/raw per pair, then
+the median; every figure is printed with os.getloadavg() (the machines are shared).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script: the repository root (for `benchmarks.`) is not on the path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import datetime
+import os
+import shlex
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+from benchmarks.sink_bench import TABLE, items_schema, start_stack, upserts
+
+CASES = ("new", "newer", "stale")
+TARGET = 0.5
+
+
+def _load() -> str:
+    return "load " + "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _raw_values(rows: int, version: int) -> list[tuple]:
+    """The sink's values for `upserts(ks, rows, version)`, as the PostgreSQL sink converts them."""
+    at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    return [(f"t{i % 50}", i, f"item {i}", i, i * 0.5, at, uuid.UUID(int=i),
+             version, False, "n1", 1, i + 1) for i in range(rows)]
+
+
+class _Timed:
+    """Per case, the rate of each run and the ratio to the raw rate of the same run."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rates: dict[str, list[float]] = {}
+        self.ratios: dict[str, list[float]] = {}
+
+    def time(self, case: str, rows: int, action: Callable[[], None]) -> float:
+        start = time.perf_counter()
+        action()
+        rate = rows / (time.perf_counter() - start)
+        self.rates.setdefault(case, []).append(rate)
+        print(f"  {self.name:10s} {case:6s} {rate:>10,.0f} rows/s  ({_load()})", flush=True)
+        return rate
+
+    def report(self, rows: int) -> list[str]:
+        raw = statistics.median(self.rates["raw"])
+        lines = [f"{self.name}: raw {raw:,.0f} rows/s (median, {rows} rows/batch)"]
+        for case in CASES:
+            rate = statistics.median(self.rates[case])
+            ratio = statistics.median(self.ratios[case])
+            verdict = "meets" if ratio >= TARGET else "BELOW"
+            lines.append(f"{self.name}: sink {case:6s} {rate:>10,.0f} rows/s  ratio {ratio:.2f}"
+                         f" of raw (median of paired ratios; {verdict} the {TARGET:.0%} target)")
+        return lines
+
+
+def postgres_bench(args: argparse.Namespace) -> list[str]:
+    from psycopg import sql
+
+    from connectors.postgres import PostgresSink, PostgresSinkSettings
+    from devstack import postgres
+    from devstack.certs import ensure_certificates
+
+    start_stack(postgres.PostgresService())
+    ks, schema = items_schema()
+    settings = PostgresSinkSettings(
+        host=postgres.HOST, port=postgres.PORT, dbname=postgres.DATABASE, user="cdc_pipeline",
+        password_ref="openbao:cdc/postgres/pipeline#password",  # noqa: S106 - a reference
+        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc")
+    sink = PostgresSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    part = sink.build_part("bench_raw", "0", None)
+    table = sql.Identifier(f"{ks}__{TABLE}")
+    raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
+    names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
+             "_cdc_deleted", "_cdc_source_node", "_cdc_source_segment", "_cdc_source_offset"]
+    types = ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid", "int8", "bool",
+             "text", "int8", "int4"]
+    copy_raw = sql.SQL("COPY cdc.{} ({}) FROM STDIN (FORMAT BINARY)").format(
+        raw_table, sql.SQL(", ").join(map(sql.Identifier, names)))
+    timed = _Timed("postgres")
+    try:
+        part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
+        with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
+            conn.execute(sql.SQL("CREATE TABLE cdc.{} (LIKE cdc.{} INCLUDING ALL)").format(
+                raw_table, table))
+        rows = _raw_values(args.rows, 1)
+        for run in range(args.repeat):
+            with part._pool.connection() as conn:  # noqa: SLF001
+                conn.execute(sql.SQL("TRUNCATE cdc.{}").format(table))
+                conn.commit()
+            for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
+                                  ("stale", 11 + run * 10)):
+                with part._pool.connection() as conn:  # noqa: SLF001
+                    conn.execute(sql.SQL("TRUNCATE cdc.{}").format(raw_table))
+                    conn.commit()
+
+                    def raw(conn=conn) -> None:
+                        with conn.transaction(), conn.cursor() as cur, \
+                                cur.copy(copy_raw) as copy:
+                            copy.set_types(types)
+                            for row in rows:
+                                copy.write_row(row)
+
+                    raw_rate = timed.time("raw", args.rows, raw)
+                ops = upserts(ks, args.rows, version)
+                rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
+                timed.ratios.setdefault(case, []).append(rate / raw_rate)
+    finally:
+        with part._pool.connection() as conn:  # noqa: SLF001
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(raw_table))
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS cdc.{}").format(
+                sql.Identifier(f"{ks}__{TABLE}__current")))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(table))
+            conn.execute("DELETE FROM cdc._cdc_progress WHERE step_id = 'bench_raw'")
+            conn.commit()
+        part.close()
+    return timed.report(args.rows) + [
+        "postgres: raw = binary COPY into an empty table with the same primary key; the sink"
+        " also stages, upserts with a version guard and records progress"]
+
+
+def clickhouse_bench(args: argparse.Namespace) -> list[str]:
+    from clickhouse_connect.driver.binding import quote_identifier as q
+
+    from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
+    from devstack import clickhouse
+    from devstack.certs import ensure_certificates
+
+    start_stack(clickhouse.ClickHouseService())
+    ks, schema = items_schema()
+    settings = ClickHouseSinkSettings(
+        host=clickhouse.HOST, port=clickhouse.HTTPS_PORT, database=clickhouse.DATABASE,
+        user="cdc_pipeline",
+        password_ref="openbao:cdc/clickhouse/pipeline#password",  # noqa: S106 - a reference
+        ca_cert=str(ensure_certificates().ca_cert))
+    sink = ClickHouseSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    step = f"bench_raw_{ks}"
+    part = sink.build_part(step, "0", None)
+    admin = clickhouse.connect("admin")
+    table = f"{q('cdc')}.{q(f'{ks}__{TABLE}')}"
+    raw_table = f"{q('cdc')}.{q(f'{ks}__{TABLE}__raw')}"
+    names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
+             "_cdc_deleted", "_cdc_source_node", "_cdc_source_segment", "_cdc_source_offset"]
+    types = ["String", "Int64", "Nullable(String)", "Nullable(Int64)", "Nullable(Float64)",
+             "Nullable(Int64)", "Nullable(UUID)", "Int64", "UInt8", "String", "Int64", "Int32"]
+    at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
+    timed = _Timed("clickhouse")
+    try:
+        part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
+        admin.command(f"CREATE TABLE {raw_table} AS {table}")
+        n = args.rows
+        columns = [[f"t{i % 50}".encode() for i in range(n)], list(range(n)),
+                   [f"item {i}".encode() for i in range(n)], list(range(n)),
+                   [i * 0.5 for i in range(n)], [at_ms] * n,
+                   [uuid.UUID(int=i) for i in range(n)], [1] * n, [0] * n,
+                   [b"n1"] * n, [1] * n, list(range(1, n + 1))]
+
+        def raw() -> None:
+            part._client.insert(raw_table, columns, column_names=names,  # noqa: SLF001
+                                column_type_names=types, column_oriented=True)
+
+        for run in range(args.repeat):
+            admin.command(f"TRUNCATE TABLE {table}")
+            for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
+                                  ("stale", 11 + run * 10)):
+                admin.command(f"TRUNCATE TABLE {raw_table}")
+                raw_rate = timed.time("raw", args.rows, raw)
+                ops = upserts(ks, args.rows, version)
+                rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
+                timed.ratios.setdefault(case, []).append(rate / raw_rate)
+    finally:
+        for suffix in ("__current", "", "__raw"):
+            admin.command(f"DROP TABLE IF EXISTS {q('cdc')}.{q(f'{ks}__{TABLE}{suffix}')}")
+        admin.command(f"ALTER TABLE {q('cdc')}.{q('_cdc_progress')} DELETE WHERE"
+                      " step_id = %(s)s", parameters={"s": step})
+        admin.close()
+        part.close()
+    return timed.report(args.rows) + [
+        "clickhouse: raw = one column-oriented insert of the same rows into a table AS the"
+        " sink's; the sink also converts, gathers per key and inserts a progress row"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default="postgres,clickhouse",
+                        help="comma-separated: postgres, clickhouse")
+    args = parser.parse_args()
+    print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"start: {_load()} ({os.cpu_count()} cores)", flush=True)
+    benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
+    summary: list[str] = []
+    for name in args.only.split(","):
+        summary += benches[name.strip()](args)
+    print(f"end: {_load()}")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

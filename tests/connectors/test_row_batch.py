@@ -1,0 +1,150 @@
+"""The shared Gatherer's column-wise conversion gathers what the row-by-row rule says: per key
+the highest version, ties to the later operation, images added directly (range deletes) in
+order with the pending operations, and a refusal that names the first refused operation."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import uuid
+
+import pytest
+
+import connectors.postgres  # noqa: F401 - the sinks import row_batch first (import order)
+from connectors.cassandra.events import Position
+from connectors.clickhouse._layout import build_layout as clickhouse_layout
+from connectors.postgres._layout import build_layout as postgres_layout
+from connectors.row_batch import Gatherer, Target
+from connectors.row_sink import Image, RejectedValueError
+from operators.row_ops import RowDelete, RowUpsert, Source
+from tests.connectors.postgres.conftest import column, schemas
+
+KS = "gather"
+SCHEMA = schemas([
+    column("t", "p", "partition_key", "text", 0, keyspace=KS),
+    column("t", "c", "clustering", "bigint", 0, "asc", keyspace=KS),
+    column("t", "at", "regular", "timestamp", keyspace=KS),
+    column("t", "name", "regular", "text", keyspace=KS),
+    column("t", "ok", "regular", "boolean", keyspace=KS),
+    column("t", "ref", "regular", "uuid", keyspace=KS),
+    column("f", "x", "partition_key", "double", 0, keyspace=KS),
+    column("f", "v", "regular", "int", keyspace=KS),
+])
+LAYOUTS = {"postgres": postgres_layout, "clickhouse": clickhouse_layout}
+
+
+class _Captured(Gatherer):
+    def __init__(self, layout_of) -> None:
+        super().__init__(layout_of)
+        self.written: dict[str, tuple[dict, list]] = {}
+
+    def flush(self, target: Target) -> None:
+        columns = target.columns()
+        self.written[target.name] = (dict(target.images), columns)
+
+    def range_delete(self, op) -> None:
+        raise NotImplementedError
+
+
+def _gather(sink: str, ops) -> _Captured:
+    layouts = {t: LAYOUTS[sink](SCHEMA[(KS, t)]) for _, t in SCHEMA}
+    gatherer = _Captured(lambda _ks, t: layouts[t])
+    gatherer.apply(ops)
+    return gatherer
+
+
+def _expected(target: Target, ops) -> dict:
+    """The row-by-row rule, with each value converted on its own."""
+    images: dict = {}
+    for op in ops:
+        key = tuple(c.convert(op.key.get(c.name)) for c in target.key)
+        values = None if isinstance(op, RowDelete) else tuple(
+            c.convert(op.values.get(c.name)) for c in target.values)
+        current = images.get(key)
+        if current is None or op.version >= current.version:
+            images[key] = Image(key, values, op.version, op.source)
+    return images
+
+
+def _ops(rng: random.Random, count: int, keys: int) -> list:
+    ops = []
+    for i in range(count):
+        key = {"p": f"p{rng.randrange(3)}", "c": rng.randrange(keys)}
+        source = Source(f"n{rng.randrange(2)}", Position(1, i + 1))
+        version = rng.randrange(5)
+        if rng.random() < 0.2:
+            ops.append(RowDelete(KS, "t", key, version, source))
+        else:
+            values = {"at": datetime.datetime(2026, 1, 1) + datetime.timedelta(
+                microseconds=rng.randrange(10**12)) if rng.random() < 0.8 else None,
+                "name": rng.choice(["a", "é", None]), "ok": rng.choice([True, False, None]),
+                "ref": uuid.UUID(int=rng.randrange(2**64)) if rng.random() < 0.8 else None}
+            for name in rng.sample(sorted(values), rng.randrange(2)):
+                del values[name]  # a partial image: missing columns are null
+            ops.append(RowUpsert(KS, "t", key, values, version, source))
+    return ops
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+@pytest.mark.parametrize("keys", [10, 10**9])  # repeated keys; distinct keys
+def test_column_gathering_matches_the_row_rule(sink: str, keys: int) -> None:
+    rng = random.Random(keys)
+    ops = _ops(rng, 2000, keys)
+    gatherer = _gather(sink, ops)
+    ((name, (images, columns)),) = gatherer.written.items()
+    target = Target(name, *_target_columns(sink, static=False))
+    expected = _expected(target, ops)
+    assert images == expected
+    rows = list(zip(*columns, strict=True))
+    assert len(rows) == len(expected)
+    width, count = len(target.key), len(target.values)
+    for row in rows:
+        image = expected[row[:width]]
+        assert row[width:width + count] == (image.values or (None,) * count)
+        assert row[width + count:] == (image.version, image.values is None, image.source.node,
+                                       image.source.position.segment_id,
+                                       image.source.position.offset)
+
+
+def _target_columns(sink: str, static: bool) -> tuple:
+    layout = LAYOUTS[sink](SCHEMA[(KS, "t")])
+    return (layout.partition, layout.static) if static else (layout.key, layout.regular)
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+def test_nan_keys_are_one_row(sink: str) -> None:
+    nan = float("nan")
+    ops = [RowUpsert(KS, "f", {"x": nan}, {"v": i}, 1, Source("n", Position(1, i)))
+           for i in range(3)]
+    (images, columns), = _gather(sink, ops).written.values()
+    assert len(images) == 1 and len(columns[0]) == 1
+    assert next(iter(images.values())).values == (2,)  # ties: the later operation
+
+
+def test_image_added_after_pending_operations_wins_ties() -> None:
+    layout = postgres_layout(SCHEMA[(KS, "t")])
+    gatherer = _Captured(lambda _ks, _t: layout)
+    source = Source("n", Position(1, 1))
+    gatherer.row(RowUpsert(KS, "t", {"p": "a", "c": 1}, {"name": "x"}, 5, source))
+    target = gatherer.targets[layout.rows_table]
+    target.add(Image(("a", 1), None, 5, source))  # a range delete's tombstone, same version
+    gatherer.row(RowUpsert(KS, "t", {"p": "a", "c": 1}, {"name": "y"}, 4, source))  # older
+    gatherer.flush_all()
+    (images, columns), = gatherer.written.values()
+    assert list(images.values()) == [Image(("a", 1), None, 5, source)]
+    assert columns[len(layout.key) + len(layout.regular) + 1] == [True]
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+def test_refusal_names_the_column_of_the_first_refused_operation(sink: str) -> None:
+    source = Source("n", Position(1, 1))
+    ops = [RowUpsert(KS, "t", {"p": "a", "c": i}, {"name": "ok"}, 1, source) for i in range(50)]
+    ops[20] = RowUpsert(KS, "t", {"p": "a", "c": 20}, {"name": 7}, 1, source)  # not text
+    with pytest.raises(RejectedValueError, match="column name"):
+        _gather(sink, ops)
+    ops[20] = RowUpsert(KS, "t", {"p": "a", "c": 20}, {"nope": 1}, 1, source)
+    with pytest.raises(RejectedValueError, match="column nope"):
+        _gather(sink, ops)
+    ops[20] = RowDelete(KS, "t", {"p": "a"}, 1, source)
+    with pytest.raises(RejectedValueError, match="column c"):
+        _gather(sink, ops)
