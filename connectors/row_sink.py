@@ -9,6 +9,7 @@ secret reference when a partition is built, never at flow definition.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from typing_extensions import override
 
 from connectors.cassandra.schema import TableSchema
 from connectors.secrets import SecretResolver
-from operators.row_ops import Source
+from operators.row_ops import RowOp, RowUpsert, Source
 
 SchemaLookup = Callable[[str, str], TableSchema | None]
 MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
@@ -39,15 +40,19 @@ class RowOpSink(FixedPartitionedSink, Generic[Layout]):
     settings: needs ``partitions`` and ``password_ref``.
     schema_of: (keyspace, table) -> the table's current TableSchema.
     masked_types_of: (keyspace, table) -> columns whose type masking changes, or None.
+    schema_refresh: () -> re-read the schema if it changed (called when a batch writes a
+        column the table's schema lacks: a change another process read first); default none.
     """
 
     def __init__(self, settings: Any, schema_of: SchemaLookup,
                  masked_types_of: MaskedTypesLookup | None = None,
-                 resolver_factory: Callable[[], SecretResolver] = SecretResolver) -> None:
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver, *,
+                 schema_refresh: Callable[[], object] | None = None) -> None:
         self._settings = settings
         self._schema_of = schema_of
         self._masked_types_of = masked_types_of
         self._resolver_factory = resolver_factory
+        self._schema_refresh = schema_refresh
 
     @override
     def list_parts(self) -> list[str]:
@@ -66,22 +71,79 @@ class RowOpSink(FixedPartitionedSink, Generic[Layout]):
     def _missing_schema(self, keyspace: str, table: str) -> Exception:
         return LookupError(f"no schema known for {keyspace}.{table}")
 
-    def _layouts(self) -> Callable[[str, str], Layout]:
-        """A per-partition, memoised (keyspace, table) -> layout."""
-        cache: dict[tuple[str, str], Layout] = {}
+    def _layouts(self) -> LayoutCache[Layout]:
+        """A per-partition, memoised (keyspace, table) -> layout (see LayoutCache)."""
+        return LayoutCache(self)
 
-        def layout_of(keyspace: str, table: str) -> Layout:
-            found = cache.get((keyspace, table))
-            if found is None:
-                schema = self._schema_of(keyspace, table)
-                if schema is None:
-                    raise self._missing_schema(keyspace, table)
-                masked = self._masked_types_of(keyspace, table) if self._masked_types_of \
-                    else None
-                found = cache[(keyspace, table)] = self._build_layout(schema, masked)
+
+class LayoutCache(Generic[Layout]):
+    """One sink partition's (keyspace, table) -> layout, memoised; call it like a function.
+
+    Schema evolution: `revalidate(ops)`, once per batch before it is written, looks each
+    table of the batch up once (not per row) and compares the TableSchema's identity (the
+    registry makes a new object per schema version): a new version gets a new layout object,
+    which tells the partition to evolve the destination table before writing. A batch writing
+    a column its schema lacks (a change this process has not read yet) re-reads the schema
+    first (`schema_refresh`); values of columns dropped since they were read are left out."""
+
+    def __init__(self, sink: RowOpSink) -> None:
+        self._sink = sink
+        # (keyspace, table) -> (schema, layout, Cassandra names of its non-key columns)
+        self._entries: dict[tuple[str, str], tuple[TableSchema, Layout, frozenset[str]]] = {}
+
+    def __call__(self, keyspace: str, table: str) -> Layout:
+        found = self._entries.get((keyspace, table))
+        if found is None:
+            found = self._load(keyspace, table)
+        return found[1]
+
+    def _load(self, keyspace: str, table: str) -> tuple[TableSchema, Layout, frozenset[str]]:
+        sink = self._sink
+        schema = sink._schema_of(keyspace, table)
+        if schema is None:
+            raise sink._missing_schema(keyspace, table)
+        found = self._entries.get((keyspace, table))
+        if found is not None and found[0] is schema:
             return found
+        masked = sink._masked_types_of(keyspace, table) if sink._masked_types_of else None
+        layout = sink._build_layout(schema, masked)
+        if found is not None:
+            log.info("schema of %s.%s changed: destination layout rebuilt", keyspace, table)
+        found = self._entries[(keyspace, table)] = (schema, layout, frozenset(schema.columns))
+        return found
 
-        return layout_of
+    def revalidate(self, ops: list[RowOp]) -> list[RowOp]:
+        """Bring the layouts of the tables OPS touch up to their current schemas; OPS, less
+        the values of columns Cassandra dropped after they were read (a column neither
+        current nor dropped stays: the batch then fails naming it)."""
+        written: dict[tuple[str, str], set[str]] = {}
+        for op in ops:
+            names = written.get((op.keyspace, op.table))
+            if names is None:
+                names = written[(op.keyspace, op.table)] = set()
+            if isinstance(op, RowUpsert):
+                names.update(op.values)
+        gone: dict[tuple[str, str], frozenset[str]] = {}
+        for (keyspace, table), names in written.items():
+            schema, _, known = self._load(keyspace, table)
+            if names <= known:
+                continue
+            if self._sink._schema_refresh is not None:
+                self._sink._schema_refresh()
+                schema, _, known = self._load(keyspace, table)
+            dropped = frozenset(n for n in names - known if n in schema.dropped)
+            if dropped:
+                gone[(keyspace, table)] = dropped
+        if not gone:
+            return ops
+        return [_without(op, gone.get((op.keyspace, op.table))) for op in ops]
+
+
+def _without(op: RowOp, dropped: frozenset[str] | None) -> RowOp:
+    if not dropped or not isinstance(op, RowUpsert) or dropped.isdisjoint(op.values):
+        return op
+    return dataclasses.replace(op, values={n: v for n, v in op.values.items()
+                                           if n not in dropped})
 
 
 class RejectedValueError(ValueError):

@@ -252,6 +252,9 @@ def _no_value(raw: bytes) -> None:
 # How many serialization headers a table remembers for the prefix check (the usual case is a
 # handful: INSERTs of all columns, a few UPDATE shapes); beyond that a dict keyed by the bytes.
 _RECENT_HEADERS = 8
+# Seconds between two probes of the schema version while updates of tables without cdc, in
+# a captured keyspace, go by (one of them may have been switched to cdc = true).
+CDC_WATCH_INTERVAL = 0.5
 
 
 class _Table:
@@ -389,6 +392,20 @@ class MutationDecoder:
         self._tables[id_bytes] = plan
         return plan
 
+    def _switched_on(self) -> bool:
+        """Whether the schema changed since this table's plan was made without cdc (a table
+        switched to cdc = true while running). Probed at most every CDC_WATCH_INTERVAL seconds,
+        so changes written just after the switch may still be skipped here: the row images
+        of such a table are read whole once its first change is captured (operators/
+        readback.py), which covers them."""
+        check = getattr(self._schemas, "refresh_if_changed", None)
+        if check is None or not check(max_age=CDC_WATCH_INTERVAL) or \
+                self._schemas.generation == self._generation:
+            return False
+        self._tables.clear()
+        self._generation = self._schemas.generation
+        return True
+
     def _header(self, table: _Table, buf: bytes, pos: int, has_static: bool
                 ) -> tuple[list[tuple], list[tuple], int]:
         """The statics and regulars Columns: their column plans and the end position."""
@@ -468,6 +485,8 @@ class MutationDecoder:
                 return -1
             raise _Stop("an update of an ignored table follows updates of a loaded keyspace", start)
         assert isinstance(table, _Table)
+        if not table.materialize and self._switched_on():
+            table = self._table(id_bytes, start)
         self._current = table
 
         # Partition key

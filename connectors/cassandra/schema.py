@@ -45,6 +45,7 @@ __all__ = [
     "TableSchema",
     "build_schemas",
     "fetch_schema_rows",
+    "fetch_schema_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class SchemaSource(Protocol):
     def refresh(self, table_id: UUID | None = None) -> bool:
         """Re-read the schema if allowed now (throttled); True if it was re-read."""
         ...
+
+    # Optional (SchemaRegistry has it; decoders use it when present):
+    # refresh_if_changed(*, max_age: float) -> bool: re-read the schema if the cluster's
+    # schema version moved since the last read, probing at most once per max_age seconds.
 
 
 # --- building from rows -------------------------------------------------------------------------
@@ -324,6 +329,15 @@ def fetch_schema_rows(session: Any, keyspaces: Iterable[str] | None = None) -> S
     return SchemaRows(all_tables, tables, views, columns, types, dropped)
 
 
+def fetch_schema_version(session: Any) -> Any:
+    """The schema version of the node the driver asks (system.local): it changes with every
+    schema change the node has applied, and costs one row."""
+    row = session.execute("SELECT schema_version FROM system.local").one()
+    if row is None:
+        return None
+    return row._asdict()["schema_version"] if hasattr(row, "_asdict") else row["schema_version"]
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 class SchemaRegistry:
@@ -332,11 +346,17 @@ class SchemaRegistry:
     fetch: returns fresh SchemaRows (e.g. `lambda: fetch_schema_rows(session, ["shop"])`).
     min_refresh_interval: seconds between two re-reads triggered by unknown ids or columns, so
     a stream of undecodable entries cannot turn into a stream of system_schema queries.
+    schema_version: a cheap probe of the cluster's schema version (`from_session`: one row of
+    system.local). With it, a throttled refresh still re-reads when the version moved (a
+    table created or altered a moment after the last read must not make its changes
+    undecodable), and `refresh_if_changed` can watch for schema changes (a table switched to
+    cdc = true) without re-reading system_schema each time.
     Nothing is read at construction; the first lookup loads.
     """
 
     def __init__(self, fetch: Callable[[], SchemaRows], *, min_refresh_interval: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 schema_version: Callable[[], Any] | None = None):
         if min_refresh_interval < 0:
             raise ValueError("min_refresh_interval must be >= 0")
         self._fetch = fetch
@@ -349,11 +369,16 @@ class SchemaRegistry:
         self._loaded = False
         self._last_refresh: float | None = None
         self._generation = 0
+        self._schema_version = schema_version
+        self._version: Any = None  # the probe's answer just before the last read
+        self._last_probe: float | None = None
+        self._missing: dict[UUID, float] = {}  # ids not in system_schema, as of when
 
     @classmethod
     def from_session(cls, session: Any, keyspaces: Iterable[str] | None = None,
                      **kwargs: Any) -> SchemaRegistry:
         names = None if keyspaces is None else tuple(keyspaces)
+        kwargs.setdefault("schema_version", lambda: fetch_schema_version(session))
         return cls(lambda: fetch_schema_rows(session, names), **kwargs)
 
     @property
@@ -363,7 +388,10 @@ class SchemaRegistry:
     def load(self) -> None:
         """Read system_schema now (unthrottled)."""
         with self._lock:
+            # Probed before the rows: a change made while they are read shows up next time.
+            version = self._probe()
             tables, ignored = build_schemas(self._fetch())
+            self._version = version
             self._last_refresh = self._clock()
             self._loaded = True
             changed = False
@@ -385,10 +413,53 @@ class SchemaRegistry:
             now = self._clock()
             if self._loaded and self._last_refresh is not None and \
                     now - self._last_refresh < self._interval:
-                return False
+                # Throttled, but a schema that moved is read at once. An id already found
+                # missing lately (a dropped table's old entries) is not probed again.
+                missing_since = self._missing.get(table_id) if table_id is not None else None
+                if missing_since is not None and now - missing_since < self._interval:
+                    return False
+                if not self._moved():
+                    self._note_missing(table_id, now)
+                    return False
             log.info("re-reading system_schema (unknown %s)", table_id or "column")
             self.load()
+            self._note_missing(table_id, now)
             return True
+
+    def _note_missing(self, table_id: UUID | None, now: float) -> None:
+        if table_id is not None and table_id not in self._current and \
+                table_id not in self._ignored:
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            self._missing[table_id] = now
+
+    def refresh_if_changed(self, *, max_age: float = 0.0) -> bool:
+        """Re-read system_schema if the cluster's schema version moved since the last read
+        (one probe at most every MAX_AGE seconds); True if it was re-read. Without a
+        schema_version probe this is the throttled `refresh()`."""
+        with self._lock:
+            if not self._loaded:
+                self.load()
+                return True
+            if self._schema_version is None:
+                return self.refresh()
+            if self._last_probe is not None and self._clock() - self._last_probe < max_age:
+                return False
+            if not self._moved():
+                return False
+            log.info("re-reading system_schema (schema version changed)")
+            self.load()
+            return True
+
+    def _probe(self) -> Any:
+        if self._schema_version is None:
+            return None
+        self._last_probe = self._clock()
+        return self._schema_version()
+
+    def _moved(self) -> bool:
+        """Whether the schema version differs from the one of the last read (False: no probe)."""
+        return self._schema_version is not None and self._probe() != self._version
 
     def table(self, table_id: UUID) -> TableSchema | IgnoredTable | None:
         with self._lock:
@@ -436,4 +507,7 @@ class StaticSchemas:
         return None
 
     def refresh(self, table_id: UUID | None = None) -> bool:
+        return False
+
+    def refresh_if_changed(self, *, max_age: float = 0.0) -> bool:
         return False

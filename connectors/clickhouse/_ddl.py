@@ -12,14 +12,22 @@ View "<keyspace>__<table>__current" (what users query):
 Without static columns it is the first SELECT alone. Unlike the PostgreSQL view, a partition
 holding only a static row (no clustering rows) does not appear in it: query
 "<keyspace>__<table>__static" FINAL WHERE _cdc_deleted = 0 for those.
+
+Schema evolution (docs/schema-evolution.md), with what 18.16 has: a column the layout has and
+a table lacks is added (`ALTER TABLE ... ADD COLUMN`, Nullable: old parts read NULL, nothing
+is rewritten; 18.16 has no IF NOT EXISTS, so system.columns is read first and a concurrent
+add by another partition is tolerated); a column Cassandra dropped stays, no longer written.
+A view whose columns differ from the layout's is dropped and created again (no CREATE OR
+REPLACE VIEW on 18.16): queries of the view fail for that moment.
 """
 
 from __future__ import annotations
 
 from clickhouse_connect.driver.binding import quote_identifier as q
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
-from connectors.clickhouse._layout import CDC_COLUMNS, Column, TableLayout
+from connectors.clickhouse._layout import CDC_COLUMNS, Column, LayoutError, TableLayout
 
 __all__ = ["PROGRESS_TABLE", "create_statements", "ensure_progress_table", "ensure_table"]
 
@@ -72,10 +80,53 @@ def create_statements(database: str, layout: TableLayout) -> list[str]:
     return statements
 
 
+def _columns_of(client: Client, database: str, table: str) -> list[str]:
+    return [name for (name,) in client.query(
+        "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
+        parameters={"d": database, "t": table}).result_rows]
+
+
+def _add_missing(client: Client, database: str, table: str, key: tuple[Column, ...],
+                 values: tuple[Column, ...]) -> None:
+    """Add the value columns TABLE lacks; a key column it lacks (Cassandra renamed a
+    primary-key column; 18.16 cannot rename columns) is a LayoutError naming it."""
+    existing = set(_columns_of(client, database, table))
+    missing_key = [c.ch_name for c in key if c.ch_name not in existing]
+    if missing_key:
+        raise LayoutError(
+            f"{database}.{table} has no sort-key column {missing_key[0]!r}: was a primary-key "
+            "column renamed in Cassandra? ClickHouse 18.16 cannot rename a column; recreate "
+            "the table (docs/schema-evolution.md)")
+    for c in values:
+        if c.ch_name in existing:
+            continue
+        try:
+            client.command(f"ALTER TABLE {_table(database, table)} ADD COLUMN "
+                           f"{q(c.ch_name)} {c.ch_type}")
+        except DatabaseError:
+            # Another partition may have added it meanwhile (no IF NOT EXISTS on 18.16).
+            if c.ch_name not in _columns_of(client, database, table):
+                raise
+
+
+def _view_columns(layout: TableLayout) -> list[str]:
+    static = layout.static if layout.static_table is not None else ()
+    return [c.ch_name for c in layout.key + static + layout.regular] + ["_cdc_version"]
+
+
 def ensure_table(client: Client, database: str, layout: TableLayout) -> None:
-    """Create the rows table, the static companion and the view if missing."""
-    for statement in create_statements(database, layout):
+    """Create the rows table, the static companion and the view if missing; evolve them to
+    LAYOUT if they exist (missing columns added, a view with other columns recreated)."""
+    *tables, view = create_statements(database, layout)
+    for statement in tables:
         client.command(statement)
+    _add_missing(client, database, layout.rows_table, layout.key, layout.regular)
+    if layout.static_table is not None:
+        _add_missing(client, database, layout.static_table, layout.partition, layout.static)
+    current = _columns_of(client, database, layout.view)
+    if current and current != _view_columns(layout):
+        client.command(f"DROP TABLE IF EXISTS {_table(database, layout.view)}")
+    client.command(view)
 
 
 def ensure_progress_table(client: Client, database: str) -> None:

@@ -42,23 +42,30 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._step_id = step_id
         self._partition = partition
         self._layout_of = layout_of
-        self._ensured: set[tuple[str, str]] = set()
+        self._ensured: dict[tuple[str, str], TableLayout] = {}  # the layout each was made for
         self._progress_ready = False
         self._sleep = sleep
 
-    def _ensure(self, client: Client, ops: list[RowOp]) -> None:
+    def _ensure(self, client: Client, ops: list[RowOp]) -> list[RowOp]:
+        """Create or evolve the tables OPS write; OPS as they can be written."""
         if not self._progress_ready:
             ensure_progress_table(client, self._settings.database)
             self._progress_ready = True
+        revalidate = getattr(self._layout_of, "revalidate", None)
+        if revalidate is not None:  # a schema change gives a new layout (connectors/row_sink.py)
+            ops = revalidate(ops)
         for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
-            if name not in self._ensured:
-                ensure_table(client, self._settings.database, self._layout_of(*name))
-                self._ensured.add(name)
+            layout = self._layout_of(*name)
+            if self._ensured.get(name) is not layout:
+                # New to this partition, or its schema changed: create or evolve in place.
+                ensure_table(client, self._settings.database, layout)
+                self._ensured[name] = layout
+        return ops
 
     def _apply_once(self, ops: list[RowOp]) -> None:
         if self._client is None:
             self._client = self._connect()
-        self._ensure(self._client, ops)
+        ops = self._ensure(self._client, ops)
         apply_batch(self._client, self._settings.database, self._layout_of, ops,
                     self._step_id, self._partition)
 
@@ -104,6 +111,10 @@ class ClickHouseSink(RowOpSink[TableLayout]):
     items by Cassandra partition so a row's operations stay in order on one partition.
     Nothing is connected or resolved here: `build_part` does it.
     """
+
+    # Errors after which the same batch may succeed later (the destination down, a timeout):
+    # what a spool in front of this sink retries for ever (connectors/spool.py).
+    transient_error = staticmethod(_transient)
 
     def _build_layout(self, schema, masked):
         return build_layout(schema, masked)

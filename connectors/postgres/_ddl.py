@@ -1,8 +1,15 @@
-"""CREATE ... IF NOT EXISTS of a table's destination objects and of the progress table.
+"""CREATE ... IF NOT EXISTS of a table's destination objects and of the progress table, and
+their evolution when the Cassandra schema changes (docs/schema-evolution.md).
 
 Several sink partitions (threads or processes) may meet a new table at once; CREATE TABLE IF
 NOT EXISTS alone can then fail on the catalog's unique index, so all DDL of a schema runs in
 one transaction holding a transaction-level advisory lock keyed by the schema name.
+
+Evolution is additive: a column the layout has and the table lacks is added (ADD COLUMN IF
+NOT EXISTS, nullable, no default: no table rewrite); a column Cassandra dropped stays in the
+table with its values and is no longer written; the view is replaced to show exactly the
+current columns (CREATE OR REPLACE VIEW cannot remove or reorder columns: then DROP VIEW and
+CREATE VIEW, in the same transaction, so readers never see it missing).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from connectors.postgres._layout import CDC_COLUMNS, Column, TableLayout
+from connectors.postgres._layout import CDC_COLUMNS, Column, LayoutError, TableLayout
 
 __all__ = ["PROGRESS_TABLE", "TableHook", "ensure_progress_table", "ensure_table"]
 
@@ -79,18 +86,61 @@ def _view(schema: str, layout: TableLayout) -> sql.Composed:
         sql.Identifier(schema), sql.Identifier(layout.view), body)
 
 
+def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (schema, table)).fetchall()
+    return {name for (name,) in rows}
+
+
+def _add_missing(conn: psycopg.Connection, schema: str, table: str,
+                 key: tuple[Column, ...], values: tuple[Column, ...]) -> None:
+    """Add the value columns TABLE lacks; a key column it lacks (Cassandra renamed a
+    primary-key column) cannot be added to a primary key: LayoutError naming it."""
+    existing = _existing_columns(conn, schema, table)
+    missing_key = [c.pg_name for c in key if c.pg_name not in existing]
+    if missing_key:
+        raise LayoutError(
+            f"{schema}.{table} has no primary-key column {missing_key[0]!r}: was a "
+            "primary-key column renamed in Cassandra? Rename the destination column "
+            "(ALTER TABLE ... RENAME COLUMN) to match, then restart (docs/schema-evolution.md)")
+    for c in values:
+        if c.pg_name not in existing:
+            conn.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
+                sql.Identifier(schema), sql.Identifier(table), sql.Identifier(c.pg_name),
+                sql.SQL(c.pg_type)))
+
+
+def _replace_view(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
+    try:
+        with conn.transaction():  # a savepoint: its failure leaves the outer one usable
+            conn.execute(_view(schema, layout))
+    except psycopg.errors.InvalidTableDefinition:
+        # Columns removed or reordered (a column added in the middle, one dropped):
+        # CREATE OR REPLACE refuses; a view other views depend on stops here, by name.
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(layout.view)))
+        conn.execute(_view(schema, layout))
+
+
 def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
                  after_create: TableHook | None = None) -> None:
-    """Create the rows table, the static companion and the view if missing, then run
-    AFTER_CREATE in the same transaction (commits; an error in it rolls everything back)."""
+    """Create the rows table, the static companion and the view if missing, evolve them to
+    LAYOUT if they exist (missing columns added, the view replaced), then run AFTER_CREATE in
+    the same transaction (commits; an error in it rolls everything back)."""
     with conn.transaction():
         _lock(conn, schema)
         conn.execute(_create(schema, layout.rows_table,
                              layout.key + layout.regular, layout.key))
+        _add_missing(conn, schema, layout.rows_table, layout.key, layout.regular)
         if layout.static_table is not None:
             conn.execute(_create(schema, layout.static_table,
                                  layout.partition + layout.static, layout.partition))
-        conn.execute(_view(schema, layout))
+            _add_missing(conn, schema, layout.static_table, layout.partition, layout.static)
+        _replace_view(conn, schema, layout)
         if after_create is not None:
             after_create(conn, schema, layout)
 

@@ -12,7 +12,7 @@ from bytewax.outputs import StatefulSinkPartition
 from psycopg_pool import ConnectionPool, PoolTimeout
 from typing_extensions import override
 
-from connectors.postgres._apply import apply_batch
+from connectors.postgres._apply import DirectCopy, apply_batch
 from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
@@ -48,27 +48,34 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._step_id = step_id
         self._partition = partition
         self._layout_of = layout_of
-        self._ensured: set[tuple[str, str]] = set()
+        self._ensured: dict[tuple[str, str], TableLayout] = {}  # the layout each was made for
         self._progress_ready = False
         self._sleep = sleep
         self._table_hook = table_hook
+        self._direct = DirectCopy()  # which tables take a plain COPY first
 
-    def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> None:
+    def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> list[RowOp]:
+        """Create or evolve the tables OPS write; OPS as they can be written."""
         if not self._progress_ready:
             ensure_progress_table(conn, self._settings.schema)
             self._progress_ready = True
+        revalidate = getattr(self._layout_of, "revalidate", None)
+        if revalidate is not None:  # a schema change gives a new layout (connectors/row_sink.py)
+            ops = revalidate(ops)
         for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
-            if name not in self._ensured:
-                ensure_table(conn, self._settings.schema, self._layout_of(*name),
-                             self._table_hook)
-                self._ensured.add(name)
+            layout = self._layout_of(*name)
+            if self._ensured.get(name) is not layout:
+                # New to this partition, or its schema changed: create or evolve in place.
+                ensure_table(conn, self._settings.schema, layout, self._table_hook)
+                self._ensured[name] = layout
+        return ops
 
     def _apply_once(self, ops: list[RowOp]) -> None:
         with self._pool.connection() as conn:
-            self._ensure(conn, ops)
+            ops = self._ensure(conn, ops)
             with conn.transaction():
                 apply_batch(conn, self._settings.schema, self._layout_of, ops,
-                            self._step_id, self._partition)
+                            self._step_id, self._partition, self._direct)
 
     def _apply(self, ops: list[RowOp]) -> None:
         with_retries(lambda: self._apply_once(ops), transient=_transient,
@@ -111,9 +118,15 @@ class PostgresSink(RowOpSink[TableLayout]):
     def __init__(self, settings: PostgresSinkSettings, schema_of: SchemaLookup,
                  masked_types_of: MaskedTypesLookup | None = None,
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver,
-                 table_hook: TableHook | None = None):
-        super().__init__(settings, schema_of, masked_types_of, resolver_factory)
+                 table_hook: TableHook | None = None, *,
+                 schema_refresh: Callable[[], object] | None = None):
+        super().__init__(settings, schema_of, masked_types_of, resolver_factory,
+                         schema_refresh=schema_refresh)
         self._table_hook = table_hook
+
+    # Errors after which the same batch may succeed later (the destination down, a timeout):
+    # what a spool in front of this sink retries for ever (connectors/spool.py).
+    transient_error = staticmethod(_transient)
 
     def _build_layout(self, schema, masked):
         return build_layout(schema, masked)

@@ -169,7 +169,8 @@ class TimescaleSink(PostgresSink):
 
     def __init__(self, settings: PostgresSinkSettings, timescale: TimescaleSettings,
                  schema_of: SchemaLookup, masked_types_of: MaskedTypesLookup | None = None,
-                 resolver_factory: Callable[[], SecretResolver] = SecretResolver):
+                 resolver_factory: Callable[[], SecretResolver] = SecretResolver, *,
+                 schema_refresh: Callable[[], object] | None = None):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
-                         table_hook=make_hook(timescale))
+                         table_hook=make_hook(timescale), schema_refresh=schema_refresh)
         self.timescale = timescale

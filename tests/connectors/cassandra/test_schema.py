@@ -309,6 +309,49 @@ def test_registry_loads_lazily_and_throttles_refreshes() -> None:
     assert fetch.calls == 2
 
 
+def test_a_throttled_refresh_still_reads_a_schema_that_moved() -> None:
+    """Schema evolution: a table created or altered just after the last read must not wait
+    out the throttle (its changes would be undecodable); a dropped table's id, found missing
+    once, is not probed for again within the interval."""
+    fetch, clock = FakeFetch(rows(), rows(cdc=False)), Clock()
+    version = {"v": 1, "probes": 0}
+
+    def probe() -> int:
+        version["probes"] += 1
+        return version["v"]
+
+    registry = SchemaRegistry(fetch, min_refresh_interval=5, clock=clock, schema_version=probe)
+    registry.load()
+    gone = uuid.uuid1()
+    assert registry.refresh(gone) is False  # same version: nothing to read
+    probes = version["probes"]
+    assert registry.refresh(gone) is False and version["probes"] == probes  # not probed again
+    version["v"] = 2
+    assert registry.refresh(T1) is True and fetch.calls == 2  # moved: read at once
+    assert registry.table(T1).cdc is False
+
+
+def test_refresh_if_changed_probes_at_most_once_per_max_age() -> None:
+    fetch, clock = FakeFetch(rows(cdc=False), rows()), Clock()
+    version = {"v": 1, "probes": 0}
+
+    def probe() -> int:
+        version["probes"] += 1
+        return version["v"]
+
+    registry = SchemaRegistry(fetch, min_refresh_interval=5, clock=clock, schema_version=probe)
+    assert registry.refresh_if_changed(max_age=1) is True  # first use loads
+    first = registry.table(T1)
+    version["v"] = 2  # e.g. ALTER TABLE ... WITH cdc = true
+    clock.now = 0.5
+    assert registry.refresh_if_changed(max_age=1) is False  # probed too recently
+    clock.now = 1.5
+    assert registry.refresh_if_changed(max_age=1) is True
+    assert registry.table(T1).cdc and registry.history(T1) == (first, registry.table(T1))
+    clock.now = 3
+    assert registry.refresh_if_changed(max_age=1) is False and fetch.calls == 2
+
+
 def test_registry_keeps_history_of_dropped_columns_and_tables() -> None:
     v1 = rows([col("orders", "legacy", "regular", "map<text, int>")])
     v2 = rows(dropped=[{"keyspace_name": "shop", "table_name": "orders", "column_name": "legacy",
