@@ -2,27 +2,36 @@
 
 For each event the table's rows are read back from Cassandra by primary key, with the write time
 of every column (WRITETIME for simple columns, MAXWRITETIME for non-frozen collections and
-UDTs), and turned into row operations (operators/row_ops.py) versioned by those write times.
+UDTs), and turned into row operations (operators/row_ops.py).
+
+An operation's version is WHEN ITS IMAGE WAS READ (ReadClock: microseconds, strictly increasing
+in a process), not a write time: an image read later states a newer state of the row, whatever
+the client timestamps say. Write times cannot order images: deleting a row's newest cell, or a
+late write with an old timestamp, leaves a current row whose newest write time is older than
+what the destination already holds (docs/adr/0003).
 
 A read that does not yet show the event (a replica behind, at a low consistency level) is
-retried a few times; past that the image goes out with the version it really has, never the
-event's, and the stale read is counted: the next change of the row corrects it.
+retried a few times; past that the image goes out versioned by its own write times (older than
+any read time, so it cannot overwrite a newer image), and the stale read is counted: the next
+change of the row corrects it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, InvalidRequest
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
 from connectors.cassandra.events import Cell, ChangeEvent, ChangeKind, ComplexCell
-from connectors.cassandra.schema import ColumnKind, TableSchema
+from connectors.cassandra.schema import ColumnKind, ColumnSpec, TableSchema
 from operators.row_ops import (
     ClusteringBound,
     RangeDelete,
@@ -61,13 +70,11 @@ class _TableQueries:
         self.partition_columns = [c.name for c in table.partition_key]
         self.regular = [c for c in table.columns.values() if c.kind is ColumnKind.REGULAR]
         self.static = [c for c in table.columns.values() if c.kind is ColumnKind.STATIC]
-        name = f"{protect_name(table.keyspace)}.{protect_name(table.name)}"
+        self.name = name = f"{protect_name(table.keyspace)}.{protect_name(table.name)}"
+        self.everything: Any = None  # the whole table, prepared on first use (RowReader)
 
         def select(columns, where: list[str], limit: str = "") -> Any:
-            items = [protect_name(c) for c in self.key_columns] + [
-                part for c in columns for part in (
-                    protect_name(c.name),
-                    f"{'maxwritetime' if c.is_complex else 'writetime'}({protect_name(c.name)})")]
+            items = select_items(self.key_columns, columns)
             condition = " AND ".join(f"{protect_name(c)} = ?" for c in where)
             statement = session.prepare(  # identifiers quoted by the driver's protect_name
                 f"SELECT {', '.join(items)} FROM {name} WHERE {condition}{limit}")  # noqa: S608
@@ -80,14 +87,74 @@ class _TableQueries:
             if self.static else None
 
     def image(self, row, columns) -> Image:
-        key = {name: getattr(row, name) for name in self.key_columns}
-        values, times = {}, {}
-        for index, column in enumerate(columns):
-            base = len(self.key_columns) + 2 * index
-            values[column.name] = row[base]
-            if row[base + 1] is not None:
-                times[column.name] = row[base + 1]
-        return Image(key, values, times)
+        return image_of(row, self.key_columns, columns)
+
+
+# The image reads, shared with the initial load (connectors/cassandra/snapshot.py): a live
+# change and a loaded row must become the same operation.
+
+def select_items(key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> list[str]:
+    """The SELECT list of an image: the key columns, then each column and its write time
+    (MAXWRITETIME for non-frozen collections and UDTs), quoted by the driver's protect_name."""
+    return [protect_name(c) for c in key_columns] + [
+        part for c in columns for part in (
+            protect_name(c.name),
+            f"{'maxwritetime' if c.is_complex else 'writetime'}({protect_name(c.name)})")]
+
+
+def image_of(row, key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> Image:
+    """The Image of a row read with select_items(key_columns, columns) (extra trailing
+    items are ignored)."""
+    key = {name: getattr(row, name) for name in key_columns}
+    values, times = {}, {}
+    for index, column in enumerate(columns):
+        base = len(key_columns) + 2 * index
+        values[column.name] = row[base]
+        if row[base + 1] is not None:
+            times[column.name] = row[base + 1]
+    return Image(key, values, times)
+
+
+class ReadClock:
+    """Versions of images: microseconds since the epoch when a read started, strictly
+    increasing within the process (two reads in one microsecond still order)."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> int:
+        with self._lock:
+            self._last = max(self._clock() // 1000, self._last + 1)
+            return self._last
+
+
+def upsert_of(table: TableSchema, image: Image, source: Source, *,
+              version_if_unknown: Callable[[], int], with_statics: bool = False,
+              version: int | None = None) -> RowUpsert:
+    """The row upsert of an image: its regular columns (statics too if asked), versioned by
+    VERSION (the read's time), or without one by their largest write time. A row holding only
+    its primary key shows no write time; it exists, and version_if_unknown() says as of when."""
+    regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
+    values = {n: v for n, v in image.values.items() if with_statics or n in regular}
+    if version is None:
+        times = [t for n, t in image.write_times.items() if with_statics or n in regular]
+        version = max(times, default=None)
+    if version is None:
+        version = version_if_unknown()
+    return RowUpsert(table.keyspace, table.name, image.key, values, version, source)
+
+
+def static_upsert_of(table: TableSchema, partition_key: Mapping[str, Any], statics: Image | None,
+                     source: Source, *, version: int | None = None) -> RowUpsert | None:
+    """The static row of a partition from an image of its static columns, versioned by
+    VERSION (the read's time) or its write times; None when no static cell is live (no static
+    row to state)."""
+    if statics is None or not statics.write_times:
+        return None
+    return RowUpsert(table.keyspace, table.name, dict(partition_key), statics.values,
+                     statics.version if version is None else version, source, static=True)
 
 
 class RowReader:
@@ -117,6 +184,18 @@ class RowReader:
         # Paged by the driver: a wide partition streams, it is not loaded whole.
         for found in self._session.execute(q.partition,
                                            [partition_key[c] for c in q.partition_columns]):
+            yield q.image(found, q.regular + q.static)
+
+    def table_rows(self, table: TableSchema) -> Iterable[Image]:
+        """Every row of TABLE with its static columns (paged by the driver: streamed)."""
+        READS.labels("table").inc()
+        q = self._for(table)
+        if q.everything is None:
+            items = select_items(q.key_columns, q.regular + q.static)
+            q.everything = self._session.prepare(  # quoted by protect_name (select_items)
+                f"SELECT {', '.join(items)} FROM {q.name}")  # noqa: S608
+            q.everything.consistency_level = self._consistency
+        for found in self._session.execute(q.everything):
             yield q.image(found, q.regular + q.static)
 
     def statics(self, table: TableSchema, partition_key: Mapping[str, Any]) -> Image | None:
@@ -171,16 +250,91 @@ class RowImages:
     """event -> row operations, reading through a RowReader (one per worker)."""
 
     def __init__(self, reader: RowReader, table_of: Callable[[ChangeEvent], TableSchema | None],
-                 *, attempts: int = 3, backoff_s: float = 0.05) -> None:
+                 *, attempts: int = 3, backoff_s: float = 0.05,
+                 refresh: Callable[[], object] | None = None,
+                 history: Callable[[UUID], Sequence[TableSchema]] | None = None,
+                 clock: ReadClock | None = None) -> None:
+        """refresh(): re-read the schema now if it changed (schema evolution: an event naming
+        a column the schema lacks, a read refused because a column was dropped).
+        history(table_id): every version of a table, oldest first; with it, the first change
+        captured after a table was switched to cdc = true also brings every row of the table
+        (rows written before the switch were never captured)."""
         self._reader = reader
         self._table_of = table_of
         self._attempts = attempts
         self._backoff = backoff_s
+        self._refresh = refresh
+        self._history = history
+        self._clock = clock or ReadClock()
+        self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
+        self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
 
     def operations(self, event: ChangeEvent) -> list[RowOp]:
         table = self._table_of(event)
         if table is None:
             raise LookupError(f"no schema for {event.keyspace}.{event.table} ({event.table_id})")
+        if self._refresh is not None and not _knows(table, event):
+            # A column added after this process read the schema (e.g. decoded by another
+            # process): read with the schema that has it, or its value would be missed.
+            self._refresh()
+            table = self._table_of(event) or table
+        try:
+            ops = self._operations(event, table)
+        except InvalidRequest:
+            # Prepared reads naming a column dropped since: read with the schema as it is now.
+            if self._refresh is None:
+                raise
+            self._refresh()
+            fresh = self._table_of(event)
+            if fresh is None or fresh is table:
+                raise
+            table = fresh
+            ops = self._operations(event, table)
+        if self._history is not None and self._checked.get(table.id) is not table:
+            self._checked[table.id] = table
+            ops += self._switched_on(table, Source(event.node, event.position))
+        return ops
+
+    def _switched_on(self, table: TableSchema, source: Source) -> list[RowOp]:
+        """Every row of TABLE if this is its first change since it was switched to cdc = true
+        (read now, after the switch was seen: it covers whatever the capture skipped),
+        versioned by when the scan began: any image read later wins over it. The scan runs
+        inside this call (paged by the driver): a large table holds this worker up meanwhile."""
+        assert self._history is not None
+        versions = self._history(table.id)
+        off = [i for i, v in enumerate(versions) if not v.cdc]
+        if not table.cdc or not off or off[-1] + 1 >= len(versions):
+            return []
+        switch = versions[off[-1] + 1]
+        if switch in self._backfilled:
+            return []
+        self._backfilled.add(switch)
+        log.info("%s.%s was switched to cdc = true: reading its existing rows",
+                 table.keyspace, table.name)
+        ops: list[RowOp] = []
+        statics: dict[tuple, RowUpsert] = {}
+        has_statics = table_has_statics(table)
+        as_of = self._clock.now()
+        for image in self._reader.table_rows(table):
+            # A partition holding only its static row reads as one row with null clustering.
+            if not any(image.key[c.name] is None for c in table.clustering):
+                ops.append(upsert_of(table, image, source, version_if_unknown=lambda: 0,
+                                     version=as_of))
+            if has_statics:
+                pk = {c.name: image.key[c.name] for c in table.partition_key}
+                key = tuple(pk.values())
+                if key not in statics:
+                    static = static_upsert_of(table, pk, Image(
+                        pk, {c.name: image.values[c.name] for c in table.columns.values()
+                             if c.kind is ColumnKind.STATIC},
+                        {n: t for n, t in image.write_times.items()
+                         if table.columns[n].kind is ColumnKind.STATIC}), source,
+                        version=as_of)
+                    if static is not None:
+                        statics[key] = static
+        return ops + list(statics.values())
+
+    def _operations(self, event: ChangeEvent, table: TableSchema) -> list[RowOp]:
         source = Source(event.node, event.position)
         if event.kind in (ChangeKind.PARTITION_DELETE, ChangeKind.RANGE_DELETE):
             return self._range(event, table, source)
@@ -190,19 +344,21 @@ class RowImages:
 
     def _row(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         key = {**event.partition_key, **event.clustering}
-        image = self._read_until_reflected(event, lambda: self._reader.row(table, key))
+        image, as_of = self._read_until_reflected(event, lambda: self._reader.row(table, key))
         if image is None:
-            return [RowDelete(table.keyspace, table.name, key, _event_time(event), source)]
-        return [self._upsert(table, image, event, source)]
+            return [RowDelete(table.keyspace, table.name, key, as_of or _event_time(event),
+                              source)]
+        return [self._upsert(table, image, event, source, as_of=as_of)]
 
     def _static(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         key = dict(event.partition_key)
-        image = self._read_until_reflected(event, lambda: self._reader.statics(table, key))
+        image, as_of = self._read_until_reflected(
+            event, lambda: self._reader.statics(table, key))
         if image is None or not image.write_times:
-            return [RowDelete(table.keyspace, table.name, key, _event_time(event), source,
-                              static=True)]
-        return [RowUpsert(table.keyspace, table.name, key, image.values, image.version, source,
-                          static=True)]
+            return [RowDelete(table.keyspace, table.name, key, as_of or _event_time(event),
+                              source, static=True)]
+        return [RowUpsert(table.keyspace, table.name, key, image.values, as_of or image.version,
+                          source, static=True)]
 
     def _range(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         assert event.deletion is not None
@@ -215,44 +371,55 @@ class RowImages:
                             start.inclusive if start and not whole else True),
             ClusteringBound(dict(end.clustering) if end and not whole else {},
                             end.inclusive if end and not whole else True),
-            event.deletion.marked_for_delete_at, source, include_static=whole)]
-        # Then every row of the partition as it is now: the survivors (newer than the
-        # tombstone) go back in; rows outside the range are re-stated, which is harmless.
+            self._clock.now(), source, include_static=whole)]
+        # Then every row of the partition as it is now, read after the delete's version: the
+        # survivors (written after the tombstone) go back in; rows outside the range are
+        # re-stated, which is harmless.
+        as_of = self._clock.now()
         for image in self._reader.partition(table, event.partition_key):
-            ops.append(self._upsert(table, image, event, source, with_statics=False))
+            ops.append(self._upsert(table, image, event, source, with_statics=False,
+                                    as_of=as_of))
         if whole and table_has_statics(table):
-            statics = self._reader.statics(table, event.partition_key)
-            if statics is not None and statics.write_times:
-                ops.append(RowUpsert(table.keyspace, table.name, dict(event.partition_key),
-                                     statics.values, statics.version, source, static=True))
+            statics = static_upsert_of(table, event.partition_key,
+                                       self._reader.statics(table, event.partition_key), source,
+                                       version=as_of)
+            if statics is not None:
+                ops.append(statics)
         return ops
 
     def _upsert(self, table: TableSchema, image: Image, event: ChangeEvent, source: Source,
-                *, with_statics: bool = False) -> RowUpsert:
-        regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
-        values = {n: v for n, v in image.values.items() if with_statics or n in regular}
-        times = [t for n, t in image.write_times.items() if with_statics or n in regular]
-        # A row holding only its primary key shows no write time: it exists, so its liveness
-        # is at least the event's (the version then says "as of this event").
-        version = max(times, default=None)
-        if version is None:
-            version = _event_time(event)
-        return RowUpsert(table.keyspace, table.name, image.key, values, version, source)
+                *, with_statics: bool = False, as_of: int | None = None) -> RowUpsert:
+        # Without a read time (a stale read): the write times; a row holding only its primary
+        # key shows none: it exists, so its liveness is at least the event's.
+        return upsert_of(table, image, source, version_if_unknown=lambda: _event_time(event),
+                         with_statics=with_statics, version=as_of)
 
-    def _read_until_reflected(self, event: ChangeEvent, read: Callable[[], Image | None]):
+    def _read_until_reflected(self, event: ChangeEvent, read: Callable[[], Image | None]
+                              ) -> tuple[Image | None, int | None]:
+        """(image, the time its read started) once a read reflects EVENT; after the last
+        attempt (image, None): a stale image, versioned by its own write times."""
+        as_of = self._clock.now()
         image = read()
         for attempt in range(1, self._attempts):
             if _reflects(event, image):
-                return image
+                return image, as_of
             time.sleep(self._backoff * attempt)
+            as_of = self._clock.now()
             image = read()
-        if not _reflects(event, image):
-            STALE_READS.inc()
-            # Debug, not warning: a row inserted then deleted looks the same (absent) as a row a
-            # lagging replica has not received; the counter is what operators watch.
-            log.debug("read of %s.%s did not reflect the change at %s:%s after %d attempts",
-                        event.keyspace, event.table, event.node, event.position, self._attempts)
-        return image
+        if _reflects(event, image):
+            return image, as_of
+        STALE_READS.inc()
+        # Debug, not warning: a row inserted then deleted looks the same (absent) as a row a
+        # lagging replica has not received; the counter is what operators watch.
+        log.debug("read of %s.%s did not reflect the change at %s:%s after %d attempts",
+                  event.keyspace, event.table, event.node, event.position, self._attempts)
+        return image, None
+
+
+def _knows(table: TableSchema, event: ChangeEvent) -> bool:
+    """Whether TABLE (this version) has, or had dropped, every column EVENT writes."""
+    columns, dropped = table.columns, table.dropped
+    return all(name in columns or name in dropped for name in event.cells)
 
 
 def table_has_statics(table: TableSchema) -> bool:

@@ -142,3 +142,49 @@ def test_row_images_converge_to_select(version, cassandra_clusters, cassandra_ke
                if r.clinic is not None}
     assert destination.live("visits", static=True) == statics == {
         (("patient", 1),): {"clinic": "South"}}
+
+
+# Each statement's images reach the destination before the next statement runs, as in a live
+# pipeline: a version taken from write times would let a newer image lose to an older one.
+LIVE_STEPS = [
+    "INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 61.5) USING TIMESTAMP 1000",
+    "UPDATE {ks}.patients USING TIMESTAMP 4000 SET attrs = {{'y': 2}} WHERE id = 1",
+    # Deletes the row's newest cell: what is left is older than what the destination holds.
+    "UPDATE {ks}.patients USING TIMESTAMP 6000 SET attrs = null WHERE id = 1",
+    # Out of order: older than the tombstone above, yet it is the current value of weight.
+    "UPDATE {ks}.patients USING TIMESTAMP 2000 SET weight = 70.0 WHERE id = 1",
+    "INSERT INTO {ks}.visits (patient, at, code, clinic) VALUES "
+    "(1, '2024-01-01 10:00:00+0000', 'A01', 'North') USING TIMESTAMP 8000",
+    "UPDATE {ks}.visits USING TIMESTAMP 9000 SET clinic = null WHERE patient = 1",
+    "INSERT INTO {ks}.visits (patient, at, code) VALUES "
+    "(1, '2024-02-01 10:00:00+0000', 'B02') USING TIMESTAMP 3000",
+]
+
+
+def test_images_applied_as_they_come_track_every_step(cassandra_clusters, cassandra_keyspace):
+    sess, ks = cassandra_keyspace(7)
+    for ddl in SCHEMA:
+        sess.execute(ddl.format(ks=ks))
+    capture = CdcCapture(sess, ks, cassandra_clusters[7].cdc_raw_dirs[0])
+    destination = Destination({"at": True})
+    images = None
+    for step, statement in enumerate(LIVE_STEPS):
+        captured = capture.run(lambda s=statement: sess.execute(s.format(ks=ks)),
+                               ["patients", "visits"])
+        registry = capture.registry()
+        images = images or RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
+                                     lambda e, r=registry: r.table(e.table_id))
+        for event in captured.events:
+            for operation in images.operations(event):
+                destination.apply(operation)
+        patients = {(("id", r.id),): {"name": r.name, "weight": r.weight, "tags": r.tags,
+                                      "attrs": r.attrs}
+                    for r in sess.execute(f"SELECT * FROM {ks}.patients")}
+        assert destination.live("patients") == patients, f"after step {step}: {statement}"
+        visits = {(("at", r.at), ("patient", r.patient)): {"code": r.code}
+                  for r in sess.execute(f"SELECT patient, at, code FROM {ks}.visits")}
+        assert destination.live("visits") == visits, f"after step {step}: {statement}"
+        statics = {(("patient", r.patient),): {"clinic": r.clinic}
+                   for r in sess.execute(f"SELECT DISTINCT patient, clinic FROM {ks}.visits")
+                   if r.clinic is not None}
+        assert destination.live("visits", static=True) == statics, f"after step {step}"
