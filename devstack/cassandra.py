@@ -49,8 +49,10 @@ from devstack.cassandra_config import (
     DATACENTER,
     MAX_NODES,
     NATIVE_PORT,
+    REPLICAS,
     CassandraSettings,
     ClusterInfo,
+    ClusterSpec,
     NodeSpec,
     claim_size,
     cluster_dir,
@@ -69,8 +71,8 @@ from devstack.process import StackError
 from devstack.service import ServiceStatus
 from devstack.tlsprobe import negotiated_protocol
 
-__all__ = ["CLUSTERS", "CassandraService", "CassandraSettings", "ClusterInfo", "cluster_info",
-           "configured_nodes", "connect", "install", "session", "ssl_context"]
+__all__ = ["CLUSTERS", "REPLICAS", "CassandraService", "CassandraSettings", "ClusterInfo",
+           "cluster_info", "configured_nodes", "connect", "install", "session", "ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +298,7 @@ def _cluster_settled(sess: Session, nodes: list[NodeSpec]) -> None:
                     .schema_version for h in targets}
         return len(versions) == 1
 
-    process.wait_until(check, timeout=120, log_path=nodes[0].system_log,
+    process.wait_until(check, timeout=START_TIMEOUT, log_path=nodes[0].system_log,
                        what=f"Cassandra {nodes[0].cluster.name}: every node seeing its peers UP "
                             "and agreeing on the schema")
 
@@ -309,10 +311,11 @@ class CassandraService:
     name = "cassandra"
 
     def __init__(self, versions: tuple[int, ...] = (7, 8), nodes: int = 1,
-                 settings: CassandraSettings | None = None) -> None:
+                 settings: CassandraSettings | None = None, *,
+                 clusters: tuple[ClusterSpec, ...] | None = None) -> None:
         if nodes not in (1, MAX_NODES):
             raise ValueError(f"a cluster runs 1 or {MAX_NODES} nodes, not {nodes}")
-        self.clusters = [cluster_spec(v) for v in versions]
+        self.clusters = list(clusters) if clusters else [cluster_spec(v) for v in versions]
         self.nodes = nodes
         self.settings = settings or CassandraSettings()
 
@@ -364,14 +367,18 @@ class CassandraService:
             log.info("%s: ready after %.1f s", cluster.name, time.monotonic() - began)
 
     def stop(self) -> None:
-        # Every node slot, whatever count the cluster runs; SIGTERM lets each node drain.
-        names = [n.name for c in self.clusters for n in node_specs(c, MAX_NODES)]
+        # Every node slot, whatever count the cluster runs, and the replica tests' cluster if it
+        # runs (nothing else stops it); SIGTERM lets each node drain.
+        clusters = self.clusters + [c for c in (REPLICAS,) if c not in self.clusters]
+        names = [n.name for c in clusters for n in node_specs(c, MAX_NODES)]
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             list(pool.map(process.stop, names))
 
     def status(self) -> list[ServiceStatus]:
         rows = []
-        for cluster in self.clusters:
+        replicas_running = any(process.tracked(n.name) is not None
+                               for n in node_specs(REPLICAS, MAX_NODES))
+        for cluster in self.clusters + ([REPLICAS] if replicas_running else []):
             configured = configured_nodes(cluster) or self.nodes
             for node in node_specs(cluster, MAX_NODES):
                 running = process.tracked(node.name) is not None

@@ -37,6 +37,9 @@ class ClusterSpec:
 
 
 # 5.0 writes descriptor version 7 while it stays compatible with 4.x, version 8 once it need not.
+# A third cluster, always 3 nodes, exists only for the replica tests (RF=3, a node killed): it
+# is started by their fixture and stopped by `devstack down`, never by `up`.
+REPLICAS = ClusterSpec("r8", 8, "NONE", "127.0.2", 2)
 CLUSTERS = {
     7: ClusterSpec("c7", 7, "CASSANDRA_4", "127.0.0", 0),
     8: ClusterSpec("c8", 8, "NONE", "127.0.1", 1),
@@ -176,10 +179,12 @@ def current_nodes(cluster: ClusterSpec) -> list[NodeSpec]:
     return node_specs(cluster, configured_nodes(cluster) or 1)
 
 
-def cluster_info(version: int) -> ClusterInfo:
-    nodes = current_nodes(cluster_spec(version))
+def cluster_info(version: int | ClusterSpec) -> ClusterInfo:
+    """The cluster writing commit-log VERSION, or the cluster given (e.g. REPLICAS)."""
+    cluster = version if isinstance(version, ClusterSpec) else cluster_spec(version)
+    nodes = current_nodes(cluster)
     return ClusterInfo(
-        version=version,
+        version=cluster.commitlog_version,
         name=nodes[0].cluster.name,
         contact_points=[n.ip for n in nodes],
         port=NATIVE_PORT,

@@ -14,8 +14,9 @@ from pathlib import Path
 from devstack.paths import service_dir
 from devstack.process import run
 
-# Every address a service of the stack listens on (Cassandra clusters use .0.x and .1.x).
-SERVER_ADDRESSES = [f"127.0.{net}.{host}" for net in (0, 1) for host in (1, 2, 3)]
+# Every address a service of the stack listens on (Cassandra clusters use .0.x, .1.x and, for
+# the replica tests' cluster, .2.x).
+SERVER_ADDRESSES = [f"127.0.{net}.{host}" for net in (0, 1, 2) for host in (1, 2, 3)]
 DAYS_VALID = 825
 
 
@@ -63,6 +64,11 @@ def ensure_certificates() -> Certificates:
             what="creating the local CA",
         )
         certs.server_cert.unlink(missing_ok=True)
+    alt_names = ",".join(["DNS:localhost"] + [f"IP:{a}" for a in SERVER_ADDRESSES])
+    names = folder / "server.names"  # the names it was signed for: a new address means a new one
+    if not names.exists() or names.read_text() != alt_names:
+        certs.server_cert.unlink(missing_ok=True)
+        certs.server_bundle.unlink(missing_ok=True)
     if not (certs.server_cert.exists() and certs.server_key.exists()):
         _generate_key(certs.server_key)
         csr = folder / "server.csr"
@@ -81,7 +87,6 @@ def ensure_certificates() -> Certificates:
             what="creating the server certificate request",
         )
         extensions = folder / "server.ext"
-        alt_names = ",".join(["DNS:localhost"] + [f"IP:{a}" for a in SERVER_ADDRESSES])
         extensions.write_text(
             "basicConstraints=CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -111,6 +116,7 @@ def ensure_certificates() -> Certificates:
             what="signing the server certificate",
         )
         csr.unlink()
+        names.write_text(alt_names)
     if not certs.server_bundle.exists():
         certs.server_bundle.write_bytes(
             certs.server_key.read_bytes() + certs.server_cert.read_bytes()

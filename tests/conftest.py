@@ -74,6 +74,22 @@ def cassandra_clusters(openbao_env):
     return infos
 
 
+@pytest.fixture(scope="module")
+def replica_cluster(openbao_env):
+    """ClusterInfo of the 3-node replica tests' cluster (REPLICAS), started for the module that
+    asks and stopped after it if it was not running before (3 JVMs slow every later test)."""
+    from devstack import process
+    from devstack.cassandra import REPLICAS, CassandraService, cluster_info
+    from devstack.cassandra_config import node_specs
+
+    service = CassandraService(clusters=(REPLICAS,), nodes=3)
+    was_running = all(process.tracked(n.name) for n in node_specs(REPLICAS, 3))
+    service.start()
+    yield cluster_info(REPLICAS)
+    if not was_running:
+        service.stop()
+
+
 def _prune_cdc_raw(cdc_raw, keep_below=512 * 1024 * 1024):
     """On a long-lived local stack nothing consumes cdc_raw, and at cdc_total_space (1 GiB) the
     node rejects writes to CDC tables. Past half of it, drop the COMPLETED segments: tests only
@@ -116,16 +132,20 @@ def clickhouse_service(openbao_env):
 def cassandra_keyspace(cassandra_clusters, creds):
     """keyspace(version=7) -> (admin session, quoted keyspace name), dropped after the test.
 
-    Replication: NetworkTopologyStrategy with RF = the cluster's node count (3 in 3-node mode).
+    VERSION: a commit-log version (its cluster), or a ClusterSpec such as REPLICAS (started by
+    the replica_cluster fixture). Replication: NetworkTopologyStrategy with RF = the cluster's
+    node count (3 in 3-node mode).
     """
     from cassandra.metadata import protect_name
 
     from devstack.cassandra import connect
+    from devstack.cassandra_config import ClusterSpec, cluster_info
 
     opened = []
 
-    def make(version: int = 7):
-        info = cassandra_clusters[version]
+    def make(version=7):
+        info = cluster_info(version) if isinstance(version, ClusterSpec) \
+            else cassandra_clusters[version]
         cluster, sess = connect(version, "admin", password=creds("cassandra", "admin").password)
         name = protect_name(f"test_{uuid.uuid4().hex[:16]}")
         rf = len(info.contact_points)

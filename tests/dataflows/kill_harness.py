@@ -1,0 +1,219 @@
+"""What the SIGKILL tests share: the pipeline as a killable process with a recovery store, a
+random workload of patient rows, and the oracle (destination == Cassandra, through masking).
+
+Row images heal a row at its next change, so a lost change only shows when it was the row's
+last: part of the workload writes rows exactly once, spread over the whole run. Updates carry a
+few KB so that 1 MiB commit-log segments roll over (and get deleted) during a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from psycopg import sql
+
+from dataflows.config import load
+from dataflows.runtime import Runtime
+from devstack.paths import REPO_ROOT
+from tests.dataflows.pipeline_files import masking_policy
+
+ROWS = 150
+NOTE = "n" * 4000
+COLUMNS = ["id", "first_name", "email", "visits", "note"]
+COLUMN_RULES = {
+    "id": {"class": "none", "reason": "surrogate key, no personal data"},
+    "first_name": {"class": "first_name", "strategy": "tokenize"},
+    "email": {"class": "email", "strategy": "hmac"},
+}
+TABLE_DDL = ("CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
+             "visits int, note text) WITH cdc = true")
+
+
+class Pipeline:
+    """`python -m bytewax.run dataflows.main` with a recovery store, killed and restarted at will.
+
+    The configuration is written once (CONFIG: the pipeline's JSON document without the masking
+    policy and recovery keys, which this class adds)."""
+
+    def __init__(self, directory: Path, keyspace: str, config: dict, env: dict[str, str]) -> None:
+        self.directory = directory
+        self.recovery = directory / "recovery"
+        self.recovery.mkdir()
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(self.recovery), "2"],
+                       check=True)
+        (directory / "masking.json").write_text(
+            json.dumps(masking_policy(keyspace, "patients", COLUMN_RULES)))
+        self.config = directory / "pipeline.json"
+        self.config.write_text(json.dumps({
+            **config, "masking_policy": str(directory / "masking.json"),
+            "dead_letter_dir": str(directory / "dead-letter"),
+            "recovery_directory": str(self.recovery)}))
+        self.log_path = directory / "pipeline.log"
+        self._log = self.log_path.open("ab")
+        self._env = {**os.environ, **env, "CDC_PIPELINE_CONFIG": str(self.config)}
+        self._processes: list[subprocess.Popen] = []
+
+    def start(self, workers: int = 1, *, processes: int = 1) -> None:
+        """WORKERS threads in one process, or PROCESSES processes of one worker each (a
+        cluster over loopback, as on separate machines)."""
+        command = [sys.executable, "-m", "bytewax.run", "dataflows.main",
+                   "-r", str(self.recovery), "-s", "1", "-b", "0"]
+        if processes == 1:
+            runs = [[*command, "-w", str(workers)]]
+        else:
+            addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(processes))
+            runs = [[*command, "-i", str(i), "-a", addresses] for i in range(processes)]
+        self._processes = [subprocess.Popen(  # noqa: S603
+            run, cwd=REPO_ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True) for run in runs]
+
+    def kill(self) -> None:
+        """SIGKILL every process group: a crash, no cleanup, no close()."""
+        for process in self._processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self._processes:
+            process.wait()
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+    def masker(self):
+        return Runtime(load(self.config)).masker
+
+    def resume_epochs(self) -> list[int]:
+        """Each execution's resume epoch, from Bytewax's recovery store (0.21.1's `exs`)."""
+        import sqlite3
+
+        epochs: dict[int, int] = {}
+        for part in sorted(self.recovery.glob("part-*.sqlite3")):
+            with sqlite3.connect(part) as db:
+                for execution, epoch in db.execute("SELECT ex_num, resume_epoch FROM exs"):
+                    epochs[execution] = epoch
+        return [epochs[e] for e in sorted(epochs)]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Workload:
+    """Inserts, updates (with a few KB), deletes and write-once rows, until stopped and at least
+    3 x ROWS statements were written."""
+
+    def __init__(self, sess, keyspace: str, *, seed: int = 7, consistency=None) -> None:
+        self._sess = sess
+        self._ks = keyspace
+        self._seed = seed
+        self._consistency = consistency
+        self._writing = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.errors: list[Exception] = []
+        self.statements = 0
+
+    def start(self) -> None:
+        self._writing.set()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._writing.clear()
+        self._thread.join()
+
+    def _prepare(self, text: str):
+        statement = self._sess.prepare(text)
+        if self._consistency is not None:
+            statement.consistency_level = self._consistency
+        return statement
+
+    def _run(self) -> None:
+        ks = self._ks
+        insert = self._prepare(f"INSERT INTO {ks}.patients (id, first_name, email, visits) "
+                               "VALUES (?, ?, ?, ?)")
+        update = self._prepare(f"UPDATE {ks}.patients SET visits = ?, note = ? WHERE id = ?")
+        delete = self._prepare(f"DELETE FROM {ks}.patients WHERE id = ?")
+        rng = random.Random(self._seed)
+        step = 0
+        once = ROWS  # ids from ROWS up are written exactly once: losing that one change shows
+        while self._writing.is_set() or step < 3 * ROWS:
+            i = rng.randrange(ROWS)
+            choice = rng.random()
+            try:
+                if choice < 0.3:
+                    self._sess.execute(insert, (i, f"Name{i}-{step}", f"p{i}.{step}@example.org",
+                                                step))
+                elif choice < 0.6:
+                    self._sess.execute(insert, (once, f"Once{once}", f"o{once}@example.org", step))
+                    once += 1
+                elif choice < 0.9:
+                    self._sess.execute(update, (step, f"note {step} {NOTE}", i))
+                else:
+                    self._sess.execute(delete, (i,))
+            except Exception as error:  # noqa: BLE001 - a write the cluster refused: not applied
+                # or applied, the oracle reads Cassandra's truth either way; count it.
+                self.errors.append(error)
+            step += 1
+            self.statements = step
+            time.sleep(0.005)
+
+
+def converge(sess, keyspace: str, bare: str, schema: str, masker, *, timeout: float,
+             consistency=None) -> tuple[list[tuple], list[tuple]]:
+    """Poll until PostgreSQL equals Cassandra (masked) or TIMEOUT passes: (expected, found)."""
+    from cassandra.query import SimpleStatement
+
+    query = SimpleStatement(f"SELECT * FROM {keyspace}.patients",  # noqa: S608
+                            consistency_level=consistency)
+    expected: list[tuple] = []
+    found: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [{c: getattr(r, c) for c in COLUMNS} for r in sess.execute(query)]
+        expected = sorted(tuple(r[c] for c in COLUMNS)
+                          for r in masker.mask_rows(bare, "patients", rows))
+        found = sorted(destination_rows(schema, bare))
+        if found == expected:
+            break
+        time.sleep(2)
+    return expected, found
+
+
+def destination_rows(schema: str, keyspace: str) -> list[tuple]:
+    from devstack import postgres
+
+    view = sql.Identifier(schema, f"{keyspace}__patients__current")
+    try:
+        with postgres.connect(role="admin") as conn:
+            return conn.execute(sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), view)).fetchall()
+    except Exception:  # noqa: BLE001 - the view appears with the sink's first batch
+        return []
+
+
+def difference(expected: list[tuple], found: list[tuple], where: str) -> str | None:
+    missing = set(expected) - set(found)
+    extra = set(found) - set(expected)
+    if not missing and not extra:
+        return None
+    return (f"{len(missing)} rows missing or stale, {len(extra)} extra or stale in PostgreSQL; "
+            f"see {where}")
