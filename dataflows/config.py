@@ -50,12 +50,25 @@ class CassandraSettings:
     # Where a node's capture starts when there is no recovery state: "earliest" (every segment
     # still in cdc_raw) or "latest" (only what is written from now on).
     start_from: str = "earliest"
+    # The nodes' cdc_total_space in bytes, for the usage gauges and warnings (None: unknown).
+    cdc_total_space: int | None = None
 
 
 @dataclass(frozen=True)
 class BatchSettings:
     max_records: int  # commit-log entries per input batch
-    max_changes_per_second: int  # 0: no limit
+    max_changes_per_second: int  # commit-log entries per second per node; 0: no limit
+    read_concurrency: int = 16  # row-image reads in flight per worker (different partitions)
+
+
+@dataclass(frozen=True)
+class InitialLoadSettings:
+    # Load the rows that exist when the pipeline starts (connectors/cassandra/snapshot.py),
+    # alongside the capture: each table's token space in `splits` resumable ranges, read
+    # `page_size` rows at a time.
+    enabled: bool = False
+    splits: int = 16
+    page_size: int = 500
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class DestinationSettings:
     ca_cert: Path
     partitions: int
     options: Mapping[str, Any]  # kind-specific, validated by the sink
+    # Writes go through a durable local spool drained by a thread (connectors/spool.py,
+    # docs/adr/0006), so this destination being down stalls no other; False: written inline.
+    spool: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,15 @@ class PipelineSettings:
     masking_policy: Path
     dead_letter_dir: Path
     destinations: tuple[DestinationSettings, ...]
+    # Bytewax's recovery directory, the same one bytewax.run is given: consumed cdc_raw segments
+    # are deleted only by reading it (docs/adr/0004). None: never deleted.
+    recovery_directory: Path | None = None
+    initial_load: InitialLoadSettings = InitialLoadSettings()
+    # The destinations' spools (docs/adr/0006): <spool_dir>/<step>/<partition>; None: "spool"
+    # beside dead_letter_dir. Must survive restarts like the recovery store.
+    spool_dir: Path | None = None
+    # Undrained bytes per destination partition past which the flow waits (back-pressure).
+    spool_max_bytes: int = 1024 * 1024 * 1024
 
 
 def load(path: str | Path | None = None) -> PipelineSettings:
@@ -100,6 +125,7 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
     """Validate an already-parsed document; relative paths are taken from BASE."""
     root = _Section(data, "pipeline", base)
     cassandra = root.section("cassandra")
+    dead_letter_dir = root.path("dead_letter_dir", default="dead-letter")
     settings = PipelineSettings(
         cassandra=CassandraSettings(
             contact_points=tuple(cassandra.strings("contact_points", min_items=1)),
@@ -114,16 +140,42 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
             nodes=tuple(_node(node) for node in cassandra.sections("nodes", min_items=1)),
             start_from=cassandra.choice("start_from", ("earliest", "latest"),
                                         default="earliest"),
+            cdc_total_space=_megabytes(cassandra, "cdc_total_space_mb"),
         ),
         batching=_batching(root.section("batching", default={})),
         masking_policy=root.path("masking_policy"),
-        dead_letter_dir=root.path("dead_letter_dir", default="dead-letter"),
+        dead_letter_dir=dead_letter_dir,
         destinations=tuple(_destination(d) for d in root.sections("destinations", min_items=1)),
+        recovery_directory=_recovery_directory(root),
+        initial_load=_initial_load(root.section("initial_load", default={})),
+        spool_dir=root.path("spool_dir", default=str(dead_letter_dir.parent / "spool")),
+        spool_max_bytes=root.integer("spool_max_mb", default=1024, low=1) * 1024 * 1024,
     )
     cassandra.done()
     root.done()
     _check_cross_references(settings)
     return settings
+
+
+def _megabytes(section: _Section, key: str) -> int | None:
+    if key not in section:
+        return None
+    return section.integer(key, low=1) * 1024 * 1024
+
+
+def _recovery_directory(root: _Section) -> Path | None:
+    """The key, else BYTEWAX_RECOVERY_DIRECTORY (what bytewax.run reads when -r is not given);
+    both set and different is an error: deletion would read another store than the one
+    resumed from."""
+    from_env = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    if "recovery_directory" not in root:
+        return Path(from_env) if from_env else None
+    configured = root.path("recovery_directory")
+    if from_env and Path(from_env).resolve() != configured.resolve():
+        raise ConfigError("pipeline.recovery_directory",
+                          f"is {configured} but BYTEWAX_RECOVERY_DIRECTORY is {from_env}: "
+                          "segment deletion must read the store bytewax.run resumes from")
+    return configured
 
 
 def _node(section: _Section) -> NodeSettings:
@@ -141,6 +193,17 @@ def _batching(section: _Section) -> BatchSettings:
     settings = BatchSettings(
         max_records=section.integer("max_records", default=500, low=100, high=1000),
         max_changes_per_second=section.integer("max_changes_per_second", default=0, low=0),
+        read_concurrency=section.integer("read_concurrency", default=16, low=1, high=256),
+    )
+    section.done()
+    return settings
+
+
+def _initial_load(section: _Section) -> InitialLoadSettings:
+    settings = InitialLoadSettings(
+        enabled=section.boolean("enabled", default=False),
+        splits=section.integer("splits", default=16, low=1, high=4096),
+        page_size=section.integer("page_size", default=500, low=10, high=5000),
     )
     section.done()
     return settings
@@ -159,6 +222,7 @@ def _destination(section: _Section) -> DestinationSettings:
         ca_cert=section.path("ca_cert"),
         partitions=section.integer("partitions", default=2, low=1, high=256),
         options=section.mapping("options", default={}),
+        spool=section.boolean("spool", default=True),
     )
     section.done()
     return settings
@@ -244,6 +308,12 @@ class _Section:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
             raise self._fail(key, f"{value} is out of range: must be {bounds}")
+        return value
+
+    def boolean(self, key: str, default: Any = _MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self._fail(key, f"must be true or false, not {type(value).__name__}")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:

@@ -5,9 +5,10 @@
       └─ change events
            -> dedup (keyed by partition bucket: order per partition kept)
            -> row images (read back from Cassandra, docs/adr/0003)
+              + the initial load, if enabled (existing rows by token range, same operations)
            -> masking (a micro-batch per call; keys too)
            -> keyed by Cassandra partition -> each destination (its own branch: PostgreSQL,
-              ClickHouse, TimescaleDB)
+              ClickHouse, TimescaleDB), each behind its own durable spool (docs/adr/0006)
 
 Every step after capture keeps a Cassandra partition's operations on one worker in order, and
 each sink partition receives a partition's operations in that order; the sinks' version guards
@@ -23,10 +24,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.cassandra.events import ChangeEvent
+from connectors.cassandra.retention import RetentionSettings
 from connectors.cassandra.source import CdcSource, NodeSpec
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
+from connectors.spool import SpooledSink
 from dataflows.config import DestinationSettings, PipelineSettings
+from dataflows.initial_load import initial_load
 from dataflows.runtime import Runtime
 from operators.dedup import deduplicate
 from operators.mask_ops import mask_operations
@@ -44,7 +48,10 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         initial = _initial_cursors(settings)
     captured = op.input("capture", flow, CdcSource(
         nodes, lambda: runtime.schemas, max_records=settings.batching.max_records,
-        until_caught_up=until_caught_up, initial=initial))
+        until_caught_up=until_caught_up, initial=initial,
+        retention=RetentionSettings(settings.recovery_directory,
+                                    capacity_bytes=settings.cassandra.cdc_total_space),
+        max_entries_per_second=settings.batching.max_changes_per_second or None))
 
     split = op.branch("changes_or_dead_letters", captured,
                       lambda item: isinstance(item, ChangeEvent))
@@ -53,8 +60,13 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     deduped = deduplicate("dedup", split.trues)
     # Lambdas, not bound methods of runtime's lazy properties: nothing may connect while the
     # flow is being defined.
-    ops = op.flat_map_value("row_images", deduped,
-                            lambda event: runtime.row_images.operations(event))
+    # A micro-batch at a time: reads of different partitions in flight together
+    # (operators/image_batches.py); each partition's events still in order.
+    ops = op.flat_map_batch("row_images", deduped, lambda batch: runtime.image_batches(batch))
+    if settings.initial_load.enabled:
+        # The rows that already exist, as (bucket, operation) too. The capture's cursors above
+        # were fixed before the load reads anything: see dataflows/initial_load.py.
+        ops = op.merge("with_initial_load", ops, initial_load("initial_load", flow, runtime))
     masked = op.flat_map_batch(
         "mask", ops, lambda batch: _masked(runtime, batch))
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
@@ -94,6 +106,17 @@ def partition_key_of(runtime: Runtime, operation: RowOp) -> str:
 
 
 def _sink(destination: DestinationSettings, runtime: Runtime):
+    """The destination's sink, behind a durable spool unless the destination opts out
+    (docs/adr/0006): a destination that is down then stalls neither the flow nor the others."""
+    sink = _destination_sink(destination, runtime)
+    if not destination.spool:
+        return sink
+    settings = runtime.settings
+    return SpooledSink(sink, settings.spool_dir or settings.dead_letter_dir.parent / "spool",
+                       max_bytes=settings.spool_max_bytes, transient=sink.transient_error)
+
+
+def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     path = f"pipeline.destinations.{destination.name}"
     options = dict(destination.options)
     if destination.kind == "clickhouse":
@@ -104,7 +127,8 @@ def _sink(destination: DestinationSettings, runtime: Runtime):
             host=destination.host, port=destination.port, database=destination.database,
             user=destination.username, password_ref=destination.password,
             ca_cert=str(destination.ca_cert), partitions=destination.partitions)
-        return ClickHouseSink(settings, runtime.table, runtime.masked_types)
+        return ClickHouseSink(settings, runtime.table, runtime.masked_types,
+                              schema_refresh=runtime.refresh_schemas)
     from connectors.postgres import PostgresSinkSettings
 
     settings = PostgresSinkSettings(
@@ -116,7 +140,8 @@ def _sink(destination: DestinationSettings, runtime: Runtime):
         from connectors.postgres import PostgresSink
 
         _no_other_options(path, options)
-        return PostgresSink(settings, runtime.table, runtime.masked_types)
+        return PostgresSink(settings, runtime.table, runtime.masked_types,
+                            schema_refresh=runtime.refresh_schemas)
     from connectors.timescale import Compression, TimescaleSettings, TimescaleSink
 
     try:
@@ -132,7 +157,8 @@ def _sink(destination: DestinationSettings, runtime: Runtime):
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}.options", str(error)) from None
     _no_other_options(path, options)
-    return TimescaleSink(settings, timescale, runtime.table, runtime.masked_types)
+    return TimescaleSink(settings, timescale, runtime.table, runtime.masked_types,
+                         schema_refresh=runtime.refresh_schemas)
 
 
 def _no_other_options(path: str, options: dict) -> None:

@@ -15,10 +15,14 @@ from connectors.cassandra.schema import SchemaRegistry, TableSchema
 from connectors.cassandra.session import open_session
 from connectors.secrets import SecretResolver
 from dataflows.config import PipelineSettings
+from operators.image_batches import ImageBatches
 from operators.masking import Masker, masked_column_types
 from operators.masking.policy import load_policy
 from operators.masking.tokenizer import OpenBaoTransitTokenizer
 from operators.readback import RowImages, RowReader
+
+# Seconds between two probes of the cluster's schema version by the row-image step.
+SCHEMA_PROBE_INTERVAL = 1.0
 
 
 class Runtime:
@@ -56,8 +60,24 @@ class Runtime:
     @cached_property
     def row_images(self) -> RowImages:
         level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
-        return RowImages(RowReader(self.session, consistency=level),
-                         lambda event: self.schemas.table(event.table_id))
+        return RowImages(RowReader(self.session, consistency=level), self._current_table,
+                         refresh=self.refresh_schemas, history=self.schemas.history)
+
+    def _current_table(self, event):
+        # A dropped column or a switched cdc flag makes no event the decoder cannot read, so
+        # nothing else would re-read the schema: probe its version at most once a second.
+        self.schemas.refresh_if_changed(max_age=SCHEMA_PROBE_INTERVAL)
+        return self.schemas.table(event.table_id)
+
+    def refresh_schemas(self) -> bool:
+        """Re-read the schema now if the cluster's schema version moved (schema evolution:
+        a column or table this process has not read yet); True if re-read."""
+        return self.schemas.refresh_if_changed()
+
+    @cached_property
+    def image_batches(self) -> ImageBatches:
+        return ImageBatches(self.row_images.operations,
+                            concurrency=self.settings.batching.read_concurrency)
 
     @cached_property
     def policy(self):

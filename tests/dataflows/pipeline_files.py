@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 
 
 def masking_policy(keyspace: str, table: str, columns: dict[str, dict]) -> dict:
@@ -38,3 +41,35 @@ def clickhouse_destination(ca_cert: str) -> dict:
         "username": "cdc_pipeline", "password": "openbao:cdc/clickhouse/pipeline#password",
         "ca_cert": ca_cert, "partitions": 2,
     }
+
+
+@dataclass(frozen=True)
+class CapturedTable:
+    """A fresh keyspace with one CDC table the pipeline may read, on a one-node stack cluster,
+    and where that node's commit log ended before the test wrote anything."""
+
+    session: Any
+    keyspace: str  # quoted, for CQL
+    bare: str  # unquoted, for configuration
+    info: Any  # the cluster's ClusterInfo
+    store: LocalSegmentStore
+    start: Cursor | None
+
+    def node(self, name: str = "c7-node1") -> dict:
+        """The pipeline's node entry: this node's cdc_raw, starting where the test began."""
+        node: dict[str, Any] = {"name": name, "cdc_raw": str(self.store.directory)}
+        if self.start is not None:
+            node["start_at"] = {"segment_id": self.start.segment_id,
+                                "offset": self.start.offset}
+        return node
+
+
+def captured_table(cassandra_keyspace, cassandra_clusters, ddl: str,
+                   version: int = 7) -> CapturedTable:
+    """DDL (with {ks} for the keyspace) in a fresh keyspace, granted to cdc_pipeline."""
+    sess, ks = cassandra_keyspace(version)
+    sess.execute(ddl.format(ks=ks))
+    sess.execute(f"GRANT SELECT ON KEYSPACE {ks} TO cdc_pipeline")
+    info = cassandra_clusters[version]
+    store = LocalSegmentStore(info.cdc_raw_dirs[0])
+    return CapturedTable(sess, ks, ks.strip('"'), info, store, end_cursor(store))

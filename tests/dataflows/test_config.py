@@ -109,3 +109,24 @@ def test_destination_options_are_checked_when_the_flow_is_built(example):
     example["destinations"][0].update(kind="timescale", options={"when_missing": "plain"})
     with pytest.raises(ConfigError, match=r"options.time_columns: is required"):
         build(parse(example, base=EXAMPLE.parent))
+
+
+def test_the_recovery_directory_is_the_key_or_bytewax_s_variable(example, monkeypatch, tmp_path):
+    monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
+    assert parse(example).recovery_directory is None  # then consumed segments stay
+    monkeypatch.setenv("BYTEWAX_RECOVERY_DIRECTORY", str(tmp_path / "store"))
+    assert parse(example).recovery_directory == tmp_path / "store"
+    example["recovery_directory"] = str(tmp_path / "store")
+    assert parse(example).recovery_directory == tmp_path / "store"
+    example["recovery_directory"] = str(tmp_path / "other")
+    with pytest.raises(ConfigError, match=r"pipeline\.recovery_directory: .*BYTEWAX_RECOVERY"):
+        parse(example)
+
+
+def test_cdc_total_space_is_given_in_mebibytes(example):
+    assert parse(example).cassandra.cdc_total_space == 1024 * 1024 * 1024  # the example's
+    del example["cassandra"]["cdc_total_space_mb"]
+    assert parse(example).cassandra.cdc_total_space is None  # unknown: no capacity gauge
+    example["cassandra"]["cdc_total_space_mb"] = 0
+    with pytest.raises(ConfigError, match=r"cdc_total_space_mb: 0 is out of range"):
+        parse(example)

@@ -15,11 +15,12 @@ from bytewax.testing import run_main
 from psycopg import sql
 
 from connectors.cassandra.segment import Entry
-from connectors.cassandra.tail import LocalSegmentStore, end_cursor, poll
+from connectors.cassandra.tail import poll
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
+    captured_table,
     cassandra_section,
     clickhouse_destination,
     masking_policy,
@@ -52,14 +53,12 @@ def wait_durable(store, start, marker: bytes) -> None:
 def test_commit_log_to_postgres_masked_and_exact(
     tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env
 ):
-    sess, ks = cassandra_keyspace(7)
-    bare = ks.strip('"')
-    sess.execute(f"CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
-                 "diagnosis text, weight double, marker text) WITH cdc = true")
-    sess.execute(f"GRANT SELECT ON KEYSPACE {ks} TO cdc_pipeline")
-    info = cassandra_clusters[7]
-    store = LocalSegmentStore(info.cdc_raw_dirs[0])
-    start = end_cursor(store)
+    table = captured_table(
+        cassandra_keyspace, cassandra_clusters,
+        "CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
+        "diagnosis text, weight double, marker text) WITH cdc = true")
+    sess, ks, bare, info = table.session, table.keyspace, table.bare, table.info
+    store, start = table.store, table.start
 
     insert = sess.prepare(f"INSERT INTO {ks}.patients (id, first_name, email, diagnosis, weight) "
                           "VALUES (?, ?, ?, ?, ?)")
