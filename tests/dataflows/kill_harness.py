@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from psycopg import sql
@@ -177,25 +178,64 @@ class Workload:
             time.sleep(0.005)
 
 
-def converge(sess, keyspace: str, bare: str, schema: str, masker, *, timeout: float,
-             consistency=None) -> tuple[list[tuple], list[tuple]]:
-    """Poll until PostgreSQL equals Cassandra (masked) or TIMEOUT passes: (expected, found)."""
+def converge(sess, keyspace: str, bare: str, masker,
+             readers: Mapping[str, Callable[[], list[tuple]]], *, timeout: float,
+             consistency=None) -> tuple[list[tuple], dict[str, list[tuple]]]:
+    """Poll until every destination (READERS: name -> its rows) equals Cassandra (masked) or
+    TIMEOUT passes: (expected, {name: rows found})."""
     from cassandra.query import SimpleStatement
 
     query = SimpleStatement(f"SELECT * FROM {keyspace}.patients",  # noqa: S608
                             consistency_level=consistency)
     expected: list[tuple] = []
-    found: list[tuple] = []
+    found: dict[str, list[tuple]] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = [{c: getattr(r, c) for c in COLUMNS} for r in sess.execute(query)]
         expected = sorted(tuple(r[c] for c in COLUMNS)
                           for r in masker.mask_rows(bare, "patients", rows))
-        found = sorted(destination_rows(schema, bare))
-        if found == expected:
+        found = {name: sorted(read()) for name, read in readers.items()}
+        if all(rows == expected for rows in found.values()):
             break
         time.sleep(2)
     return expected, found
+
+
+def clickhouse_query(keyspace: str, what: str) -> list[tuple]:
+    """WHAT from the ClickHouse sink's current-state view of the patients table."""
+    from clickhouse_connect.driver.binding import quote_identifier
+
+    from devstack import clickhouse
+
+    client = clickhouse.connect("admin")
+    try:
+        return [tuple(row) for row in client.query(
+            f"SELECT {what} FROM cdc.{quote_identifier(keyspace + '__patients__current')}"
+        ).result_rows]
+    except Exception:  # noqa: BLE001 - the table appears with the sink's first batch
+        return []
+    finally:
+        client.close()
+
+
+def clickhouse_rows(keyspace: str) -> list[tuple]:
+    from clickhouse_connect.driver.binding import quote_identifier
+
+    return clickhouse_query(keyspace, ", ".join(map(quote_identifier, COLUMNS)))
+
+
+def drop_clickhouse_tables(keyspace: str) -> None:
+    """The sink's tables live in the shared database `cdc`: drop this test's."""
+    from clickhouse_connect.driver.binding import quote_identifier
+
+    from devstack import clickhouse
+
+    client = clickhouse.connect("admin")
+    try:
+        for suffix in ("__patients__current", "__patients"):
+            client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(keyspace + suffix)}")
+    finally:
+        client.close()
 
 
 def destination_rows(schema: str, keyspace: str) -> list[tuple]:
@@ -215,5 +255,4 @@ def difference(expected: list[tuple], found: list[tuple], where: str) -> str | N
     extra = set(found) - set(expected)
     if not missing and not extra:
         return None
-    return (f"{len(missing)} rows missing or stale, {len(extra)} extra or stale in PostgreSQL; "
-            f"see {where}")
+    return f"{len(missing)} rows missing or stale, {len(extra)} extra or stale; see {where}"

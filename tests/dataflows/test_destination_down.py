@@ -25,7 +25,11 @@ from tests.dataflows.kill_harness import (
     Pipeline,
     Workload,
     _free_ports,
+    clickhouse_query,
+    clickhouse_rows,
+    destination_rows,
     difference,
+    drop_clickhouse_tables,
 )
 from tests.dataflows.pipeline_files import (
     captured_table,
@@ -134,22 +138,6 @@ def postgres_count(schema: str, keyspace: str) -> int:
         return 0
 
 
-def clickhouse_query(keyspace: str, what: str) -> list[tuple]:
-    from clickhouse_connect.driver.binding import quote_identifier
-
-    from devstack import clickhouse
-
-    client = clickhouse.connect("admin")
-    try:
-        return [tuple(row) for row in client.query(
-            f"SELECT {what} FROM cdc.{quote_identifier(keyspace + '__patients__current')}"
-        ).result_rows]
-    except Exception:  # noqa: BLE001 - the table appears with the sink's first batch
-        return []
-    finally:
-        client.close()
-
-
 def clickhouse_count(keyspace: str) -> int:
     rows = clickhouse_query(keyspace, "count()")
     return rows[0][0] if rows else 0
@@ -178,11 +166,6 @@ def expected_rows(sess, keyspace: str, bare: str, masker) -> list[tuple]:
 def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env
 ):
-    from clickhouse_connect.driver.binding import quote_identifier
-
-    from devstack import clickhouse
-    from tests.dataflows.kill_harness import destination_rows
-
     table = captured_table(cassandra_keyspace, cassandra_clusters, TABLE_DDL)
     sess, ks, bare, info, node = table.session, table.keyspace, table.bare, table.info, table.node()
     proxy = CuttableProxy(54329)
@@ -231,8 +214,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
             in_postgres = sorted(destination_rows(postgres_schema, bare))
             if in_postgres == expected and caught_up_after is None:
                 caught_up_after = time.monotonic() - restored_at
-            in_clickhouse = sorted(clickhouse_query(bare, ", ".join(
-                map(quote_identifier, COLUMNS))))
+            in_clickhouse = sorted(clickhouse_rows(bare))
             if caught_up_after is not None and in_clickhouse == expected:
                 break
             time.sleep(2)
@@ -241,12 +223,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
         workload.stop()
         pipeline.close()
         proxy.cut()
-        client = clickhouse.connect("admin")
-        try:
-            for suffix in ("__patients__current", "__patients"):
-                client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(bare + suffix)}")
-        finally:
-            client.close()
+        drop_clickhouse_tables(bare)
 
     rss_growth = max(rss for _, rss, _, _ in samples) - rss_before
     clickhouse_counts = [ch for _, _, ch, _ in samples]

@@ -1,8 +1,8 @@
 """Exactly-once effects under SIGKILL: the pipeline is killed at random moments, again and again,
 while a workload runs; restarted from Bytewax's recovery store (sometimes with another worker
-count), it must leave PostgreSQL equal to Cassandra through the same masking: no row missing,
-extra or stale (tests/dataflows/kill_harness.py). Runs alternate between 1 worker, 2 worker
-threads and 2 processes.
+count), it must leave PostgreSQL and ClickHouse equal to Cassandra through the same masking: no
+row missing, extra or stale (tests/dataflows/kill_harness.py). Runs alternate between 1 worker,
+2 worker threads and 2 processes.
 
 The pipeline deletes consumed cdc_raw segments as it goes (docs/adr/0004): a restart that
 resumed into a deleted segment would fail (SegmentVanishedError) or lose its changes.
@@ -15,10 +15,20 @@ import time
 
 import pytest
 
-from tests.dataflows.kill_harness import TABLE_DDL, Pipeline, Workload, converge, difference
+from tests.dataflows.kill_harness import (
+    TABLE_DDL,
+    Pipeline,
+    Workload,
+    clickhouse_rows,
+    converge,
+    destination_rows,
+    difference,
+    drop_clickhouse_tables,
+)
 from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
+    clickhouse_destination,
     postgres_destination,
 )
 
@@ -37,7 +47,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     pipeline = Pipeline(tmp_path, bare, {
         "cassandra": cassandra_section(info, bare, node, openbao_env["BAO_CACERT"]),
         "batching": {"max_records": 100},
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
+        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
+                         clickhouse_destination(openbao_env["BAO_CACERT"])],
     }, openbao_env)
 
     workload = Workload(sess, ks)
@@ -57,11 +68,14 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             else:
                 pipeline.start(2 if kill % 2 == 0 else 1)
         workload.stop()
-        expected, found = converge(sess, ks, bare, postgres_schema, pipeline.masker(),
-                                   timeout=CONVERGE)
+        expected, found = converge(
+            sess, ks, bare, pipeline.masker(),
+            {"postgres": lambda: destination_rows(postgres_schema, bare),
+             "clickhouse": lambda: clickhouse_rows(bare)}, timeout=CONVERGE)
     finally:
         workload.stop()
         pipeline.close()
+        drop_clickhouse_tables(bare)
 
     assert kills == KILLS
     assert expected, "the workload left rows in Cassandra"
@@ -72,5 +86,6 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     consumed = range(start.segment_id if start else min(remaining), max(remaining))
     assert any(i not in remaining for i in consumed), "consumed segments were deleted"
     assert "SegmentVanishedError" not in pipeline.log_text()
-    problem = difference(expected, found, str(pipeline.log_path))
-    assert problem is None, f"after {kills} SIGKILLs: {problem}"
+    for destination, rows in found.items():
+        problem = difference(expected, rows, str(pipeline.log_path))
+        assert problem is None, f"{destination}, after {kills} SIGKILLs: {problem}"
