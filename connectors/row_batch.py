@@ -17,9 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from connectors.cassandra.events import Position
-from connectors.cassandra.snapshot import INITIAL_LOAD_NODE
-from connectors.postgres._values import ValueRefused, identity
 from connectors.row_sink import Image, RejectedValueError, key_fingerprint
+from connectors.type_map import ValueRefused, identity
 from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
 
 _CONVERSION_ERRORS = (ValueRefused, ValueError, TypeError, OverflowError, AttributeError)
@@ -306,9 +305,9 @@ def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
     Rows of the initial load have no commit-log position: they record no progress."""
     highest: dict[str, Position] = {}
     for op in ops:
-        node, position = op.source.node, op.source.position
-        if node == INITIAL_LOAD_NODE:
+        if not op.source.in_commit_log:
             continue
+        node, position = op.source.node, op.source.position
         current = highest.get(node)
         if current is None or (position.segment_id, position.offset) > \
                 (current.segment_id, current.offset):

@@ -33,7 +33,8 @@ from typing import Any
 from cassandra import util as cutil
 
 from connectors.cassandra.values import CqlType
-from connectors.postgres._values import ValueRefused, _jsonable, typemap, whole_milliseconds
+from connectors.postgres._values import _jsonable, whole_milliseconds
+from connectors.type_map import ValueRefused, mapped_type
 
 __all__ = ["ValueRefused", "column_type", "converter", "stored_value"]
 
@@ -51,21 +52,7 @@ _TEXT_FORM_KINDS = frozenset({"decimal", "varint", "inet", "duration", "ascii", 
 
 def column_type(t: CqlType) -> str:
     """The (non-Nullable) ClickHouse column type of a CQL type, per connectors/typemap.json."""
-    if t.kind == "counter":
-        raise ValueRefused("counter columns are not captured (docs/adr/0003)")
-    mapping = typemap()
-    if t.kind == "vector":
-        entry = mapping["vector"].get(t.params[0].kind, mapping["vector_default"])
-    elif t.kind in mapping["types"]:
-        entry = mapping["types"][t.kind]
-    elif t.kind in mapping["composite"]:
-        entry = mapping["composite"][t.kind]
-    else:
-        raise ValueRefused(f"CQL type {t.cql} has no ClickHouse mapping in typemap.json")
-    found = entry.get(DESTINATION)
-    if found is None:
-        raise ValueRefused(f"CQL type {t.cql} has no ClickHouse mapping in typemap.json")
-    return found
+    return mapped_type(t, DESTINATION)
 
 
 def _none_safe(f: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -28,8 +28,6 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Mapping
-from functools import cache
-from importlib import resources
 from itertools import repeat
 from operator import add, floordiv, mul, sub
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 from cassandra import util as cutil
 
 from connectors.cassandra.values import CqlType
+from connectors.type_map import ValueRefused, identity, mapped_type, typemap
 
 __all__ = ["ValueRefused", "column_type", "converter", "identity", "typemap"]
 
@@ -49,30 +48,9 @@ _EPOCH_LESS_HALF_MS = _EPOCH - datetime.timedelta(microseconds=500)
 _LAST_ROUNDABLE = datetime.datetime(9999, 12, 31, 23, 59, 59, 999500)
 
 
-class ValueRefused(ValueError):
-    """A value the destination cannot hold; the message never contains the value."""
-
-
-@cache
-def typemap() -> dict[str, Any]:
-    text = resources.files("connectors").joinpath("typemap.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
 def column_type(t: CqlType) -> str:
     """The PostgreSQL column type of a CQL type, per connectors/typemap.json."""
-    mapping = typemap()
-    if t.kind == "vector":
-        entry = mapping["vector"].get(t.params[0].kind, mapping["vector_default"])
-    elif t.kind in mapping["types"]:
-        entry = mapping["types"][t.kind]
-    elif t.kind in mapping["composite"]:
-        entry = mapping["composite"][t.kind]
-    else:
-        raise ValueRefused(f"CQL type {t.cql} has no PostgreSQL mapping in typemap.json")
-    if t.kind == "counter":
-        raise ValueRefused("counter columns are not captured (docs/adr/0003)")
-    return entry[DESTINATION]
+    return mapped_type(t, DESTINATION)
 
 
 def converter(t: CqlType) -> Callable[[Any], Any]:
@@ -91,10 +69,6 @@ def converter(t: CqlType) -> Callable[[Any], Any]:
     if t.kind == "vector":
         return lambda v: None if v is None else [float(x) for x in v]
     return _SCALAR.get(t.kind, identity)
-
-
-def identity(value: Any) -> Any:
-    return value
 
 
 def _text(value: Any) -> Any:

@@ -11,10 +11,11 @@ from psycopg import sql
 
 from connectors.postgres import LayoutError, PostgresSink, PostgresSinkSettings, TableLayout
 from connectors.postgres._sink import MaskedTypesLookup, SchemaLookup
-from connectors.postgres._values import DESTINATION, typemap
+from connectors.postgres._values import DESTINATION
 from connectors.secrets import SecretResolver
 from connectors.timescale import _extension as ext
 from connectors.timescale._settings import Compression, TimescaleSettings
+from connectors.type_map import typemap
 
 __all__ = ["Hypertable", "TimescaleMissingError", "TimescaleSink", "TimescaleVersionError",
            "hypertable_of", "statements"]
