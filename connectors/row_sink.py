@@ -35,7 +35,9 @@ def stable_partition(item_key: str) -> int:
 
 
 class RowOpSink(FixedPartitionedSink, Generic[Layout]):
-    """The shared part; subclasses build their partitions and say how a layout is made.
+    """The shared part; subclasses build their partitions and name, as class attributes, how a
+    layout is made (`layout_builder`), what an unknown table raises (`layout_error`) and which
+    errors may pass if the same batch is tried again (`transient_error`, for the spool).
 
     settings: needs ``partitions`` and ``password_ref``.
     schema_of: (keyspace, table) -> the table's current TableSchema.
@@ -65,11 +67,9 @@ class RowOpSink(FixedPartitionedSink, Generic[Layout]):
     def _password(self) -> str:
         return self._resolver_factory().resolve(self._settings.password_ref)
 
-    def _build_layout(self, schema: TableSchema, masked: Mapping[str, str] | None) -> Layout:
-        raise NotImplementedError
-
-    def _missing_schema(self, keyspace: str, table: str) -> Exception:
-        return LookupError(f"no schema known for {keyspace}.{table}")
+    layout_builder: Callable[[TableSchema, Mapping[str, str] | None], Layout]
+    layout_error: type[Exception] = LookupError
+    transient_error: Callable[[BaseException], bool]
 
     def _layouts(self) -> LayoutCache[Layout]:
         """A per-partition, memoised (keyspace, table) -> layout (see LayoutCache)."""
@@ -101,12 +101,12 @@ class LayoutCache(Generic[Layout]):
         sink = self._sink
         schema = sink._schema_of(keyspace, table)
         if schema is None:
-            raise sink._missing_schema(keyspace, table)
+            raise sink.layout_error(f"no schema known for {keyspace}.{table}")
         found = self._entries.get((keyspace, table))
         if found is not None and found[0] is schema:
             return found
         masked = sink._masked_types_of(keyspace, table) if sink._masked_types_of else None
-        layout = sink._build_layout(schema, masked)
+        layout = sink.layout_builder(schema, masked)
         if found is not None:
             log.info("schema of %s.%s changed: destination layout rebuilt", keyspace, table)
         found = self._entries[(keyspace, table)] = (schema, layout, frozenset(schema.columns))

@@ -124,15 +124,10 @@ class PostgresSink(RowOpSink[TableLayout]):
                          schema_refresh=schema_refresh)
         self._table_hook = table_hook
 
-    # Errors after which the same batch may succeed later (the destination down, a timeout):
-    # what a spool in front of this sink retries for ever (connectors/spool.py).
+    layout_builder = staticmethod(build_layout)
+    layout_error = LayoutError
+    # The destination down, a timeout: the spool in front retries those (connectors/spool.py).
     transient_error = staticmethod(_transient)
-
-    def _build_layout(self, schema, masked):
-        return build_layout(schema, masked)
-
-    def _missing_schema(self, keyspace: str, table: str) -> Exception:
-        return LayoutError(f"no schema known for {keyspace}.{table}")
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None
