@@ -26,6 +26,17 @@ class Source:
     node: str
     position: Position
 
+    @property
+    def in_commit_log(self) -> bool:
+        """False for rows of the initial load: they have no commit-log position, so they
+        record no progress (a progress row at 0/0 would read as permanent lag)."""
+        return self.node != INITIAL_LOAD_NODE
+
+
+INITIAL_LOAD_NODE = "initial-load"
+INITIAL_LOAD = Source(INITIAL_LOAD_NODE, Position(0, 0))
+"""The source of the initial load's rows (connectors/cassandra/snapshot.py)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RowUpsert:

@@ -44,17 +44,14 @@ from cassandra import ConsistencyLevel
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
-from connectors.cassandra.events import Position
 from connectors.cassandra.schema import ColumnKind, TableSchema
 from operators.readback import Image, image_of, select_items, static_upsert_of, upsert_of
-from operators.row_ops import RowUpsert, Source
+from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
 
 MIN_TOKEN = -(2**63)
 MAX_TOKEN = 2**63 - 1
-INITIAL_LOAD_NODE = "initial-load"
-INITIAL_LOAD = Source(INITIAL_LOAD_NODE, Position(0, 0))
 """The source of loaded rows: no node, no commit-log position."""
 
 ROWS = Counter("cdc_initial_load_rows", "Rows emitted by the initial load", ["table"])

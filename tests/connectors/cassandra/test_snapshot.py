@@ -20,13 +20,12 @@ from cassandra import ConsistencyLevel
 
 from connectors.cassandra.schema import SchemaRegistry
 from connectors.cassandra.snapshot import (
-    INITIAL_LOAD,
     MAX_TOKEN,
     MIN_TOKEN,
     SnapshotSource,
     token_ranges,
 )
-from operators.row_ops import RowUpsert
+from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 WIDE = 40  # rows of the one wide partition: more than a page
 
