@@ -20,27 +20,17 @@ import time
 
 from clickhouse_connect.driver.binding import quote_identifier as q
 
-from benchmarks.sink_bench import TABLE, arguments, items_schema, report, run_cases, start_stack
+from benchmarks.sink_bench import TABLE, arguments, clickhouse_sink_part, report, run_cases
 from connectors.cassandra.events import Position
-from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
 from operators.row_ops import ClusteringBound, RangeDelete, Source
 
 
 def main() -> None:
     args = arguments(__doc__)
     from devstack import clickhouse
-    from devstack.certs import ensure_certificates
 
-    start_stack(clickhouse.ClickHouseService())
-    ks, schema = items_schema()
-    settings = ClickHouseSinkSettings(
-        host=clickhouse.HOST, port=clickhouse.HTTPS_PORT, database=clickhouse.DATABASE,
-        user="cdc_pipeline",
-        password_ref="openbao:cdc/clickhouse/pipeline#password",  # noqa: S106 - a reference
-        ca_cert=str(ensure_certificates().ca_cert))
-    sink = ClickHouseSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    ks, part = clickhouse_sink_part("bench_{ks}")
     step = f"bench_{ks}"
-    part = sink.build_part(step, "0", None)
     admin = clickhouse.connect("admin")
     table = f"{q('cdc')}.{q(f'{ks}__{TABLE}')}"
 

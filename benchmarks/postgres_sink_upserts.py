@@ -17,23 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from psycopg import sql
 
-from benchmarks.sink_bench import TABLE, arguments, items_schema, report, run_cases, start_stack
-from connectors.postgres import PostgresSink, PostgresSinkSettings
+from benchmarks.sink_bench import TABLE, arguments, postgres_sink_part, report, run_cases
 
 
 def main() -> None:
     args = arguments(__doc__)
-    from devstack import postgres
-    from devstack.certs import ensure_certificates
-
-    start_stack(postgres.PostgresService())
-    ks, schema = items_schema()
-    settings = PostgresSinkSettings(
-        host=postgres.HOST, port=postgres.PORT, dbname=postgres.DATABASE, user="cdc_pipeline",
-        password_ref="openbao:cdc/postgres/pipeline#password",  # noqa: S106 - a reference
-        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc")
-    sink = PostgresSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
-    part = sink.build_part("bench", "0", None)
+    ks, part = postgres_sink_part("bench")
 
     def truncate() -> None:
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition

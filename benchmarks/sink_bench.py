@@ -90,3 +90,37 @@ def report(results: dict[str, list[float]], rows: int, units: dict[str, str] | N
         unit = (units or {}).get(case, f"rows/s ({rows} rows/batch)")
         print(f"{case:6s} median {statistics.median(rates):,.0f} {unit} "
               f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+
+
+def postgres_sink_part(step: str):
+    """(keyspace, a partition of the real PostgreSQL sink) on the stack, for the items table."""
+    from connectors.postgres import PostgresSink, PostgresSinkSettings
+    from devstack import postgres
+    from devstack.certs import ensure_certificates
+
+    start_stack(postgres.PostgresService())
+    ks, schema = items_schema()
+    settings = PostgresSinkSettings(
+        host=postgres.HOST, port=postgres.PORT, dbname=postgres.DATABASE, user="cdc_pipeline",
+        password_ref="openbao:cdc/postgres/pipeline#password",  # noqa: S106 - a reference
+        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc")
+    sink = PostgresSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    return ks, sink.build_part(step, "0", None)
+
+
+def clickhouse_sink_part(step: str):
+    """(keyspace, a partition of the real ClickHouse sink) on the stack, for the items table.
+    STEP may hold "{ks}" (ClickHouse progress rows are per step and partition)."""
+    from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
+    from devstack import clickhouse
+    from devstack.certs import ensure_certificates
+
+    start_stack(clickhouse.ClickHouseService())
+    ks, schema = items_schema()
+    settings = ClickHouseSinkSettings(
+        host=clickhouse.HOST, port=clickhouse.HTTPS_PORT, database=clickhouse.DATABASE,
+        user="cdc_pipeline",
+        password_ref="openbao:cdc/clickhouse/pipeline#password",  # noqa: S106 - a reference
+        ca_cert=str(ensure_certificates().ca_cert))
+    sink = ClickHouseSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    return ks, sink.build_part(step.format(ks=ks), "0", None)

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from benchmarks.sink_bench import TABLE, items_schema, start_stack, upserts
+from benchmarks.sink_bench import TABLE, clickhouse_sink_part, postgres_sink_part, upserts
 
 CASES = ("new", "newer", "stale")
 TARGET = 0.5
@@ -85,18 +85,7 @@ class _Timed:
 def postgres_bench(args: argparse.Namespace) -> list[str]:
     from psycopg import sql
 
-    from connectors.postgres import PostgresSink, PostgresSinkSettings
-    from devstack import postgres
-    from devstack.certs import ensure_certificates
-
-    start_stack(postgres.PostgresService())
-    ks, schema = items_schema()
-    settings = PostgresSinkSettings(
-        host=postgres.HOST, port=postgres.PORT, dbname=postgres.DATABASE, user="cdc_pipeline",
-        password_ref="openbao:cdc/postgres/pipeline#password",  # noqa: S106 - a reference
-        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc")
-    sink = PostgresSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
-    part = sink.build_part("bench_raw", "0", None)
+    ks, part = postgres_sink_part("bench_raw")
     table = sql.Identifier(f"{ks}__{TABLE}")
     raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
     names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
@@ -150,20 +139,10 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
 def clickhouse_bench(args: argparse.Namespace) -> list[str]:
     from clickhouse_connect.driver.binding import quote_identifier as q
 
-    from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
     from devstack import clickhouse
-    from devstack.certs import ensure_certificates
 
-    start_stack(clickhouse.ClickHouseService())
-    ks, schema = items_schema()
-    settings = ClickHouseSinkSettings(
-        host=clickhouse.HOST, port=clickhouse.HTTPS_PORT, database=clickhouse.DATABASE,
-        user="cdc_pipeline",
-        password_ref="openbao:cdc/clickhouse/pipeline#password",  # noqa: S106 - a reference
-        ca_cert=str(ensure_certificates().ca_cert))
-    sink = ClickHouseSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
+    ks, part = clickhouse_sink_part("bench_raw_{ks}")
     step = f"bench_raw_{ks}"
-    part = sink.build_part(step, "0", None)
     admin = clickhouse.connect("admin")
     table = f"{q('cdc')}.{q(f'{ks}__{TABLE}')}"
     raw_table = f"{q('cdc')}.{q(f'{ks}__{TABLE}__raw')}"
