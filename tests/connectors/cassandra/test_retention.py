@@ -29,6 +29,7 @@ from connectors.cassandra.retention import (
 )
 from connectors.cassandra.source import CdcSource, NodeSpec
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentFile
+from tests.connectors.cassandra.crashing_sink import CrashingSink
 from tests.connectors.cassandra.golden_load import schemas
 from tests.connectors.cassandra.segment_writer import SegmentWriter
 
@@ -101,31 +102,14 @@ def test_a_finished_run_deletes_exactly_what_no_restart_can_need(node, recovery)
                              if i > floor.segment_id or (i == floor.segment_id and not floor.done)]
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("crash_after", [4, 13, 22, 31])
 def test_a_crash_at_any_moment_resumes_into_segments_still_present(
         node, recovery, crash_after):
     first_run: list = []
 
-    class CrashingSink(TestingSink):
-        def build(self, step_id, worker_index, worker_count):
-            part = super().build(step_id, worker_index, worker_count)
-            write = part.write_batch
-
-            def write_then_crash(items):
-                write(items)
-                if len(first_run) >= crash_after:
-                    raise Crash("the sink died mid-stream")
-
-            part.write_batch = write_then_crash
-            return part
-
     config = RecoveryConfig(str(recovery))
     with pytest.raises(Exception, match="error writing output batch"):
-        run_main(flow_of(node, recovery, CrashingSink(first_run)),
+        run_main(flow_of(node, recovery, CrashingSink(first_run, crash_after)),
                  epoch_interval=timedelta(0), recovery_config=config)
     deleted_before_restart = 100 + SEGMENTS - len(present(node))
     second_run: list = []

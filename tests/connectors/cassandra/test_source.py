@@ -14,6 +14,7 @@ from bytewax.testing import TestingSink, run_main
 from connectors.cassandra.events import ChangeEvent
 from connectors.cassandra.source import CdcPartition, CdcSource, NodeSpec
 from connectors.cassandra.tail import LocalSegmentStore
+from tests.connectors.cassandra.crashing_sink import CrashingSink
 from tests.connectors.cassandra.golden_load import schemas, unpack
 
 GOLDEN_EVENTS = 13  # what golden.py's DML writes to CDC tables (test_golden_segments.py)
@@ -82,10 +83,6 @@ def test_a_partition_rebuilt_from_its_snapshot_continues_exactly(nodes):
     assert [key(i) for i in head + resumed] == [key(i) for i in everything]
 
 
-class Crash(Exception):
-    pass
-
-
 def test_after_a_crash_recovery_resumes_without_losing_a_change(nodes, tmp_path):
     recovery = tmp_path / "recovery"
     recovery.mkdir()
@@ -93,23 +90,10 @@ def test_after_a_crash_recovery_resumes_without_losing_a_change(nodes, tmp_path)
     config = RecoveryConfig(str(recovery))
     first_run: list = []
 
-    class CrashingSink(TestingSink):
-        def build(self, step_id, worker_index, worker_count):
-            part = super().build(step_id, worker_index, worker_count)
-            write = part.write_batch
-
-            def write_then_crash(items):
-                write(items)
-                if len(first_run) >= 10:
-                    raise Crash("sink died mid-stream")
-
-            part.write_batch = write_then_crash
-            return part
-
     flow = Dataflow("capture")
     stream = op.input("cdc", flow, CdcSource(nodes, schemas_for(nodes), max_records=3,
                                              until_caught_up=True))
-    op.output("out", stream, CrashingSink(first_run))
+    op.output("out", stream, CrashingSink(first_run, 10))
     with pytest.raises(Exception, match="error writing output batch"):  # Bytewax wraps it
         run_main(flow, epoch_interval=timedelta(0), recovery_config=config)
 
