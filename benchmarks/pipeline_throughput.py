@@ -194,7 +194,7 @@ class Bench:
                 node["start_at"] = {"segment_id": start.segment_id, "offset": start.offset}
             nodes.append(node)
         (self.folder / "masking.json").write_text(json.dumps(
-            masking_policy(self.name, table, cdc_load.masking_columns()), indent=1))
+            masking_policy(self.name, {table: cdc_load.masking_columns()}), indent=1))
         config = self.folder / f"pipeline-{label}.json"
         config.write_text(json.dumps({
             "cassandra": {

@@ -83,6 +83,9 @@ class DestinationSettings:
     ca_cert: Path
     partitions: int
     options: Mapping[str, Any]  # kind-specific, validated by the sink
+    # The captured tables ("keyspace.table") this destination receives; empty: every one
+    # (TimescaleDB: every table with a time column, see dataflows/flow.py).
+    tables: tuple[str, ...] = ()
     # Writes go through a durable local spool drained by a thread (connectors/spool.py,
     # docs/adr/0006), so this destination being down stalls no other; False: written inline.
     spool: bool = True
@@ -222,6 +225,7 @@ def _destination(section: _Section) -> DestinationSettings:
         ca_cert=section.path("ca_cert"),
         partitions=section.integer("partitions", default=2, low=1, high=256),
         options=section.mapping("options", default={}),
+        tables=tuple(section.strings("tables", default=[])),
         spool=section.boolean("spool", default=True),
     )
     section.done()
@@ -234,18 +238,29 @@ def _check_cross_references(settings: PipelineSettings) -> None:
         if names.index(name) != index:
             raise ConfigError(f"pipeline.cassandra.nodes[{index}].name",
                               f"{name!r} is used twice: node names key the capture's partitions")
-    for index, table in enumerate(settings.cassandra.tables):
-        keyspace, dot, name = table.partition(".")
-        if not dot or not name:
-            raise ConfigError(f"pipeline.cassandra.tables[{index}]",
-                              f"{table!r} is not keyspace.table")
-        if keyspace not in settings.cassandra.keyspaces:
-            raise ConfigError(f"pipeline.cassandra.tables[{index}]",
-                              f"keyspace {keyspace!r} is not in pipeline.cassandra.keyspaces")
+    _check_tables("pipeline.cassandra.tables", settings.cassandra.tables, settings.cassandra)
     destinations = [d.name for d in settings.destinations]
     for index, name in enumerate(destinations):
         if destinations.index(name) != index:
             raise ConfigError(f"pipeline.destinations[{index}].name", f"{name!r} is used twice")
+    for index, destination in enumerate(settings.destinations):
+        _check_tables(f"pipeline.destinations[{index}].tables", destination.tables,
+                      settings.cassandra)
+
+
+def _check_tables(path: str, tables: tuple[str, ...], cassandra: CassandraSettings) -> None:
+    """Each of TABLES is keyspace.table, of a captured keyspace (and of the captured tables
+    when pipeline.cassandra.tables names them)."""
+    for index, table in enumerate(tables):
+        keyspace, dot, name = table.partition(".")
+        if not dot or not name:
+            raise ConfigError(f"{path}[{index}]", f"{table!r} is not keyspace.table")
+        if keyspace not in cassandra.keyspaces:
+            raise ConfigError(f"{path}[{index}]",
+                              f"keyspace {keyspace!r} is not in pipeline.cassandra.keyspaces")
+        if cassandra.tables and tables is not cassandra.tables and table not in cassandra.tables:
+            raise ConfigError(f"{path}[{index}]",
+                              f"{table!r} is not in pipeline.cassandra.tables")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

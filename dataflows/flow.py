@@ -56,8 +56,15 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     split = op.branch("changes_or_dead_letters", captured,
                       lambda item: isinstance(item, ChangeEvent))
     op.output("dead_letter", split.falses, DeadLetterSink(settings.dead_letter_dir))
+    changes = split.trues
+    if settings.cassandra.tables:
+        # The capture decodes every CDC table of the keyspaces (a mutation may hold several);
+        # only the configured ones go on.
+        captured_tables = frozenset(settings.cassandra.tables)
+        changes = op.filter("captured_tables", changes,
+                            lambda event: f"{event.keyspace}.{event.table}" in captured_tables)
 
-    deduped = deduplicate("dedup", split.trues)
+    deduped = deduplicate("dedup", changes)
     # Lambdas, not bound methods of runtime's lazy properties: nothing may connect while the
     # flow is being defined.
     # A micro-batch at a time: reads of different partitions in flight together
@@ -72,8 +79,32 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
                              lambda o: partition_key_of(runtime, o))
     for destination in settings.destinations:
-        op.output(destination.name, by_partition, _sink(destination, runtime))
+        sink = _sink(destination, runtime)
+        tables = destination_tables(destination)
+        routed = by_partition if tables is None else op.filter(
+            f"{destination.name}_tables", by_partition,
+            lambda item, tables=tables: f"{item[1].keyspace}.{item[1].table}" in tables)
+        op.output(destination.name, routed, sink)
     return flow
+
+
+def destination_tables(destination: DestinationSettings) -> frozenset[str] | None:
+    """The tables ("keyspace.table") DESTINATION receives; None: every captured one.
+
+    A TimescaleDB destination receives the tables with a time column
+    (options.time_columns) unless it names its own, which must all have one: a hypertable
+    needs its time column, and a table without one is not time-series data."""
+    tables = frozenset(destination.tables) or None
+    if destination.kind != "timescale":
+        return tables
+    with_time = frozenset(destination.options.get("time_columns", {}))
+    if tables is None:
+        return with_time
+    for index, table in enumerate(destination.tables):
+        if table not in with_time:
+            raise ConfigError(f"pipeline.destinations.{destination.name}.tables[{index}]",
+                              f"{table!r} has no time column in options.time_columns")
+    return tables
 
 
 def _initial_cursors(settings: PipelineSettings) -> dict[str, Cursor | None]:

@@ -6,6 +6,7 @@ from OpenBao with the pipeline's least-privilege token (see devstack/openbao.py)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -162,8 +163,8 @@ def cassandra_keyspace(cassandra_clusters, creds):
             cluster.shutdown()
 
 
-@pytest.fixture
-def postgres_schema(postgres_service, creds):
+@contextlib.contextmanager
+def _fresh_schema(creds):
     """A fresh schema in database `cdc` where the pipeline role may create tables; dropped after."""
     from psycopg import sql
 
@@ -174,9 +175,27 @@ def postgres_schema(postgres_service, creds):
     with postgres.connect(role="admin", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
             sql.Identifier(name), sql.Identifier(pipeline)))
-    yield name
-    with postgres.connect(role="admin", autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with postgres.connect(role="admin", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_schema(postgres_service, creds):
+    """A fresh schema in database `cdc` where the pipeline role may create tables; dropped after."""
+    with _fresh_schema(creds) as name:
+        yield name
+
+
+@pytest.fixture
+def timescale_schema(postgres_service, creds):
+    """Another fresh schema, for a TimescaleDB destination beside a PostgreSQL one (CI's
+    PostgreSQL has no timescaledb extension: the sink runs with when_missing "plain")."""
+    with _fresh_schema(creds) as name:
+        yield name
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ class Pipeline:
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(self.recovery), "2"],
                        check=True)
         (directory / "masking.json").write_text(
-            json.dumps(masking_policy(keyspace, "patients", COLUMN_RULES)))
+            json.dumps(masking_policy(keyspace, {"patients": COLUMN_RULES})))
         self.config = directory / "pipeline.json"
         self.config.write_text(json.dumps({
             **config, "masking_policy": str(directory / "masking.json"),

@@ -8,13 +8,14 @@ from typing import Any
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 
 
-def masking_policy(keyspace: str, table: str, columns: dict[str, dict]) -> dict:
-    """A masking policy for one table, keys from the stack's OpenBao."""
+def masking_policy(keyspace: str, tables: dict[str, dict[str, dict]]) -> dict:
+    """A masking policy for TABLES of one keyspace (table -> column rules), keys from the
+    stack's OpenBao."""
     return {"masking": {
         "version": 1,
         "hmac": {"key": "openbao:cdc/masking#hmac_key"},
         "tokenize": {"mount": "transit", "key": "cdc-tokenization"},
-        "tables": {keyspace: {table: {"columns": columns}}},
+        "tables": {keyspace: {table: {"columns": columns} for table, columns in tables.items()}},
     }}
 
 
@@ -33,6 +34,14 @@ def postgres_destination(schema: str, ca_cert: str) -> dict:
         "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
         "ca_cert": ca_cert, "partitions": 2, "options": {"schema": schema},
     }
+
+
+def timescale_destination(schema: str, ca_cert: str, time_columns: dict[str, str]) -> dict:
+    """A TimescaleDB destination on the stack's PostgreSQL, which has no timescaledb extension
+    (../shared/docs/stack.md): plain tables with a warning; the same SQL path otherwise."""
+    return {**postgres_destination(schema, ca_cert), "kind": "timescale", "name": "timescale",
+            "options": {"schema": schema, "time_columns": time_columns,
+                        "when_missing": "plain"}}
 
 
 def clickhouse_destination(ca_cert: str) -> dict:

@@ -130,3 +130,34 @@ def test_cdc_total_space_is_given_in_mebibytes(example):
     example["cassandra"]["cdc_total_space_mb"] = 0
     with pytest.raises(ConfigError, match=r"cdc_total_space_mb: 0 is out of range"):
         parse(example)
+
+
+def test_a_destination_s_tables_are_captured_tables(example):
+    example["destinations"][0]["tables"] = ["clinic.patients", "billing.invoices"]
+    with pytest.raises(ConfigError, match=r"pipeline\.destinations\[0\]\.tables\[1\]: "
+                                          r"keyspace 'billing' is not in"):
+        parse(example)
+    example["cassandra"]["tables"] = ["clinic.visits"]
+    example["destinations"][0]["tables"] = ["clinic.patients"]
+    with pytest.raises(ConfigError, match=r"tables\[0\]: 'clinic.patients' is not in "
+                                          r"pipeline\.cassandra\.tables"):
+        parse(example)
+    example["destinations"][0]["tables"] = ["clinic.visits"]
+    assert parse(example).destinations[0].tables == ("clinic.visits",)
+
+
+def test_a_timescale_destination_receives_the_tables_with_a_time_column(example):
+    from dataflows.flow import destination_tables
+
+    example["destinations"][0].update(kind="timescale", options={
+        "when_missing": "plain", "time_columns": {"clinic.visits": "at"}})
+    assert destination_tables(parse(example).destinations[0]) == {"clinic.visits"}
+    example["destinations"][0]["tables"] = ["clinic.visits", "clinic.patients"]
+    with pytest.raises(ConfigError, match=r"destinations\.postgres\.tables\[1\]: 'clinic."
+                                          r"patients' has no time column in options\."):
+        destination_tables(parse(example).destinations[0])
+    example["destinations"][0]["kind"] = "postgres"
+    assert destination_tables(parse(example).destinations[0]) == {
+        "clinic.visits", "clinic.patients"}
+    del example["destinations"][0]["tables"]
+    assert destination_tables(parse(example).destinations[0]) is None

@@ -57,7 +57,7 @@ def test_existing_rows_are_loaded_and_later_changes_win(
     sess.execute(f"INSERT INTO {ks}.patients (id, marker) VALUES (2000, %s)", (loaded_marker,))
     wait_durable(store, before, loaded_marker.encode())
     policy_file = tmp_path / "masking.json"
-    policy_file.write_text(json.dumps(masking_policy(bare, "patients", COLUMN_RULES)))
+    policy_file.write_text(json.dumps(masking_policy(bare, {"patients": COLUMN_RULES})))
     cassandra = cassandra_section(info, bare, {"name": "c7-node1", "cdc_raw": str(store.directory)},
                                   openbao_env["BAO_CACERT"])
     settings = parse({
