@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from psycopg import sql
@@ -36,6 +37,17 @@ COLUMN_RULES = {
 }
 TABLE_DDL = ("CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
              "visits int, note text) WITH cdc = true")
+# Time-series rows for a TimescaleDB destination too (its time column, `at`, is in the key).
+VISITS_DDL = ("CREATE TABLE {ks}.visits (patient int, at timestamp, diagnosis text, "
+              "PRIMARY KEY (patient, at)) WITH cdc = true")
+VISIT_COLUMNS = ["patient", "at", "diagnosis"]
+VISIT_RULES = {
+    "patient": {"class": "none", "reason": "surrogate key, no personal data"},
+    "at": {"class": "none", "reason": "visit time, no personal data"},
+    "diagnosis": {"class": "diagnosis", "strategy": "hmac"},
+}
+TABLES = {"patients": COLUMNS, "visits": VISIT_COLUMNS}  # the oracle's columns per table
+VISITS_FROM = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 class Pipeline:
@@ -51,7 +63,8 @@ class Pipeline:
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(self.recovery), "2"],
                        check=True)
         (directory / "masking.json").write_text(
-            json.dumps(masking_policy(keyspace, {"patients": COLUMN_RULES})))
+            json.dumps(masking_policy(keyspace, {"patients": COLUMN_RULES,
+                                                 "visits": VISIT_RULES})))
         self.config = directory / "pipeline.json"
         self.config.write_text(json.dumps({
             **config, "masking_policy": str(directory / "masking.json"),
@@ -121,12 +134,15 @@ def _free_ports(count: int) -> list[int]:
 
 class Workload:
     """Inserts, updates (with a few KB), deletes and write-once rows, until stopped and at least
-    3 x ROWS statements were written."""
+    3 x ROWS statements were written. With VISITS, a fifth of the statements write the visits
+    table (VISITS_DDL): upserts, row deletes and partition deletes."""
 
-    def __init__(self, sess, keyspace: str, *, seed: int = 7, consistency=None) -> None:
+    def __init__(self, sess, keyspace: str, *, seed: int = 7, consistency=None,
+                 visits: bool = False) -> None:
         self._sess = sess
         self._ks = keyspace
         self._seed = seed
+        self._visits = visits
         self._consistency = consistency
         self._writing = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -153,6 +169,7 @@ class Workload:
                                "VALUES (?, ?, ?, ?)")
         update = self._prepare(f"UPDATE {ks}.patients SET visits = ?, note = ? WHERE id = ?")
         delete = self._prepare(f"DELETE FROM {ks}.patients WHERE id = ?")
+        visits = self._visit_statements() if self._visits else None
         rng = random.Random(self._seed)
         step = 0
         once = ROWS  # ids from ROWS up are written exactly once: losing that one change shows
@@ -160,7 +177,9 @@ class Workload:
             i = rng.randrange(ROWS)
             choice = rng.random()
             try:
-                if choice < 0.3:
+                if visits is not None and rng.random() < 0.2:
+                    self._write_visit(visits, rng, step)
+                elif choice < 0.3:
                     self._sess.execute(insert, (i, f"Name{i}-{step}", f"p{i}.{step}@example.org",
                                                 step))
                 elif choice < 0.6:
@@ -177,32 +196,66 @@ class Workload:
             self.statements = step
             time.sleep(0.005)
 
+    def _visit_statements(self) -> tuple:
+        ks = self._ks
+        return (self._prepare(f"INSERT INTO {ks}.visits (patient, at, diagnosis) "
+                              "VALUES (?, ?, ?)"),
+                self._prepare(f"DELETE FROM {ks}.visits WHERE patient = ? AND at = ?"),
+                self._prepare(f"DELETE FROM {ks}.visits WHERE patient = ?"))
+
+    def _write_visit(self, statements: tuple, rng: random.Random, step: int) -> None:
+        upsert, delete_row, delete_partition = statements
+        patient, at = rng.randrange(20), VISITS_FROM + timedelta(hours=rng.randrange(30))
+        choice = rng.random()
+        if choice < 0.8:
+            self._sess.execute(upsert, (patient, at, f"D{step}"))
+        elif choice < 0.95:
+            self._sess.execute(delete_row, (patient, at))
+        else:
+            self._sess.execute(delete_partition, (patient,))
+
 
 def converge(sess, keyspace: str, bare: str, masker,
-             readers: Mapping[str, Callable[[], list[tuple]]], *, timeout: float,
-             consistency=None) -> tuple[list[tuple], dict[str, list[tuple]]]:
-    """Poll until every destination (READERS: name -> its rows) equals Cassandra (masked) or
-    TIMEOUT passes: (expected, {name: rows found})."""
-    from cassandra.query import SimpleStatement
-
-    query = SimpleStatement(f"SELECT * FROM {keyspace}.patients",  # noqa: S608
-                            consistency_level=consistency)
-    expected: list[tuple] = []
+             readers: Mapping[str, tuple[str, Callable[[], list[tuple]]]], *, timeout: float,
+             consistency=None) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]]]:
+    """Poll until every destination table (READERS: name -> (Cassandra table, its rows))
+    equals Cassandra's table (masked) or TIMEOUT passes: ({table: expected rows},
+    {name: rows found})."""
+    expected: dict[str, list[tuple]] = {}
     found: dict[str, list[tuple]] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = [{c: getattr(r, c) for c in COLUMNS} for r in sess.execute(query)]
-        expected = sorted(tuple(r[c] for c in COLUMNS)
-                          for r in masker.mask_rows(bare, "patients", rows))
-        found = {name: sorted(read()) for name, read in readers.items()}
-        if all(rows == expected for rows in found.values()):
+        expected = {table: cassandra_rows(sess, keyspace, bare, table, masker,
+                                          consistency=consistency)
+                    for table in {table for table, _ in readers.values()}}
+        found = {name: sorted(map(_utc, read())) for name, (_, read) in readers.items()}
+        if all(found[name] == expected[table] for name, (table, _) in readers.items()):
             break
         time.sleep(2)
     return expected, found
 
 
-def clickhouse_query(keyspace: str, what: str) -> list[tuple]:
-    """WHAT from the ClickHouse sink's current-state view of the patients table."""
+def cassandra_rows(sess, keyspace: str, bare: str, table: str, masker, *,
+                   consistency=None) -> list[tuple]:
+    """TABLE's rows in Cassandra through MASKER, as the oracle compares them (TABLES' columns,
+    timestamps in UTC), sorted."""
+    from cassandra.query import SimpleStatement
+
+    columns = TABLES[table]
+    query = SimpleStatement(f"SELECT * FROM {keyspace}.{table}",  # noqa: S608
+                            consistency_level=consistency)
+    rows = [{c: getattr(r, c) for c in columns} for r in sess.execute(query)]
+    return sorted(_utc(tuple(r[c] for c in columns)) for r in masker.mask_rows(bare, table, rows))
+
+
+def _utc(row: tuple) -> tuple:
+    """ROW with naive datetimes (the Cassandra driver's, UTC) made aware, as PostgreSQL's are."""
+    return tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+                 for v in row)
+
+
+def clickhouse_query(keyspace: str, what: str, table: str = "patients") -> list[tuple]:
+    """WHAT from the ClickHouse sink's current-state view of TABLE."""
     from clickhouse_connect.driver.binding import quote_identifier
 
     from devstack import clickhouse
@@ -210,7 +263,7 @@ def clickhouse_query(keyspace: str, what: str) -> list[tuple]:
     client = clickhouse.connect("admin")
     try:
         return [tuple(row) for row in client.query(
-            f"SELECT {what} FROM cdc.{quote_identifier(keyspace + '__patients__current')}"
+            f"SELECT {what} FROM cdc.{quote_identifier(f'{keyspace}__{table}__current')}"
         ).result_rows]
     except Exception:  # noqa: BLE001 - the table appears with the sink's first batch
         return []
@@ -218,10 +271,18 @@ def clickhouse_query(keyspace: str, what: str) -> list[tuple]:
         client.close()
 
 
-def clickhouse_rows(keyspace: str) -> list[tuple]:
+def clickhouse_rows(keyspace: str, table: str = "patients") -> list[tuple]:
+    """TABLE's current rows in ClickHouse, timestamps (Int64 milliseconds there, see
+    docs/type-mapping.md) as datetimes."""
     from clickhouse_connect.driver.binding import quote_identifier
 
-    return clickhouse_query(keyspace, ", ".join(map(quote_identifier, COLUMNS)))
+    columns = TABLES[table]
+    rows = clickhouse_query(keyspace, ", ".join(map(quote_identifier, columns)), table)
+    if "at" not in columns:
+        return rows
+    at = columns.index("at")
+    return [(*row[:at], datetime.fromtimestamp(row[at] / 1000, UTC), *row[at + 1:])
+            for row in rows]
 
 
 def drop_clickhouse_tables(keyspace: str) -> None:
@@ -232,20 +293,21 @@ def drop_clickhouse_tables(keyspace: str) -> None:
 
     client = clickhouse.connect("admin")
     try:
-        for suffix in ("__patients__current", "__patients"):
+        for suffix in ("__patients__current", "__patients", "__visits__current", "__visits"):
             client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(keyspace + suffix)}")
     finally:
         client.close()
 
 
-def destination_rows(schema: str, keyspace: str) -> list[tuple]:
+def destination_rows(schema: str, keyspace: str, table: str = "patients") -> list[tuple]:
+    """TABLE's current rows in a PostgreSQL (or TimescaleDB) destination's SCHEMA."""
     from devstack import postgres
 
-    view = sql.Identifier(schema, f"{keyspace}__patients__current")
+    view = sql.Identifier(schema, f"{keyspace}__{table}__current")
     try:
         with postgres.connect(role="admin") as conn:
             return conn.execute(sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), view)).fetchall()
+                sql.SQL(", ").join(map(sql.Identifier, TABLES[table])), view)).fetchall()
     except Exception:  # noqa: BLE001 - the view appears with the sink's first batch
         return []
 

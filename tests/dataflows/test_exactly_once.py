@@ -1,8 +1,10 @@
 """Exactly-once effects under SIGKILL: the pipeline is killed at random moments, again and again,
 while a workload runs; restarted from Bytewax's recovery store (sometimes with another worker
-count), it must leave PostgreSQL and ClickHouse equal to Cassandra through the same masking: no
-row missing, extra or stale (tests/dataflows/kill_harness.py). Runs alternate between 1 worker,
-2 worker threads and 2 processes.
+count), it must leave PostgreSQL, ClickHouse and TimescaleDB equal to Cassandra through the same
+masking: no row missing, extra or stale (tests/dataflows/kill_harness.py). Two tables: patients
+(to PostgreSQL and ClickHouse) and visits, time-series rows with row and partition deletes (to
+all three; TimescaleDB on CI's plain PostgreSQL, see ../shared/docs/stack.md). Runs alternate
+between 1 worker, 2 worker threads and 2 processes.
 
 The pipeline deletes consumed cdc_raw segments as it goes (docs/adr/0004): a restart that
 resumed into a deleted segment would fail (SegmentVanishedError) or lose its changes.
@@ -17,6 +19,7 @@ import pytest
 
 from tests.dataflows.kill_harness import (
     TABLE_DDL,
+    VISITS_DDL,
     Pipeline,
     Workload,
     clickhouse_rows,
@@ -30,6 +33,7 @@ from tests.dataflows.pipeline_files import (
     cassandra_section,
     clickhouse_destination,
     postgres_destination,
+    timescale_destination,
 )
 
 KILLS = 6
@@ -38,20 +42,31 @@ CONVERGE = 180.0  # seconds for PostgreSQL to catch up after the last restart
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env
+    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, timescale_schema,
+    openbao_env
 ):
     rng = random.Random(20261126)
     table = captured_table(cassandra_keyspace, cassandra_clusters, TABLE_DDL)
     sess, ks, bare, info = table.session, table.keyspace, table.bare, table.info
     store, start, node = table.store, table.start, table.node()
+    sess.execute(VISITS_DDL.format(ks=ks))
+    ca = openbao_env["BAO_CACERT"]
     pipeline = Pipeline(tmp_path, bare, {
-        "cassandra": cassandra_section(info, bare, node, openbao_env["BAO_CACERT"]),
+        "cassandra": cassandra_section(info, bare, node, ca),
         "batching": {"max_records": 100},
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
-                         clickhouse_destination(openbao_env["BAO_CACERT"])],
+        "destinations": [postgres_destination(postgres_schema, ca), clickhouse_destination(ca),
+                         timescale_destination(timescale_schema, ca, {f"{bare}.visits": "at"})],
     }, openbao_env)
 
-    workload = Workload(sess, ks)
+    workload = Workload(sess, ks, visits=True)
+    readers = {  # destination table: (Cassandra table, its rows)
+        "postgres patients": ("patients", lambda: destination_rows(postgres_schema, bare)),
+        "clickhouse patients": ("patients", lambda: clickhouse_rows(bare)),
+        "postgres visits": ("visits", lambda: destination_rows(postgres_schema, bare, "visits")),
+        "clickhouse visits": ("visits", lambda: clickhouse_rows(bare, "visits")),
+        "timescale visits": ("visits",
+                             lambda: destination_rows(timescale_schema, bare, "visits")),
+    }
     pipeline.start(1)
     workload.start()
     kills = 0
@@ -68,17 +83,15 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             else:
                 pipeline.start(2 if kill % 2 == 0 else 1)
         workload.stop()
-        expected, found = converge(
-            sess, ks, bare, pipeline.masker(),
-            {"postgres": lambda: destination_rows(postgres_schema, bare),
-             "clickhouse": lambda: clickhouse_rows(bare)}, timeout=CONVERGE)
+        expected, found = converge(sess, ks, bare, pipeline.masker(), readers,
+                                   timeout=CONVERGE)
     finally:
         workload.stop()
         pipeline.close()
         drop_clickhouse_tables(bare)
 
     assert kills == KILLS
-    assert expected, "the workload left rows in Cassandra"
+    assert expected["patients"] and expected["visits"], "the workload left rows in Cassandra"
     # The restarts really resumed from committed snapshots (not from the start every time).
     resumed_at = pipeline.resume_epochs()
     assert len(resumed_at) == KILLS + 1 and max(resumed_at) > 1, resumed_at
@@ -87,5 +100,6 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     assert any(i not in remaining for i in consumed), "consumed segments were deleted"
     assert "SegmentVanishedError" not in pipeline.log_text()
     for destination, rows in found.items():
-        problem = difference(expected, rows, str(pipeline.log_path))
+        table = readers[destination][0]
+        problem = difference(expected[table], rows, str(pipeline.log_path))
         assert problem is None, f"{destination}, after {kills} SIGKILLs: {problem}"
