@@ -1,7 +1,9 @@
 """One destination down does not stop the others (docs/adr/0006): the pipeline runs with
-PostgreSQL and ClickHouse under a continuous workload, PostgreSQL becomes unreachable for 60 s,
-ClickHouse keeps receiving rows meanwhile, PostgreSQL catches up afterwards, both end equal to
-Cassandra through the same masking, and the pipeline's memory stays bounded.
+PostgreSQL, ClickHouse and TimescaleDB under a continuous workload, PostgreSQL becomes
+unreachable for 60 s, ClickHouse keeps receiving rows meanwhile, PostgreSQL catches up
+afterwards, all three end equal to Cassandra through the same masking, and the pipeline's memory
+stays bounded. (The TimescaleDB destination, plain PostgreSQL in CI, reaches the server directly:
+it is another destination, not the one cut.)
 
 The shared PostgreSQL server is never stopped: the pipeline reaches it through a TCP proxy in
 this test (byte forwarding, so TLS passes through untouched; it listens on 127.0.0.1, the name
@@ -20,11 +22,12 @@ import pytest
 from psycopg import sql
 
 from tests.dataflows.kill_harness import (
-    COLUMNS,
     TABLE_DDL,
+    VISITS_DDL,
     Pipeline,
     Workload,
     _free_ports,
+    cassandra_rows,
     clickhouse_query,
     clickhouse_rows,
     destination_rows,
@@ -36,6 +39,7 @@ from tests.dataflows.pipeline_files import (
     cassandra_section,
     clickhouse_destination,
     postgres_destination,
+    timescale_destination,
 )
 
 OUTAGE = 60.0
@@ -156,18 +160,14 @@ def spool_metrics(port: int) -> dict[str, float]:
     return found
 
 
-def expected_rows(sess, keyspace: str, bare: str, masker) -> list[tuple]:
-    rows = [{c: getattr(r, c) for c in COLUMNS}
-            for r in sess.execute(f"SELECT * FROM {keyspace}.patients")]  # noqa: S608
-    return sorted(tuple(r[c] for c in COLUMNS) for r in masker.mask_rows(bare, "patients", rows))
-
-
 @pytest.mark.slow
 def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
-    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env
+    tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, timescale_schema,
+    openbao_env
 ):
     table = captured_table(cassandra_keyspace, cassandra_clusters, TABLE_DDL)
     sess, ks, bare, info, node = table.session, table.keyspace, table.bare, table.info, table.node()
+    sess.execute(VISITS_DDL.format(ks=ks))
     proxy = CuttableProxy(54329)
     proxy.restore()
     ca = openbao_env["BAO_CACERT"]
@@ -176,10 +176,11 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
         "cassandra": cassandra_section(info, bare, node, ca),
         "batching": {"max_records": 100},
         "destinations": [{**postgres_destination(postgres_schema, ca), "port": proxy.port},
-                         clickhouse_destination(ca)],
+                         clickhouse_destination(ca),
+                         timescale_destination(timescale_schema, ca, {f"{bare}.visits": "at"})],
     }, {**openbao_env, "BYTEWAX_DATAFLOW_API_ENABLED": "true",
         "BYTEWAX_DATAFLOW_API_PORT": str(api_port)})
-    workload = Workload(sess, ks)
+    workload = Workload(sess, ks, visits=True)
     samples: list[tuple[float, int, int, int]] = []  # (seconds into the outage, rss, ch, pg)
     try:
         pipeline.start(1)
@@ -210,12 +211,15 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
         masker = pipeline.masker()
         caught_up_after = None
         while time.monotonic() - restored_at < CONVERGE:
-            expected = expected_rows(sess, ks, bare, masker)
+            expected = cassandra_rows(sess, ks, bare, "patients", masker)
+            visits = cassandra_rows(sess, ks, bare, "visits", masker)
             in_postgres = sorted(destination_rows(postgres_schema, bare))
             if in_postgres == expected and caught_up_after is None:
                 caught_up_after = time.monotonic() - restored_at
             in_clickhouse = sorted(clickhouse_rows(bare))
-            if caught_up_after is not None and in_clickhouse == expected:
+            in_timescale = sorted(destination_rows(timescale_schema, bare, "visits"))
+            if caught_up_after is not None and in_clickhouse == expected and \
+                    in_timescale == visits:
                 break
             time.sleep(2)
         after = spool_metrics(api_port)
@@ -245,5 +249,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     # Caught up, nothing lost, nothing extra, in both.
     assert caught_up_after is not None, difference(expected, in_postgres, str(pipeline.log_path))
     assert in_clickhouse == expected, f"ClickHouse differs; see {pipeline.log_path}"
+    assert visits and in_timescale == visits, \
+        f"TimescaleDB: {difference(visits, in_timescale, str(pipeline.log_path))}"
     assert after.get("cdc_spool_undrained_bytes") == 0, after
     assert "transient" in pipeline.log_text()  # the PostgreSQL sink saw the outage
