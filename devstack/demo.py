@@ -1,11 +1,16 @@
-"""The demo: patient-like data full of PII/PHI, captured from the commit log into PostgreSQL and
-ClickHouse.
+"""The demo: patient-like data full of PII/PHI, captured from the commit log into PostgreSQL,
+ClickHouse and TimescaleDB.
 
 `python -m devstack.demo` (what `scripts/demo` runs) on a running stack: creates the keyspace
-`clinic`, writes the pipeline's configuration and masking policy under the stack home, starts
-`python -m bytewax.run dataflows.main`, writes a load (inserts, partial updates, deletes),
-waits for PostgreSQL to catch up and prints what arrived: counts on both sides, lag, and masked
-samples. The pipeline is stopped at the end; its log stays in the stack home.
+`clinic` (patients, and their vitals as time series), writes the pipeline's configuration and
+masking policy under the stack home, starts `python -m bytewax.run dataflows.main`, writes a
+load (inserts, partial updates, deletes), waits for every destination to catch up and prints
+what arrived: counts on every side, lag, and masked samples. The pipeline is stopped at the end;
+its log stays in the stack home.
+
+The TimescaleDB destination writes the vitals into schema `timescale` of the stack's PostgreSQL,
+which has no timescaledb extension (../shared/docs/stack.md): the sink runs with
+when_missing "plain", makes plain tables and logs the hypertable statements it skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 
 from psycopg import sql
 
@@ -39,6 +44,9 @@ SCHEMA = [
     f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.patients (id uuid PRIMARY KEY, first_name text, "
     "last_name text, email text, phone text, ssn text, address text, date_of_birth date, "
     "mrn text, diagnosis text, prescription text, lab_result text, weight_kg double) "
+    "WITH cdc = true",
+    f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.vitals (patient uuid, taken_at timestamp, "
+    "heart_rate int, systolic int, diastolic int, note text, PRIMARY KEY (patient, taken_at)) "
     "WITH cdc = true",
     f"GRANT SELECT ON KEYSPACE {KEYSPACE} TO cdc_pipeline",
 ]
@@ -61,13 +69,29 @@ POLICY = {"masking": {
         "prescription": {"class": "prescription", "strategy": "redact"},
         "lab_result": {"class": "lab_result", "strategy": "redact"},
         "weight_kg": {"class": "none", "reason": "not identifying on its own"},
+    }}, "vitals": {"columns": {
+        "patient": {"class": "none", "reason": "random surrogate key"},
+        "taken_at": {"class": "none", "reason": "measurement time, not identifying on its own"},
+        "heart_rate": {"class": "none", "reason": "not identifying on its own"},
+        "systolic": {"class": "none", "reason": "not identifying on its own"},
+        "diastolic": {"class": "none", "reason": "not identifying on its own"},
+        "note": {"class": "other_phi", "strategy": "redact"},
     }}}},
 }}
+TIMESCALE_SCHEMA = "timescale"
+# (destination, its table holding the current rows of a Cassandra table), as reported.
+DESTINATION_TABLES = {"patients": ("PostgreSQL", "ClickHouse"),
+                      "vitals": ("PostgreSQL", "ClickHouse", "TimescaleDB")}
 
 
 def _configuration(folder) -> dict:
     info = cassandra.cluster_info(7)
     ca = str(ensure_certificates().ca_cert)
+    postgres_destination = {
+        "kind": "postgres", "host": postgres.HOST, "port": postgres.PORT, "database": "cdc",
+        "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
+        "ca_cert": ca, "partitions": 2, "options": {"schema": "cdc"},
+    }
     return {
         "cassandra": {
             "contact_points": info.contact_points, "port": info.port, "username": "cdc_pipeline",
@@ -79,10 +103,11 @@ def _configuration(folder) -> dict:
         "batching": {"max_records": 500},
         "masking_policy": str(folder / "masking.json"),
         "dead_letter_dir": str(folder / "dead-letter"),
-        "destinations": [{
-            "kind": "postgres", "host": postgres.HOST, "port": postgres.PORT, "database": "cdc",
-            "username": "cdc_pipeline", "password": "openbao:cdc/postgres/pipeline#password",
-            "ca_cert": ca, "partitions": 2, "options": {"schema": "cdc"},
+        "destinations": [postgres_destination, {
+            **postgres_destination, "kind": "timescale", "name": "timescale",
+            "options": {"schema": TIMESCALE_SCHEMA, "when_missing": "plain",
+                        "time_columns": {f"{KEYSPACE}.vitals": "taken_at"},
+                        "chunk_intervals": {f"{KEYSPACE}.vitals": "1 day"}},
         }, {
             "kind": "clickhouse", "host": clickhouse.HOST, "port": clickhouse.HTTPS_PORT,
             "database": "cdc", "username": "cdc_pipeline",
@@ -143,16 +168,28 @@ def _reset(sess) -> None:
     """Each run starts from nothing on every side, so the counts it prints compare like with
     like (the capture starts at the log's end: earlier rows would never arrive)."""
     sess.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}", timeout=120)
+    pipeline = sql.Identifier(postgres.ROLES["pipeline"])
     with postgres.connect(role="admin", autocommit=True) as conn:
-        for suffix in ("__patients__current", "__patients"):
-            kind = "VIEW" if suffix.endswith("current") else "TABLE"
-            conn.execute(sql.SQL(f"DROP {kind} IF EXISTS {{}}").format(  # noqa: S608 - constant
-                sql.Identifier("cdc", f"{KEYSPACE}{suffix}")))
-        conn.execute("DROP TABLE IF EXISTS cdc._cdc_progress")
+        for schema in ("cdc", TIMESCALE_SCHEMA):
+            for table in DESTINATION_TABLES:
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(
+                    sql.Identifier(schema, f"{KEYSPACE}__{table}__current")))
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier(schema, f"{KEYSPACE}__{table}")))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                sql.Identifier(schema, "_cdc_progress")))
+        # The TimescaleDB destination's schema, granted like `cdc` (devstack/postgres.py).
+        timescale = sql.Identifier(TIMESCALE_SCHEMA)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+            timescale, sql.Identifier(postgres.ROLES["admin"])))
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(timescale))
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(
+            timescale, pipeline))
     client = clickhouse.connect("admin")
     try:
-        for suffix in ("__patients__current", "__patients", "__patients__static"):
-            client.command(f"DROP TABLE IF EXISTS cdc.`{KEYSPACE}{suffix}`")
+        for table in DESTINATION_TABLES:
+            for suffix in ("__current", "", "__static"):
+                client.command(f"DROP TABLE IF EXISTS cdc.`{KEYSPACE}__{table}{suffix}`")
         client.command("DROP TABLE IF EXISTS cdc._cdc_progress")
     finally:
         client.close()
@@ -166,58 +203,88 @@ def _load(sess, rng: random.Random, count: int) -> None:
     update = sess.prepare(f"UPDATE {KEYSPACE}.patients SET weight_kg = ?, lab_result = ? "  # noqa: S608 - constant keyspace
                           "WHERE id = ?")
     delete = sess.prepare(f"DELETE FROM {KEYSPACE}.patients WHERE id = ?")  # noqa: S608 - constant keyspace
+    vital = sess.prepare(f"INSERT INTO {KEYSPACE}.vitals (patient, taken_at, heart_rate, "  # noqa: S608 - constant keyspace
+                         "systolic, diastolic, note) VALUES (?, ?, ?, ?, ?, ?)")
+    forget = sess.prepare(f"DELETE FROM {KEYSPACE}.vitals WHERE patient = ?")  # noqa: S608 - constant keyspace
     began = time.monotonic()
-    ids = []
+    ids, vitals = [], 0
     for _ in range(count):
         row = _patient(rng)
         sess.execute(insert, row)
         ids.append(row[0])
+        for hour in range(rng.randrange(1, 4)):
+            sess.execute(vital, (row[0], datetime(2026, 11, 1, 8 + hour, tzinfo=UTC),
+                                 rng.randrange(55, 110), rng.randrange(100, 160),
+                                 rng.randrange(60, 100), f"seen by Dr {rng.choice(LAST)}"))
+            vitals += 1
     for patient in rng.sample(ids, count // 5):
         sess.execute(update, (round(rng.uniform(45, 120), 1), "HbA1c 6.1%", patient))
-    for patient in rng.sample(ids, count // 20):
+    deleted = rng.sample(ids, count // 20)
+    for patient in deleted:
         sess.execute(delete, (patient,))
-    print(f"load: {count} inserts, {count // 5} partial updates, {count // 20} deletes "
+        sess.execute(forget, (patient,))  # a partition delete: all their vitals
+    print(f"load: {count} patients and {vitals} vitals inserted, {count // 5} partial updates, "
+          f"{len(deleted)} patients deleted with their vitals, "
           f"in {time.monotonic() - began:.1f} s")
 
 
 def _report(sess, timeout: float, folder) -> None:
-    expected = sess.execute(f"SELECT count(*) FROM {KEYSPACE}.patients").one()[0]  # noqa: S608 - constant keyspace
-    view = sql.Identifier("cdc", f"{KEYSPACE}__patients__current")
-    deadline, arrived = time.monotonic() + timeout, -1
+    expected = {table: sess.execute(f"SELECT count(*) FROM {KEYSPACE}.{table}").one()[0]  # noqa: S608 - constant keyspace
+                for table in DESTINATION_TABLES}
+    deadline = time.monotonic() + timeout
+    while True:
+        arrived = {(table, where): _count(where, table)
+                   for table, destinations in DESTINATION_TABLES.items()
+                   for where in destinations}
+        if all(n == expected[table] for (table, _), n in arrived.items()) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for table, destinations in DESTINATION_TABLES.items():
+        counts = ", ".join(f"{where} {max(arrived[table, where], 0)}" for where in destinations)
+        caught_up = all(arrived[table, where] == expected[table] for where in destinations)
+        print(f"rows of {table}: Cassandra {expected[table]}, {counts}"
+              + ("  (caught up)" if caught_up else "  (NOT caught up)"))
     with postgres.connect(role="admin", autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            try:
-                count = sql.SQL("SELECT count(*) FROM {}").format(view)
-                arrived = conn.execute(count).fetchone()[0]
-            except Exception:  # noqa: BLE001 - the sink creates the table on its first batch
-                arrived = -1
-            if arrived == expected:
-                break
-            time.sleep(1)
-        print(f"rows: Cassandra {expected}, PostgreSQL {max(arrived, 0)}"
-              + ("  (caught up)" if arrived == expected else "  (NOT caught up)"))
-        lag = conn.execute("SELECT sink_partition, node, segment_id, \"offset\", "
-                           "now() - updated_at FROM cdc._cdc_progress ORDER BY 1, 2").fetchall()
-        for partition, node, segment, offset, age in lag:
-            print(f"progress: sink partition {partition}, {node} at segment {segment} offset "
-                  f"{offset}, last write {age.total_seconds():.1f} s ago")
-        print("masked samples (PostgreSQL):")
+        for schema in ("cdc", TIMESCALE_SCHEMA):
+            lag = conn.execute(sql.SQL(
+                "SELECT sink_partition, node, segment_id, \"offset\", now() - updated_at "
+                "FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, "_cdc_progress")))
+            for partition, node, segment, offset, age in lag.fetchall():
+                print(f"progress ({schema}): sink partition {partition}, {node} at segment "
+                      f"{segment} offset {offset}, last write {age.total_seconds():.1f} s ago")
+        print("masked samples (PostgreSQL, patients):")
         for row in conn.execute(sql.SQL(
                 "SELECT first_name, email, ssn, address, diagnosis, weight_kg FROM {} LIMIT 3"
-        ).format(view)).fetchall():
+        ).format(sql.Identifier("cdc", f"{KEYSPACE}__patients__current"))).fetchall():
             print("  " + " | ".join(_short(v) for v in row))
-    client = clickhouse.connect("admin")
-    try:
-        in_clickhouse = client.command(
-            f"SELECT count() FROM cdc.`{KEYSPACE}__patients__current`")  # noqa: S608 - constant
-    except Exception:  # noqa: BLE001 - reported, not raised: the demo shows what arrived
-        in_clickhouse = "n/a"
-    finally:
-        client.close()
-    print(f"rows: ClickHouse {in_clickhouse}")
+        print(f"masked samples (TimescaleDB, vitals; plain tables in schema {TIMESCALE_SCHEMA}):")
+        for row in conn.execute(sql.SQL(
+                "SELECT taken_at, heart_rate, systolic, diastolic, note FROM {} "
+                "ORDER BY taken_at LIMIT 3").format(
+                sql.Identifier(TIMESCALE_SCHEMA, f"{KEYSPACE}__vitals__current"))).fetchall():
+            print("  " + " | ".join(_short(v) for v in row))
     dead = sum(1 for p in (folder / "dead-letter").glob("*.jsonl")
                for _ in p.open()) if (folder / "dead-letter").exists() else 0
     print(f"dead letters: {dead}")
+
+
+def _count(destination: str, table: str) -> int:
+    """Current rows of TABLE in DESTINATION; -1 until the sink has made its table."""
+    try:
+        if destination == "ClickHouse":
+            client = clickhouse.connect("admin")
+            try:
+                return int(client.command(
+                    f"SELECT count() FROM cdc.`{KEYSPACE}__{table}__current`"))  # noqa: S608 - constant
+            finally:
+                client.close()
+        schema = TIMESCALE_SCHEMA if destination == "TimescaleDB" else "cdc"
+        with postgres.connect(role="admin", autocommit=True) as conn:
+            return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(schema, f"{KEYSPACE}__{table}__current"))).fetchone()[0]
+    except Exception:  # noqa: BLE001 - the sink creates its tables on its first batch
+        return -1
 
 
 def _short(value) -> str:
