@@ -76,8 +76,11 @@ class Runtime:
 
     @cached_property
     def image_batches(self) -> ImageBatches:
-        return ImageBatches(self.row_images.operations,
-                            concurrency=self.settings.batching.read_concurrency)
+        images = self.row_images
+        return ImageBatches(images.operations,
+                            concurrency=self.settings.batching.read_concurrency,
+                            can_read_at_once=images.can_read_at_once,
+                            read_at_once=images.read_at_once)
 
     @cached_property
     def policy(self):

@@ -188,3 +188,83 @@ def test_images_applied_as_they_come_track_every_step(cassandra_clusters, cassan
                    for r in sess.execute(f"SELECT DISTINCT patient, clinic FROM {ks}.visits")
                    if r.clinic is not None}
         assert destination.live("visits", static=True) == statics, f"after step {step}"
+
+
+AT_ONCE_SCHEMA = SCHEMA + [
+    "CREATE TABLE {ks}.by_name (name text PRIMARY KEY, n int, tags set<text>) WITH cdc = true",
+    "CREATE TABLE {ks}.by_time (at timestamp PRIMARY KEY, n int) WITH cdc = true",
+]
+AT_ONCE_WORKLOAD = [
+    *(f"INSERT INTO {{ks}}.patients (id, name, weight) VALUES ({i}, 'P{i}', {50 + i})"
+      for i in range(30)),
+    "UPDATE {ks}.patients SET tags = tags + {{'t'}} WHERE id = 3",
+    "UPDATE {ks}.patients SET weight = 99.0 WHERE id = 3",
+    "DELETE FROM {ks}.patients WHERE id = 4",
+    "DELETE name FROM {ks}.patients WHERE id = 5",
+    "INSERT INTO {ks}.patients (id, name) VALUES (100, 'gone') USING TTL 1",
+    "INSERT INTO {ks}.by_name (name, n, tags) VALUES ('Ana', 1, {{'x'}})",
+    "INSERT INTO {ks}.by_name (name, n) VALUES ('Ben', 2)",
+    "DELETE FROM {ks}.by_name WHERE name = 'Ben'",
+    "INSERT INTO {ks}.by_time (at, n) VALUES ('2024-01-01 10:00:00+0000', 1)",
+    "INSERT INTO {ks}.visits (patient, at, code, clinic) VALUES "
+    "(1, '2024-01-01 10:00:00+0000', 'A01', 'North')",
+]
+
+
+def test_rows_read_at_once_are_the_rows_read_one_by_one(cassandra_clusters, cassandra_keyspace):
+    """read_at_once (many rows per request) gives what operations gives for the events it
+    serves, serves none it cannot vouch for (absent rows, clustering, statics, timestamp keys),
+    and ImageBatches with it converges to SELECT."""
+    import time
+
+    from operators.image_batches import ImageBatches
+
+    sess, ks = cassandra_keyspace(7)
+    for ddl in AT_ONCE_SCHEMA:
+        sess.execute(ddl.format(ks=ks))
+    capture = CdcCapture(sess, ks, cassandra_clusters[7].cdc_raw_dirs[0])
+    tables = ["patients", "visits", "by_name", "by_time"]
+
+    def workload():
+        for statement in AT_ONCE_WORKLOAD:
+            sess.execute(statement.format(ks=ks))
+        time.sleep(2)  # the TTL of row 100 runs out: absent when read
+
+    captured = capture.run(workload, tables)
+    registry = capture.registry()
+    images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
+                       lambda e: registry.table(e.table_id))
+    eligible = [e for e in captured.events if images.can_read_at_once(e)]
+    assert {e.table for e in eligible} == {"patients", "by_name"}
+    assert all(not images.can_read_at_once(e) for e in captured.events
+               if e.table in ("visits", "by_time"))
+
+    served = images.read_at_once(eligible, chunk=7)  # several requests per table
+    for event, ops in zip(eligible, served, strict=True):
+        one_by_one = images.operations(event)
+        key = event.partition_key
+        if ops is None:  # only rows that are gone
+            assert [type(o) for o in one_by_one] == [RowDelete], (event.table, key)
+            continue
+        assert [(type(o), o.table, o.key, o.values) for o in ops] == \
+            [(type(o), o.table, o.key, o.values) for o in one_by_one], (event.table, key)
+        assert ops[0].version < one_by_one[0].version  # read earlier, versioned earlier
+    gone = {tuple(e.partition_key.values()) for e, ops in zip(eligible, served, strict=True)
+            if ops is None}
+    assert gone == {(4,), (100,), ("Ben",)}
+
+    # The whole batch through ImageBatches, then compared with SELECT.
+    batch = ImageBatches(images.operations, concurrency=4,
+                         can_read_at_once=images.can_read_at_once,
+                         read_at_once=images.read_at_once)
+    destination = Destination({"at": True})
+    for _, operation in batch([("bucket", e) for e in captured.events]):
+        destination.apply(operation)
+    patients = {(("id", r.id),): {"name": r.name, "weight": r.weight, "tags": r.tags,
+                                  "attrs": r.attrs}
+                for r in sess.execute(f"SELECT * FROM {ks}.patients")}
+    assert destination.live("patients") == patients and len(patients) == 29
+    by_name = {(("name", r.name),): {"n": r.n, "tags": r.tags}
+               for r in sess.execute(f"SELECT * FROM {ks}.by_name")}
+    assert destination.live("by_name") == by_name == {(("name", "Ana"),): {"n": 1,
+                                                                           "tags": {"x"}}}
