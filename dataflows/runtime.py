@@ -18,7 +18,8 @@ from dataflows.config import PipelineSettings
 from operators.image_batches import ImageBatches
 from operators.masking import Masker, masked_column_types
 from operators.masking.policy import load_policy
-from operators.masking.tokenizer import OpenBaoTransitTokenizer
+from operators.masking.token_cache import CachedTokenizer
+from operators.masking.tokenizer import OpenBaoTransitTokenizer, Tokenizer
 from operators.readback import RowImages, RowReader
 
 # Seconds between two probes of the cluster's schema version by the row-image step.
@@ -89,7 +90,10 @@ class Runtime:
     @cached_property
     def masker(self) -> Masker:
         policy = self.policy
-        return Masker(policy, self.secrets, OpenBaoTransitTokenizer(policy.tokenize))
+        tokenizer: Tokenizer = OpenBaoTransitTokenizer(policy.tokenize)
+        if policy.tokenize is not None and policy.tokenize.cache_entries:
+            tokenizer = CachedTokenizer(tokenizer, max_entries=policy.tokenize.cache_entries)
+        return Masker(policy, self.secrets, tokenizer)
 
     def masked_types(self, keyspace: str, name: str) -> dict[str, str]:
         table = self.table(keyspace, name)

@@ -5,7 +5,8 @@ Built from the ``masking`` section of the configuration (see config/masking.exam
     {"masking": {
       "version": 1,
       "hmac": {"key": "openbao:cdc/masking#hmac_key"},
-      "tokenize": {"mount": "transit", "key": "cdc-tokenization", "key_version": 1},
+      "tokenize": {"mount": "transit", "key": "cdc-tokenization", "key_version": 1,
+                   "cache_entries": 100000},
       "unclassified_strategy": "hmac",
       "tables": {
         "<keyspace>": {
@@ -67,6 +68,8 @@ FORMAT_VERSION = 1
 # OpenBao's default listener max_request_json_strings (1000), minus "batch_input", over the five
 # strings of one batch item (see TransitSettings).
 DEFAULT_MAX_BATCH_ITEMS = (1000 - 1) // 5
+# Tokens remembered per process: about 150 bytes each (a digest and a token), so ~15 MB.
+DEFAULT_TOKEN_CACHE_ENTRIES = 100_000
 SECRET_SCHEMES = ("openbao", "vault", "env", "file")
 _PLACEHOLDER_REASONS = frozenset({"", "-", "?", "x", "n/a", "na", "none", "todo", "tbd", "tbc"})
 
@@ -150,12 +153,16 @@ class TransitSettings:
     more round trips. The default is the most OpenBao's listener accepts by default: it refuses
     request JSON with more than ``max_request_json_strings`` (1000) strings and each item costs
     five (plaintext, context, key_version keys; plaintext and context values), plus one for
-    ``batch_input``. Raise both together."""
+    ``batch_input``. Raise both together.
+    `cache_entries`: tokens remembered per process (operators/masking/token_cache.py: keyed
+    digests and tokens, no plaintext), so a value is sent once, not with every change of its
+    row; 0: none."""
 
     key: str
     mount: str = "transit"
     key_version: int = 1
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    cache_entries: int = DEFAULT_TOKEN_CACHE_ENTRIES
 
 
 @dataclass(frozen=True)
@@ -420,7 +427,8 @@ class _Builder:
         if value is None:
             raise ConfigError(path, "missing: a column uses strategy tokenize")
         value = self.mapping(value, path, "an object with 'key'")
-        self.keys(value, path, ("mount", "key", "key_version", "max_batch_items"))
+        self.keys(value, path, ("mount", "key", "key_version", "max_batch_items",
+                                "cache_entries"))
         if "key" not in value:
             raise ConfigError(f"{path}.key", "missing; the name of an OpenBao transit key")
         key = self.string(value["key"], f"{path}.key")
@@ -429,7 +437,10 @@ class _Builder:
         max_items = self.positive(
             value.get("max_batch_items", DEFAULT_MAX_BATCH_ITEMS), f"{path}.max_batch_items"
         )
-        return TransitSettings(key, mount.strip("/"), key_version, max_items)
+        cache = value.get("cache_entries", DEFAULT_TOKEN_CACHE_ENTRIES)
+        if cache != 0 or isinstance(cache, bool):  # 0 turns the cache off
+            cache = self.positive(cache, f"{path}.cache_entries")
+        return TransitSettings(key, mount.strip("/"), key_version, max_items, cache)
 
     def positive(self, value: Any, path: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

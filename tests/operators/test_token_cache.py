@@ -1,0 +1,107 @@
+"""The token cache: each (context, value) goes to the tokenizer once, tokens stay the real
+ones, memory is bounded, and no plaintext is kept."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from operators.masking.errors import ConfigError, TokenizationError
+from operators.masking.policy import TransitSettings, load_policy
+from operators.masking.token_cache import CachedTokenizer
+from operators.masking.tokenizer import OpenBaoTransitTokenizer, TokenRequest
+
+
+class Recording:
+    """A tokenizer (the cache's collaborator, not the thing under test) that records what it
+    was asked and answers with a token made from the request."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[TokenRequest]] = []
+        self.fail = False
+
+    def tokenize(self, requests):
+        if self.fail:
+            raise TokenizationError("transit encrypt failed")
+        self.asked.append(list(requests))
+        return [f"tok:{r.context}:{r.plaintext.hex()}" for r in requests]
+
+
+def r(context: str, value: str) -> TokenRequest:
+    return TokenRequest(context, value.encode())
+
+
+def test_each_value_is_asked_for_once_and_answers_keep_their_order():
+    inner = Recording()
+    cache = CachedTokenizer(inner, max_entries=100)
+    first = [r("ks.t.name", "Ana"), r("ks.t.name", "Ben"), r("ks.t.name", "Ana")]
+    assert cache.tokenize(first) == Recording().tokenize(first)
+    assert inner.asked == [[r("ks.t.name", "Ana"), r("ks.t.name", "Ben")]]
+    second = [r("ks.t.name", "Ben"), r("ks.t.ssn", "Ben"), r("ks.t.name", "Ana")]
+    assert cache.tokenize(second) == Recording().tokenize(second)
+    assert inner.asked[1:] == [[r("ks.t.ssn", "Ben")]]  # same value, other context: asked
+    assert cache.tokenize(first) == Recording().tokenize(first)
+    assert len(inner.asked) == 2  # nothing new
+
+
+def test_the_cache_is_bounded_least_recently_used_first():
+    inner = Recording()
+    cache = CachedTokenizer(inner, max_entries=3)
+    cache.tokenize([r("c", "a"), r("c", "b"), r("c", "c")])
+    cache.tokenize([r("c", "a")])  # a is now the most recent
+    cache.tokenize([r("c", "d")])  # evicts b
+    assert len(cache) == 3
+    inner.asked.clear()
+    cache.tokenize([r("c", "a"), r("c", "c"), r("c", "d"), r("c", "b")])
+    assert inner.asked == [[r("c", "b")]]
+
+
+def test_a_failed_call_caches_nothing_and_raises_as_it_was():
+    inner = Recording()
+    cache = CachedTokenizer(inner, max_entries=10)
+    inner.fail = True
+    with pytest.raises(TokenizationError, match="transit encrypt failed"):
+        cache.tokenize([r("c", "a")])
+    assert len(cache) == 0
+    inner.fail = False
+    assert cache.tokenize([r("c", "a")]) == ["tok:c:61"]
+
+
+def test_no_plaintext_is_kept():
+    cache = CachedTokenizer(Recording(), max_entries=10)
+    secret = "123-45-6789-unique-ssn"
+    cache.tokenize([r("ks.t.ssn", secret)])
+    gc.collect()
+    kept = b"".join(key for key in cache._tokens)  # noqa: SLF001 - what the cache holds
+    assert secret.encode() not in kept and len(kept) == 16
+
+
+def test_the_policy_sets_the_cache_size(tmp_path):
+    def policy(**tokenize):
+        path = tmp_path / "p.json"
+        import json
+
+        path.write_text(json.dumps({"masking": {
+            "version": 1, "unclassified_strategy": "redact", "tokenize": {"key": "k", **tokenize},
+            "tables": {"ks": {"t": {"columns": {
+                "name": {"class": "first_name", "strategy": "tokenize"}}}}}}}))
+        return load_policy(path)
+
+    assert policy().tokenize.cache_entries == TransitSettings("k").cache_entries > 0
+    assert policy(cache_entries=0).tokenize.cache_entries == 0
+    with pytest.raises(ConfigError, match=r"tokenize\.cache_entries: expected a positive"):
+        policy(cache_entries=-1)
+    with pytest.raises(ConfigError, match=r"tokenize\.cache_entries"):
+        policy(cache_entries=True)
+
+
+def test_cached_tokens_are_openbao_s_tokens(openbao_env):
+    settings = TransitSettings("cdc-tokenization")
+    direct = OpenBaoTransitTokenizer(settings, environ=openbao_env)
+    cached = CachedTokenizer(OpenBaoTransitTokenizer(settings, environ=openbao_env),
+                             max_entries=10)
+    requests = [r("ks.t.name", "Ana"), r("ks.t.name", "Zoë"), r("ks.t.mrn", "Ana")]
+    expected = direct.tokenize(requests)
+    assert cached.tokenize(requests) == expected
+    assert cached.tokenize(list(reversed(requests))) == list(reversed(expected))
