@@ -39,12 +39,13 @@ def _transient(error: BaseException) -> bool:
 
 
 class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
-    def __init__(self, settings: PostgresSinkSettings, pool: ConnectionPool, step_id: str,
-                 partition: int, layout_of: Callable[[str, str], TableLayout],
+    def __init__(self, settings: PostgresSinkSettings, new_pool: Callable[[], ConnectionPool],
+                 step_id: str, partition: int, layout_of: Callable[[str, str], TableLayout],
                  sleep: Callable[[float], None] = time.sleep,
                  table_hook: TableHook | None = None):
         self._settings = settings
-        self._pool = pool
+        self._new_pool = new_pool
+        self._pool = new_pool()
         self._step_id = step_id
         self._partition = partition
         self._layout_of = layout_of
@@ -80,7 +81,16 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def _apply(self, ops: list[RowOp]) -> None:
         with_retries(lambda: self._apply_once(ops), transient=_transient,
                      settings=self._settings, sleep=self._sleep,
-                     what=f"postgres sink {self._step_id}/{self._partition}")
+                     what=f"postgres sink {self._step_id}/{self._partition}",
+                     before_retry=self._renew_pool)
+
+    def _renew_pool(self) -> None:
+        """A fresh pool after a transient error. psycopg_pool retries a failed connection with
+        a doubling delay and no cap below its reconnect_timeout (1, 2, 4 ... 64 s): after an
+        outage of a minute its next attempt came up to a minute after the server was back,
+        and the partition's backlog waited that long. A new pool connects at once."""
+        old, self._pool = self._pool, self._new_pool()
+        old.close(timeout=0)
 
     @override
     def write_batch(self, values: list[RowOp]) -> None:
@@ -134,10 +144,13 @@ class PostgresSink(RowOpSink[TableLayout]):
                    ) -> _PostgresPartition:
         password = self._password()
         kwargs: dict[str, Any] = self._settings.connection_kwargs(password)
-        pool = ConnectionPool(
-            kwargs=kwargs, min_size=self._settings.pool_min_size,
-            max_size=self._settings.pool_max_size, timeout=self._settings.pool_timeout,
-            max_lifetime=self._settings.pool_max_lifetime, check=ConnectionPool.check_connection,
-            name=f"{step_id}-{for_part}", open=True)
-        return _PostgresPartition(self._settings, pool, step_id, int(for_part), self._layouts(),
-                                  table_hook=self._table_hook)
+
+        def new_pool() -> ConnectionPool:
+            return ConnectionPool(
+                kwargs=kwargs, min_size=self._settings.pool_min_size,
+                max_size=self._settings.pool_max_size, timeout=self._settings.pool_timeout,
+                max_lifetime=self._settings.pool_max_lifetime,
+                check=ConnectionPool.check_connection, name=f"{step_id}-{for_part}", open=True)
+
+        return _PostgresPartition(self._settings, new_pool, step_id, int(for_part),
+                                  self._layouts(), table_hook=self._table_hook)
