@@ -286,15 +286,17 @@ def clickhouse_rows(keyspace: str, table: str = "patients") -> list[tuple]:
 
 
 def drop_clickhouse_tables(keyspace: str) -> None:
-    """The sink's tables live in the shared database `cdc`: drop this test's."""
+    """The sinks' tables live in the shared database `cdc`: drop every one of KEYSPACE's."""
     from clickhouse_connect.driver.binding import quote_identifier
 
     from devstack import clickhouse
 
     client = clickhouse.connect("admin")
     try:
-        for suffix in ("__patients__current", "__patients", "__visits__current", "__visits"):
-            client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(keyspace + suffix)}")
+        for (name,) in client.query("SELECT name FROM system.tables WHERE database = 'cdc'"
+                                    ).result_rows:
+            if name.startswith(keyspace + "__"):
+                client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(name)}")
     finally:
         client.close()
 

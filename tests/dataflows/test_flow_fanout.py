@@ -19,6 +19,7 @@ from connectors.cassandra.tail import poll
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
+from tests.dataflows.kill_harness import drop_clickhouse_tables
 from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
@@ -213,7 +214,7 @@ def test_each_destination_receives_its_tables(
             client.close()
         assert sorted(map(tuple, in_clickhouse), key=repr) == expected["patients"]
     finally:
-        _drop_clickhouse_tables(bare)
+        drop_clickhouse_tables(bare)
     assert all(p.stat().st_size == 0 for p in (tmp_path / "dead-letter").glob("*.jsonl"))
 
 
@@ -255,20 +256,5 @@ def _clickhouse_tables(bare: str) -> set[str]:
         return {name for (name, engine) in client.query(
             "SELECT name, engine FROM system.tables WHERE database = 'cdc'").result_rows
             if name.startswith(bare + "__") and engine != "View"}
-    finally:
-        client.close()
-
-
-def _drop_clickhouse_tables(bare: str) -> None:
-    from clickhouse_connect.driver.binding import quote_identifier
-
-    from devstack import clickhouse
-
-    client = clickhouse.connect("admin")
-    try:
-        for (name,) in client.query("SELECT name FROM system.tables WHERE database = 'cdc'"
-                                    ).result_rows:
-            if name.startswith(bare + "__"):
-                client.command(f"DROP TABLE IF EXISTS cdc.{quote_identifier(name)}")
     finally:
         client.close()
