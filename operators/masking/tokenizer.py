@@ -17,9 +17,11 @@ same ciphertext in every process and after every restart. That ciphertext is the
   ``update`` on ``transit/decrypt/<key>`` (and who knows the context). The pipeline needs only
   ``transit/encrypt/<key>``; re-identification belongs to a separate, audited role.
 - One `tokenize` call costs one round trip per `max_batch_items` distinct (context, value)
-  pairs: duplicates inside a call are sent once. OpenBao's listener caps a request's JSON at
-  ``max_request_json_strings`` (default 1000) strings, i.e. 199 items: the default; a deployment
-  that wants one round trip for bigger micro-batches raises both (TransitSettings).
+  pairs: duplicates inside a call are sent once, and up to `parallel_requests` of those round
+  trips are in flight at once (each thread with its own hvac client). OpenBao's listener caps a
+  request's JSON at ``max_request_json_strings`` (default 1000) strings, i.e. 199 items: the
+  default; a deployment that wants one round trip for bigger micro-batches raises both
+  (TransitSettings).
 
 Errors (`TokenizationError`) name the key, the mount and the OpenBao status, never a value or a
 token: hvac's own exception text contains the response body, which holds other items' tokens, so
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
 import hvac
@@ -98,8 +102,10 @@ def _describe(error: hvac.exceptions.VaultError, *, item_errors: bool = True) ->
 class OpenBaoTransitTokenizer:
     """`Tokenizer` on an OpenBao transit key (convergent, derived), with hvac.
 
-    No I/O at construction: the client is made on first use from BAO_ADDR, BAO_CACERT and
-    BAO_TOKEN/BAO_TOKEN_FILE (connectors/secrets.py), unless one is given."""
+    No I/O at construction: clients are made on first use, one per thread, from BAO_ADDR,
+    BAO_CACERT and BAO_TOKEN/BAO_TOKEN_FILE (connectors/secrets.py), unless one is given (then
+    it serves every request, one at a time). `parallel_requests`: encrypt requests of one
+    `tokenize` call in flight at once."""
 
     def __init__(
         self,
@@ -107,30 +113,45 @@ class OpenBaoTransitTokenizer:
         *,
         client: hvac.Client | None = None,
         environ: Mapping[str, str] = os.environ,
+        parallel_requests: int = 4,
     ) -> None:
+        if parallel_requests < 1:
+            raise ValueError(f"parallel_requests must be >= 1, got {parallel_requests}")
         self.settings = settings
         self._client = client
         self._environ = environ
+        self._parallel = 1 if client is not None else parallel_requests
+        self._local = threading.local()  # a requests session is not for sharing across threads
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         s = self.settings
         return f"OpenBaoTransitTokenizer({s.mount}/{s.key} v{s.key_version})"
 
     def _openbao(self) -> hvac.Client:
-        if self._client is None:
+        if self._client is not None:
+            return self._client
+        client = getattr(self._local, "client", None)
+        if client is None:
             settings = OpenBaoSettings.from_environment(self._environ)
-            self._client = hvac.Client(
+            client = self._local.client = hvac.Client(
                 url=settings.address, token=settings.token, verify=settings.ca_cert or True
             )
-        return self._client
+        return client
 
     def tokenize(self, requests: Sequence[TokenRequest]) -> list[str]:
         distinct = list(dict.fromkeys(requests))
-        tokens: dict[TokenRequest, str] = {}
         step = self.settings.max_batch_items
-        for start in range(0, len(distinct), step):
-            chunk = distinct[start:start + step]
-            tokens.update(zip(chunk, self._encrypt(chunk), strict=True))
+        chunks = [distinct[start:start + step] for start in range(0, len(distinct), step)]
+        if len(chunks) > 1 and self._parallel > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._parallel, thread_name_prefix="tokenize")
+            encrypted = list(self._pool.map(self._encrypt, chunks))
+        else:
+            encrypted = [self._encrypt(chunk) for chunk in chunks]
+        tokens: dict[TokenRequest, str] = {}
+        for chunk, found in zip(chunks, encrypted, strict=True):
+            tokens.update(zip(chunk, found, strict=True))
         return [tokens[request] for request in requests]
 
     def _encrypt(self, chunk: Sequence[TokenRequest]) -> list[str]:

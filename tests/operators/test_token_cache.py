@@ -105,3 +105,16 @@ def test_cached_tokens_are_openbao_s_tokens(openbao_env):
     expected = direct.tokenize(requests)
     assert cached.tokenize(requests) == expected
     assert cached.tokenize(list(reversed(requests))) == list(reversed(expected))
+
+
+def test_requests_in_parallel_give_the_tokens_of_one_request(openbao_env):
+    """Many chunks (max_batch_items 7) sent 4 at a time by per-thread clients: the tokens
+    of one big request, in order."""
+    values = [r(f"ks.t.c{i % 3}", f"value {i}") for i in range(60)] * 2
+    one = OpenBaoTransitTokenizer(TransitSettings("cdc-tokenization", max_batch_items=199),
+                                  environ=openbao_env, parallel_requests=1)
+    many = OpenBaoTransitTokenizer(TransitSettings("cdc-tokenization", max_batch_items=7),
+                                   environ=openbao_env, parallel_requests=4)
+    assert many.tokenize(values) == one.tokenize(values)
+    with pytest.raises(ValueError, match="parallel_requests"):
+        OpenBaoTransitTokenizer(TransitSettings("k"), parallel_requests=0)
