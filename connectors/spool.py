@@ -48,7 +48,12 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
+from connectors.health import HEALTH
+
 __all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink"]
+
+# Undrained batches older than this make the destination not ready (connectors/health.py).
+LAG_TROUBLE_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -381,11 +386,18 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
         self._retry_max_backoff = retry_max_backoff
         self._failure: BaseException | None = None
         self._reported = 0.0  # when catch-up progress was last logged (monotonic)
+        self._health = f"destination {step_id}/{partition}"
+        HEALTH.ok(self._health)
+        HEALTH.watch(self._health, self._lag_problem)
         UNDRAINED.labels(*self._labels).set_function(lambda: spool.pending_bytes)
         LAG.labels(*self._labels).set_function(self._lag)
         self._drainer = threading.Thread(target=self._drain, name=f"drain-{step_id}-{partition}",
                                          daemon=True)
         self._drainer.start()
+
+    def _lag_problem(self) -> str | None:
+        lag = self._lag()
+        return f"{lag:.0f} s behind" if lag > LAG_TROUBLE_SECONDS else None
 
     def _lag(self) -> float:
         at = self._spool.head_appended_at
@@ -438,11 +450,13 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
         while True:
             try:
                 self._inner.write_batch(batch)
+                HEALTH.ok(self._health)
                 return True
             except Exception as error:
                 if not self._transient(error):
                     raise
                 DRAIN_ERRORS.labels(*self._labels, "transient").inc()
+                HEALTH.trouble(self._health, f"unavailable ({type(error).__name__}), retrying")
                 # The class only: database messages can quote values.
                 log.warning("%s: destination unavailable (%s), %d bytes spooled, retry in "
                             "%.1fs", self._what, type(error).__name__,
@@ -454,6 +468,7 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
     def _fail(self, error: BaseException) -> None:
         self._failure = error
         DRAIN_ERRORS.labels(*self._labels, "fatal").inc()
+        HEALTH.fatal(self._health, f"stopped on {type(error).__name__}")
         log.error("%s: writing a spooled batch failed with %s, which is not transient: the "
                   "drainer stopped, the flow stops at its next write; the batch stays spooled",
                   self._what, type(error).__name__)
@@ -485,6 +500,7 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
                             "they are written at the next start", self._what, left)
             UNDRAINED.remove(*self._labels)
             LAG.remove(*self._labels)
+            HEALTH.forget(self._health)
         self._raise_failure()
 
 

@@ -2,14 +2,15 @@
 
 Configuration from $CDC_PIPELINE_CONFIG (default config/pipeline.json); a bad file stops the
 job with one line naming the key and the problem (no traceback). Logs are JSON lines on stderr
-(dataflows/logs.py; level from $CDC_LOG_LEVEL).
+(dataflows/logs.py; level from $CDC_LOG_LEVEL). With $CDC_HEALTH_PORT set, /healthz and /readyz
+are served on it (dataflows/health.py).
 """
 
 from __future__ import annotations
 
 import sys
 
-from dataflows import logs
+from dataflows import health, logs
 from dataflows.config import load
 from dataflows.flow import build
 from operators.masking.errors import ConfigError
@@ -17,5 +18,6 @@ from operators.masking.errors import ConfigError
 try:
     logs.configure()
     flow = build(load())
+    health.serve_from_environment()
 except (ConfigError, ValueError) as error:
     sys.exit(f"configuration error: {error}")

@@ -33,6 +33,7 @@ from connectors.cassandra.retention import RetentionSettings, SegmentJanitor
 from connectors.cassandra.schema import SchemaSource
 from connectors.cassandra.segment import Entry, ReadError
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentStore, poll
+from connectors.health import HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +123,14 @@ class CdcPartition(StatefulSourcePartition):
         self._finished = False
         self._janitor = janitor
         self._rate = max_entries_per_second
+        self._health = f"capture {node}"
+        HEALTH.trouble(self._health, "not polled yet")
 
     def next_batch(self) -> list:
         if self._finished:
             raise StopIteration
         batch = poll(self._store, self._cursor, max_records=self._max_records)
+        HEALTH.beat(self._health)
         items: list = []
         for record in batch.records:
             if isinstance(record, ReadError):

@@ -160,6 +160,21 @@ def spool_metrics(port: int) -> dict[str, float]:
     return found
 
 
+def probes(port: int) -> tuple[tuple[int, dict], tuple[int, dict]]:
+    """(status, checks) of /healthz and of /readyz."""
+    import json
+    import urllib.error
+
+    found = []
+    for path in ("/healthz", "/readyz"):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                found.append((answer.status, json.loads(answer.read())["checks"]))
+        except urllib.error.HTTPError as error:
+            found.append((error.code, json.loads(error.read())["checks"]))
+    return found[0], found[1]
+
+
 @pytest.mark.slow
 def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, timescale_schema,
@@ -171,7 +186,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     proxy = CuttableProxy(54329)
     proxy.restore()
     ca = openbao_env["BAO_CACERT"]
-    api_port = _free_ports(1)[0]
+    api_port, health_port = _free_ports(2)
     pipeline = Pipeline(tmp_path, bare, {
         "cassandra": cassandra_section(info, bare, node, ca),
         "batching": {"max_records": 100},
@@ -179,7 +194,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
                          clickhouse_destination(ca),
                          timescale_destination(timescale_schema, ca, {f"{bare}.visits": "at"})],
     }, {**openbao_env, "BYTEWAX_DATAFLOW_API_ENABLED": "true",
-        "BYTEWAX_DATAFLOW_API_PORT": str(api_port)})
+        "BYTEWAX_DATAFLOW_API_PORT": str(api_port), "CDC_HEALTH_PORT": str(health_port)})
     workload = Workload(sess, ks, visits=True)
     samples: list[tuple[float, int, int, int]] = []  # (seconds into the outage, rss, ch, pg)
     try:
@@ -201,6 +216,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
                             postgres_count(postgres_schema, bare)))
             if elapsed > OUTAGE - 10 and not during:
                 during = spool_metrics(api_port)
+                probes_during = probes(health_port)
             time.sleep(2)
         proxy.restore()
         restored_at = time.monotonic()
@@ -223,6 +239,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
                 break
             time.sleep(2)
         after = spool_metrics(api_port)
+        probes_after = probes(health_port)
     finally:
         workload.stop()
         pipeline.close()
@@ -253,3 +270,10 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
         f"TimescaleDB: {difference(visits, in_timescale, str(pipeline.log_path))}"
     assert after.get("cdc_spool_undrained_bytes") == 0, after
     assert "transient" in pipeline.log_text()  # the PostgreSQL sink saw the outage
+    # The probes: alive throughout; not ready while PostgreSQL was cut, naming it; ready after.
+    (live, _), (ready, checks) = probes_during
+    assert live == 200 and ready == 503, checks
+    troubled = {name for name, check in checks.items() if check["state"] != "ok"}
+    assert troubled and all(name.startswith("destination cassandra_cdc.postgres/")
+                            for name in troubled), checks
+    assert probes_after[0][0] == 200 and probes_after[1][0] == 200, probes_after
