@@ -49,6 +49,7 @@ from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.health import HEALTH
+from connectors.tracing import tracer
 
 __all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink"]
 
@@ -446,8 +447,17 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
 
     def _write(self, batch: list) -> bool:
         """Write BATCH, retrying transient errors until it commits (True) or abort (False)."""
+        with tracer().start_as_current_span("sink.write") as span:
+            span.set_attributes({"destination": self._labels[0], "partition": self._labels[1],
+                                 "operations": len(batch)})
+            return self._write_retrying(batch, span)
+
+    def _write_retrying(self, batch: list, span: Any) -> bool:
         pause = self._retry_backoff
+        attempts = 0
         while True:
+            attempts += 1
+            span.set_attribute("attempts", attempts)
             try:
                 self._inner.write_batch(batch)
                 HEALTH.ok(self._health)

@@ -29,6 +29,7 @@ from connectors.cassandra.source import CdcSource, NodeSpec
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
 from connectors.spool import SpooledSink
+from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
 from dataflows.initial_load import initial_load
 from dataflows.runtime import Runtime
@@ -121,7 +122,9 @@ def _initial_cursors(settings: PipelineSettings) -> dict[str, Cursor | None]:
 
 def _masked(runtime: Runtime, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:
     """A micro-batch of (bucket, operation) with every operation masked, keys kept."""
-    masked = mask_operations(runtime.masker, [operation for _, operation in batch])
+    with tracer().start_as_current_span("mask") as span:
+        masked = mask_operations(runtime.masker, [operation for _, operation in batch])
+        span.set_attribute("operations", len(masked))
     return [(bucket, operation) for (bucket, _), operation in zip(batch, masked, strict=True)]
 
 

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from connectors.cassandra.events import ChangeEvent
+from connectors.tracing import tracer
 from operators.row_ops import RowOp
 
 K = TypeVar("K", bound=Hashable)
@@ -51,16 +52,20 @@ class ImageBatches:
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, batch: Sequence[tuple[K, ChangeEvent]]) -> list[tuple[K, RowOp]]:
-        groups: dict[tuple, list[tuple[K, ChangeEvent]]] = {}
-        for key, event in batch:
-            groups.setdefault(_partition_of(event), []).append((key, event))
-        done = self._at_once(groups)
-        rest = [group for partition, group in groups.items() if partition not in done]
-        if len(rest) <= 1 or self._concurrency == 1:
-            ordered: Iterable[list[tuple[K, RowOp]]] = map(self._in_order, rest)
-        else:
-            ordered = self._map(self._in_order, rest)
-        return [out for result in (*done.values(), *ordered) for out in result]
+        with tracer().start_as_current_span("row_images") as span:
+            groups: dict[tuple, list[tuple[K, ChangeEvent]]] = {}
+            for key, event in batch:
+                groups.setdefault(_partition_of(event), []).append((key, event))
+            done = self._at_once(groups)
+            rest = [group for partition, group in groups.items() if partition not in done]
+            if len(rest) <= 1 or self._concurrency == 1:
+                ordered: Iterable[list[tuple[K, RowOp]]] = map(self._in_order, rest)
+            else:
+                ordered = self._map(self._in_order, rest)
+            out = [out for result in (*done.values(), *ordered) for out in result]
+            span.set_attributes({"events": len(batch), "operations": len(out),
+                                 "partitions": len(groups), "partitions_at_once": len(done)})
+            return out
 
     def _map(self, fn: Callable, items: Iterable) -> Iterable:
         if self._pool is None:  # made on first use, in the worker (never at flow definition)

@@ -34,6 +34,7 @@ from connectors.cassandra.schema import SchemaSource
 from connectors.cassandra.segment import Entry, ReadError
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentStore, poll
 from connectors.health import HEALTH
+from connectors.tracing import tracer
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,27 @@ class CdcPartition(StatefulSourcePartition):
         batch = poll(self._store, self._cursor, max_records=self._max_records)
         HEALTH.beat(self._health)
         items: list = []
-        for record in batch.records:
+        if batch.records:  # idle polls make no span
+            with tracer().start_as_current_span("capture.decode") as span:
+                items = self._decode(batch.records)
+                span.set_attributes({"node": self._node, "records": len(batch.records),
+                                     "items": len(items), "caught_up": batch.caught_up})
+        self._cursor = batch.position
+        # The last batch still goes out; the call after it ends the partition.
+        self._finished = self._until_caught_up and batch.caught_up
+        now = datetime.now(UTC)
+        self._awake = (now + self._idle_wait) if batch.caught_up else None
+        if self._rate is not None and batch.records:
+            paced = now + timedelta(seconds=len(batch.records) / self._rate)
+            self._awake = max(self._awake or paced, paced)
+        if self._janitor is not None:
+            self._janitor.tick(self._cursor)
+        return items
+
+    def _decode(self, records: list) -> list:
+        """Change events, counter notices and error records of RECORDS, in order."""
+        items: list = []
+        for record in records:
             if isinstance(record, ReadError):
                 log.error("cdc_raw of %s: %s at %s offset %d: %s", self._node, record.kind,
                           record.segment_path, record.offset, record.reason)
@@ -145,16 +166,6 @@ class CdcPartition(StatefulSourcePartition):
             for error in decoded.errors:
                 log.error("undecodable update from %s: %r", self._node, error)
             items.extend(decoded.errors)
-        self._cursor = batch.position
-        # The last batch still goes out; the call after it ends the partition.
-        self._finished = self._until_caught_up and batch.caught_up
-        now = datetime.now(UTC)
-        self._awake = (now + self._idle_wait) if batch.caught_up else None
-        if self._rate is not None and batch.records:
-            paced = now + timedelta(seconds=len(batch.records) / self._rate)
-            self._awake = max(self._awake or paced, paced)
-        if self._janitor is not None:
-            self._janitor.tick(self._cursor)
         return items
 
     def next_awake(self) -> datetime | None:
