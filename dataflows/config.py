@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.cassandra.expiry import ExpirySettings
 from connectors.cassandra.tail import Cursor
 from operators.masking.errors import ConfigError
 
@@ -52,6 +53,9 @@ class CassandraSettings:
     start_from: str = "earliest"
     # The nodes' cdc_total_space in bytes, for the usage gauges and warnings (None: unknown).
     cdc_total_space: int | None = None
+    # Rows read again when their TTL runs out (connectors/cassandra/expiry.py); None: expired
+    # rows and cells stay in the destinations until their next change.
+    ttl_expiry: ExpirySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
             start_from=cassandra.choice("start_from", ("earliest", "latest"),
                                         default="earliest"),
             cdc_total_space=_megabytes(cassandra, "cdc_total_space_mb"),
+            ttl_expiry=_ttl_expiry(cassandra),
         ),
         batching=_batching(root.section("batching", default={})),
         masking_policy=root.path("masking_policy"),
@@ -198,6 +203,26 @@ def _batching(section: _Section) -> BatchSettings:
         max_changes_per_second=section.integer("max_changes_per_second", default=0, low=0),
         read_concurrency=section.integer("read_concurrency", default=16, low=1, high=256),
     )
+    section.done()
+    return settings
+
+
+def _ttl_expiry(cassandra: _Section) -> ExpirySettings | None:
+    if "ttl_expiry" not in cassandra:
+        cassandra.section("ttl_expiry", default={})  # read: not an unknown key
+        return None
+    section = cassandra.section("ttl_expiry")
+    try:
+        settings = ExpirySettings(
+            keyspace=section.string("keyspace", default="cdc_pipeline_state"),
+            buckets=section.integer("buckets", default=4, low=1, high=256),
+            poll_seconds=section.integer("poll_seconds", default=5, low=1, high=3600),
+            grace_seconds=section.integer("grace_seconds", default=5, low=0, high=3600),
+            lookback_seconds=section.integer("lookback_hours", default=24, low=0,
+                                             high=24 * 366) * 3600,
+            max_records=section.integer("max_records", default=1000, low=1, high=100_000))
+    except ValueError as error:
+        raise ConfigError("pipeline.cassandra.ttl_expiry", str(error)) from None
     section.done()
     return settings
 

@@ -65,6 +65,12 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         changes = op.filter("captured_tables", changes,
                             lambda event: f"{event.keyspace}.{event.table}" in captured_tables)
 
+    if settings.cassandra.ttl_expiry is not None and not until_caught_up:
+        # Rows whose TTL ran out, to be read again like changes (dedup passes them through).
+        # Not in until_caught_up runs: that source has no end.
+        changes = op.merge("with_ttl_expiry", changes,
+                           op.input("ttl_expiry", flow, runtime.expiry_source()))
+
     deduped = deduplicate("dedup", changes)
     # Lambdas, not bound methods of runtime's lazy properties: nothing may connect while the
     # flow is being defined.
@@ -75,6 +81,10 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         # The rows that already exist, as (bucket, operation) too. The capture's cursors above
         # were fixed before the load reads anything: see dataflows/initial_load.py.
         ops = op.merge("with_initial_load", ops, initial_load("initial_load", flow, runtime))
+    if settings.cassandra.ttl_expiry is not None:
+        # Before masking: the schedule holds clear keys, in Cassandra only.
+        ops = op.flat_map_batch("schedule_ttl_expiry", ops,
+                                lambda batch: runtime.schedule_expiry(batch))
     masked = op.flat_map_batch(
         "mask", ops, lambda batch: _masked(runtime, batch))
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),

@@ -11,6 +11,7 @@ from functools import cached_property
 
 from cassandra import ConsistencyLevel
 
+from connectors.cassandra.expiry import ExpirySchedule, ExpirySource
 from connectors.cassandra.schema import SchemaRegistry, TableSchema
 from connectors.cassandra.session import open_session
 from connectors.secrets import SecretResolver
@@ -21,6 +22,7 @@ from operators.masking.policy import load_policy
 from operators.masking.token_cache import CachedTokenizer
 from operators.masking.tokenizer import OpenBaoTransitTokenizer, Tokenizer
 from operators.readback import RowImages, RowReader
+from operators.row_ops import RowOp, RowUpsert
 
 # Seconds between two probes of the cluster's schema version by the row-image step.
 SCHEMA_PROBE_INTERVAL = 1.0
@@ -74,6 +76,36 @@ class Runtime:
         """Re-read the schema now if the cluster's schema version moved (schema evolution:
         a column or table this process has not read yet); True if re-read."""
         return self.schemas.refresh_if_changed()
+
+    @cached_property
+    def expiry_schedule(self) -> ExpirySchedule:
+        settings = self.settings.cassandra.ttl_expiry
+        assert settings is not None
+        level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
+        return ExpirySchedule(self.session, settings, consistency=level)
+
+    def schedule_expiry(self, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:
+        """BATCH as it is, once every row image in it with a TTL has its re-read scheduled
+        (clear keys: this runs before masking; connectors/cassandra/expiry.py)."""
+        entries = [(self.table(o.keyspace, o.table), o.key, o.static, o.expires)
+                   for _, o in batch if isinstance(o, RowUpsert) and o.expires is not None]
+        if entries:
+            self.expiry_schedule.add(entries)
+        return batch
+
+    def expiry_source(self) -> ExpirySource:
+        settings = self.settings.cassandra.ttl_expiry
+        assert settings is not None
+        level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
+        return ExpirySource(lambda: self.session, self._table_by_id, settings,
+                            consistency=level)
+
+    def _table_by_id(self, table_id):
+        table = self.schemas.table(table_id)
+        if table is None:
+            self.schemas.refresh()
+            table = self.schemas.table(table_id)
+        return table
 
     @cached_property
     def image_batches(self) -> ImageBatches:

@@ -278,6 +278,18 @@ def _ensure_roles(sess: Session, nodes: list[NodeSpec]) -> None:
         sess.execute("ALTER ROLE cdc_pipeline WITH LOGIN = true AND PASSWORD = %s", (password,))
 
 
+def _ensure_expiry_schedule(sess: Session, nodes: int) -> None:
+    """Idempotent: the TTL expiry schedule (connectors/cassandra/expiry.py) and cdc_pipeline's
+    SELECT and MODIFY on its keyspace, what an operator runs once in production."""
+    from connectors.cassandra.expiry import ExpirySettings, schema_statements
+
+    replication = f"{{'class': 'NetworkTopologyStrategy', '{DATACENTER}': {min(nodes, 3)}}}"
+    with _quiet_driver():
+        for statement in schema_statements(ExpirySettings().keyspace, replication,
+                                           USERS["pipeline"]):
+            sess.execute(statement, timeout=60)
+
+
 def _cluster_settled(sess: Session, nodes: list[NodeSpec]) -> None:
     """Wait until every node sees every peer UP and all agree on the schema.
 
@@ -360,6 +372,7 @@ class CassandraService:
                      cluster.name, time.monotonic() - began)
             try:
                 _ensure_roles(sess, nodes)
+                _ensure_expiry_schedule(sess, len(nodes))
                 if len(nodes) > 1:
                     _cluster_settled(sess, nodes)
             finally:

@@ -97,6 +97,8 @@ def _configuration(folder) -> dict:
             "contact_points": info.contact_points, "port": info.port, "username": "cdc_pipeline",
             "password": "openbao:cdc/cassandra/pipeline#password", "ca_cert": ca,
             "consistency": "ONE", "keyspaces": [KEYSPACE], "start_from": "latest",
+            # Rows whose TTL runs out leave the destinations (the stack made the schedule).
+            "ttl_expiry": {"poll_seconds": 2},
             "nodes": [{"name": f"c7-node{i + 1}", "cdc_raw": str(path)}
                       for i, path in enumerate(info.cdc_raw_dirs)],
         },

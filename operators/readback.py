@@ -18,11 +18,12 @@ change of the row corrects it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -31,8 +32,10 @@ from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
 from connectors.cassandra.events import Cell, ChangeEvent, ChangeKind, ComplexCell
+from connectors.cassandra.expiry import ExpiryDue
 from connectors.cassandra.schema import ColumnKind, ColumnSpec, TableSchema
 from operators.row_ops import (
+    EXPIRY,
     ClusteringBound,
     RangeDelete,
     RowDelete,
@@ -50,11 +53,13 @@ READS = Counter("cdc_readback_reads", "Reads of current rows from Cassandra", ["
 
 @dataclass(frozen=True)
 class Image:
-    """One row as read: its key, its column values and the largest write time among them."""
+    """One row as read: its key, its column values, their write times and, for cells with a
+    TTL, the seconds they have left (the least of a collection's elements)."""
 
     key: dict[str, Any]
     values: dict[str, Any]
     write_times: dict[str, int]
+    ttls: dict[str, int] = field(default_factory=dict)
 
     @property
     def version(self) -> int | None:
@@ -98,24 +103,44 @@ class _TableQueries:
 
 def select_items(key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> list[str]:
     """The SELECT list of an image: the key columns, then each column and its write time
-    (MAXWRITETIME for non-frozen collections and UDTs), quoted by the driver's protect_name."""
+    (MAXWRITETIME for non-frozen collections and UDTs), then each column's TTL (the least of
+    its elements' for non-frozen ones), quoted by the driver's protect_name."""
     return [protect_name(c) for c in key_columns] + [
         part for c in columns for part in (
             protect_name(c.name),
-            f"{'maxwritetime' if c.is_complex else 'writetime'}({protect_name(c.name)})")]
+            f"{'maxwritetime' if c.is_complex else 'writetime'}({protect_name(c.name)})")] + [
+        # collection_min: the driver cannot decode a list<int> with null elements (elements
+        # without a TTL), and the least is all that is needed.
+        f"collection_min(ttl({protect_name(c.name)}))" if c.is_complex
+        else f"ttl({protect_name(c.name)})" for c in columns]
 
 
 def image_of(row, key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> Image:
     """The Image of a row read with select_items(key_columns, columns) (extra trailing
     items are ignored)."""
     key = {name: getattr(row, name) for name in key_columns}
-    values, times = {}, {}
+    values, times, ttls = {}, {}, {}
+    ttl_base = len(key_columns) + 2 * len(columns)
     for index, column in enumerate(columns):
         base = len(key_columns) + 2 * index
         values[column.name] = row[base]
         if row[base + 1] is not None:
             times[column.name] = row[base + 1]
-    return Image(key, values, times)
+        ttl = row[ttl_base + index]
+        if ttl is not None:
+            ttls[column.name] = ttl
+    return Image(key, values, times, ttls)
+
+
+def expires_at(ttls: Iterable[int], read_at: int | None) -> int | None:
+    """When the next of these cells expires, in microseconds since the epoch, a second late
+    (TTLs have one-second resolution): READ_AT (the read's start, now if None) plus the least
+    TTL; None without one."""
+    least = min(ttls, default=None)
+    if least is None:
+        return None
+    start = read_at if read_at is not None else time.time_ns() // 1000
+    return start + (least + 1) * 1_000_000
 
 
 class ReadClock:
@@ -141,12 +166,15 @@ def upsert_of(table: TableSchema, image: Image, source: Source, *,
     its primary key shows no write time; it exists, and version_if_unknown() says as of when."""
     regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
     values = {n: v for n, v in image.values.items() if with_statics or n in regular}
+    expires = expires_at((t for n, t in image.ttls.items() if with_statics or n in regular),
+                         version)
     if version is None:
         times = [t for n, t in image.write_times.items() if with_statics or n in regular]
         version = max(times, default=None)
     if version is None:
         version = version_if_unknown()
-    return RowUpsert(table.keyspace, table.name, image.key, values, version, source)
+    return RowUpsert(table.keyspace, table.name, image.key, values, version, source,
+                     expires=expires)
 
 
 def static_upsert_of(table: TableSchema, partition_key: Mapping[str, Any], statics: Image | None,
@@ -157,7 +185,8 @@ def static_upsert_of(table: TableSchema, partition_key: Mapping[str, Any], stati
     if statics is None or not statics.write_times:
         return None
     return RowUpsert(table.keyspace, table.name, dict(partition_key), statics.values,
-                     statics.version if version is None else version, source, static=True)
+                     statics.version if version is None else version, source, static=True,
+                     expires=expires_at(statics.ttls.values(), version))
 
 
 class RowReader:
@@ -227,7 +256,7 @@ class RowReader:
             return None
         image = q.image(found, q.static)
         return Image({c: image.key[c] for c in q.partition_columns}, image.values,
-                     image.write_times)
+                     image.write_times, image.ttls)
 
 
 def _event_time(event: ChangeEvent) -> int:
@@ -287,7 +316,9 @@ class RowImages:
         self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
         self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
 
-    def operations(self, event: ChangeEvent) -> list[RowOp]:
+    def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp]:
+        if isinstance(event, ExpiryDue):
+            return self._expired(event)
         table = self._table_of(event)
         if table is None:
             raise LookupError(f"no schema for {event.keyspace}.{event.table} ({event.table_id})")
@@ -317,8 +348,8 @@ class RowImages:
         """Whether EVENT's image may come from `read_at_once`: a change of a whole row of a
         table keyed by one partition-key column of a type whose decoded and read values are
         the same Python values, with nothing else to do first (schema known, no backfill)."""
-        if event.kind in (ChangeKind.PARTITION_DELETE, ChangeKind.RANGE_DELETE) or \
-                event.is_static or event.clustering:
+        if not isinstance(event, ChangeEvent) or event.is_static or event.clustering or \
+                event.kind in (ChangeKind.PARTITION_DELETE, ChangeKind.RANGE_DELETE):
             return False
         table = self._table_of(event)
         return (table is not None and not table.clustering and len(table.partition_key) == 1
@@ -421,6 +452,25 @@ class RowImages:
                               source)]
         return [self._upsert(table, image, event, source, as_of=as_of)]
 
+    def _expired(self, due: ExpiryDue) -> list[RowOp]:
+        """A row (or static row) whose TTL ran out, read again: as it is now, or deleted;
+        versioned by this read, so it wins over every image read before it."""
+        table = self._table_of(due)
+        if not isinstance(table, TableSchema):
+            return []  # the table was dropped since: its destination rows stay as they were
+        as_of = self._clock.now()
+        if due.static:
+            statics = static_upsert_of(table, due.partition_key,
+                                       self._reader.statics(table, due.partition_key), EXPIRY,
+                                       version=as_of)
+            return [statics or RowDelete(table.keyspace, table.name, dict(due.partition_key),
+                                         as_of, EXPIRY, static=True)]
+        image = self._reader.row(table, due.key)
+        if image is None:
+            return [RowDelete(table.keyspace, table.name, dict(due.key), as_of, EXPIRY)]
+        return [upsert_of(table, image, EXPIRY, version_if_unknown=lambda: as_of,
+                          version=as_of)]
+
     def _static(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         key = dict(event.partition_key)
         image, as_of = self._read_until_reflected(
@@ -429,7 +479,7 @@ class RowImages:
             return [RowDelete(table.keyspace, table.name, key, as_of or _event_time(event),
                               source, static=True)]
         return [RowUpsert(table.keyspace, table.name, key, image.values, as_of or image.version,
-                          source, static=True)]
+                          source, static=True, expires=expires_at(image.ttls.values(), as_of))]
 
     def _range(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         assert event.deletion is not None
@@ -462,8 +512,15 @@ class RowImages:
                 *, with_statics: bool = False, as_of: int | None = None) -> RowUpsert:
         # Without a read time (a stale read): the write times; a row holding only its primary
         # key shows none: it exists, so its liveness is at least the event's.
-        return upsert_of(table, image, source, version_if_unknown=lambda: _event_time(event),
-                         with_statics=with_statics, version=as_of)
+        op = upsert_of(table, image, source, version_if_unknown=lambda: _event_time(event),
+                       with_statics=with_statics, version=as_of)
+        liveness = event.liveness
+        if liveness is not None and liveness.ttl and liveness.local_expiration_time:
+            # An INSERT ... USING TTL: the row's liveness expires too, and no column read
+            # shows it (a row of only key columns then vanishes). A second late, as above.
+            ends = (liveness.local_expiration_time + 1) * 1_000_000
+            op = dataclasses.replace(op, expires=min(ends, op.expires or ends))
+        return op
 
     def _read_until_reflected(self, event: ChangeEvent, read: Callable[[], Image | None]
                               ) -> tuple[Image | None, int | None]:

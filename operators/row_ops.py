@@ -28,14 +28,18 @@ class Source:
 
     @property
     def in_commit_log(self) -> bool:
-        """False for rows of the initial load: they have no commit-log position, so they
-        record no progress (a progress row at 0/0 would read as permanent lag)."""
-        return self.node != INITIAL_LOAD_NODE
+        """False for rows of the initial load and of TTL expiry: they have no commit-log
+        position, so they record no progress (a progress row at 0/0 would read as permanent
+        lag)."""
+        return self.node not in (INITIAL_LOAD_NODE, EXPIRY_NODE)
 
 
 INITIAL_LOAD_NODE = "initial-load"
 INITIAL_LOAD = Source(INITIAL_LOAD_NODE, Position(0, 0))
 """The source of the initial load's rows (connectors/cassandra/snapshot.py)."""
+EXPIRY_NODE = "ttl-expiry"
+EXPIRY = Source(EXPIRY_NODE, Position(0, 0))
+"""The source of rows read again when their TTL ran out (connectors/cassandra/expiry.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class RowUpsert:
     version: int
     source: Source
     static: bool = False
+    # When the next of its cells (or its liveness) expires, in microseconds since the epoch:
+    # the row is read again then (connectors/cassandra/expiry.py); None: nothing expires.
+    expires: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,3 +268,62 @@ def test_rows_read_at_once_are_the_rows_read_one_by_one(cassandra_clusters, cass
                for r in sess.execute(f"SELECT * FROM {ks}.by_name")}
     assert destination.live("by_name") == by_name == {(("name", "Ana"),): {"n": 1,
                                                                            "tags": {"x"}}}
+
+
+def test_images_say_when_their_cells_or_liveness_expire_and_expired_rows_read_as_gone(
+    cassandra_clusters, cassandra_keyspace
+):
+    """`expires` (microseconds) is the read's time plus the least TTL left, a second late; an
+    INSERT's liveness TTL counts though no column shows it; an ExpiryDue read after the TTL ran
+    out gives the delete (or what is left), versioned by that read."""
+    import time
+
+    from connectors.cassandra.expiry import ExpiryDue
+    from operators.row_ops import EXPIRY
+
+    sess, ks = cassandra_keyspace(7)
+    for ddl in SCHEMA:
+        sess.execute(ddl.format(ks=ks))
+    capture = CdcCapture(sess, ks, cassandra_clusters[7].cdc_raw_dirs[0])
+    statements = [
+        "INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 60.0) USING TTL 600",
+        "INSERT INTO {ks}.patients (id, name, weight) VALUES (2, 'Ben', 70.0)",
+        "UPDATE {ks}.patients USING TTL 300 SET name = 'B.' WHERE id = 2",
+        "UPDATE {ks}.patients USING TTL 900 SET tags = tags + {{'t'}} WHERE id = 3",
+        "INSERT INTO {ks}.patients (id) VALUES (4) USING TTL 120",  # liveness only
+        "INSERT INTO {ks}.patients (id, name) VALUES (5, 'Cy')",
+        "INSERT INTO {ks}.patients (id, name) VALUES (6, 'Di') USING TTL 1",
+        "UPDATE {ks}.visits USING TTL 1 SET clinic = 'West' WHERE patient = 9",
+        "UPDATE {ks}.visits USING TTL 600 SET clinic = 'East' WHERE patient = 8",
+    ]
+    captured = capture.run(lambda: [sess.execute(s.format(ks=ks)) for s in statements],
+                           ["patients", "visits"])
+    registry = capture.registry()
+    images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
+                       lambda e: registry.table(e.table_id))
+    ops = {(o.table, tuple(o.key.values())): o
+           for e in captured.events for o in images.operations(e)}
+
+    def left(table: str, key: tuple) -> float:
+        op = ops[(table, key)]
+        return (op.expires - op.version) / 1_000_000
+
+    assert 599 <= left("patients", (1,)) <= 601
+    assert 299 <= left("patients", (2,)) <= 301  # the least TTL: the name's
+    assert 899 <= left("patients", (3,)) <= 901  # a collection element's
+    assert 119 <= left("patients", (4,)) <= 122  # the liveness (no column has a TTL)
+    assert ops[("patients", (5,))].expires is None
+    assert ops[("visits", (8,))].static and 599 <= left("visits", (8,)) <= 601
+
+    time.sleep(2.5)  # 6 and the static clinic of 9 have run out
+    patients, visits = (next(registry.table(e.table_id) for e in captured.events
+                             if e.table == name) for name in ("patients", "visits"))
+    gone = images.operations(ExpiryDue(patients.id, {"id": 6}, {"id": 6}, False, 0))
+    assert [(type(o), o.key, o.source) for o in gone] == [(RowDelete, {"id": 6}, EXPIRY)]
+    assert gone[0].version > ops[("patients", (6,))].version
+    static = images.operations(ExpiryDue(visits.id, {"patient": 9}, {"patient": 9}, True, 0))
+    assert [(type(o), o.static) for o in static] == [(RowDelete, True)]
+    kept = images.operations(ExpiryDue(patients.id, {"id": 2}, {"id": 2}, False, 0))
+    assert [(type(o), o.values["name"], o.values["weight"]) for o in kept] == [
+        (RowUpsert, "B.", 70.0)]
+    assert kept[0].expires is not None  # the name's TTL still runs: scheduled again
