@@ -60,7 +60,12 @@ DUE = Counter("cdc_expiry_due", "Scheduled row re-reads emitted once due")
 TABLE = "expiry_schedule"
 HOUR_MS = 3_600_000
 KEEP_AFTER_DUE_S = 86_400  # an entry's TTL past its due time
+MAX_TTL_S = 630_720_000  # Cassandra's largest TTL (20 years): a row's TTL can be that long
+# A cluster in storage_compatibility_mode CASSANDRA_4 refuses expirations past 2038-01-19
+# (CASSANDRA-14092): its rows all expire before it, and so need no entry that lasts longer.
+_Y2038_S = 2**31 - 1
 _PROTOCOL = 4  # the key blob's encoding (native protocol v4 value rules)
+_CODECS: dict[UUID, KeyCodec] = {}
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,14 @@ def schema_statements(keyspace: str, replication: str, role: str = "cdc_pipeline
     ]
 
 
+def codec_of(table: TableSchema) -> KeyCodec:
+    """The KeyCodec of TABLE, made once per table id (key columns never change type)."""
+    codec = _CODECS.get(table.id)
+    if codec is None:
+        codec = _CODECS[table.id] = KeyCodec(table)
+    return codec
+
+
 class KeyCodec:
     """A table's primary key (partition then clustering columns) <-> one blob: a CQL tuple
     of the key's types, serialized by cassandra-driver. Key columns cannot change type."""
@@ -133,6 +146,15 @@ class ExpiryDue:
     due: int  # milliseconds since the epoch
 
 
+def _entry_ttl(due_ms: int, now_ms: int) -> int:
+    """Seconds an entry due at DUE_MS is kept: a day past its due time, within what the
+    cluster accepts (never shorter than until its due time)."""
+    ttl = min(max(0, (due_ms - now_ms) // 1000) + KEEP_AFTER_DUE_S, MAX_TTL_S)
+    if due_ms // 1000 < _Y2038_S:
+        ttl = min(ttl, _Y2038_S - now_ms // 1000 - 1)
+    return ttl
+
+
 def _bucket(table_id: UUID, blob: bytes, buckets: int) -> int:
     digest = hashlib.blake2b(table_id.bytes + blob, digest_size=8).digest()
     return int.from_bytes(digest, "big") % buckets
@@ -147,17 +169,10 @@ class ExpirySchedule:
         self._session = session
         self._settings = settings
         self._clock = clock
-        self._codecs: dict[int, KeyCodec] = {}
         self._insert = session.prepare(
             f"INSERT INTO {protect_name(settings.keyspace)}.{TABLE} "  # noqa: S608 - quoted
             "(bucket, hour, due, table_id, key, static) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?")
         self._insert.consistency_level = consistency
-
-    def codec(self, table: TableSchema) -> KeyCodec:
-        codec = self._codecs.get(id(table))
-        if codec is None:
-            codec = self._codecs[id(table)] = KeyCodec(table)
-        return codec
 
     def add(self, entries: Sequence[tuple[TableSchema, dict[str, Any], bool, int]]) -> None:
         """ENTRIES: (table, key, static, due in microseconds since the epoch). Written before
@@ -167,9 +182,9 @@ class ExpirySchedule:
         now_ms = int(self._clock() * 1000)
         rows = []
         for table, key, static, due_us in entries:
-            blob = self.codec(table).encode(key, static=static)
+            blob = codec_of(table).encode(key, static=static)
             due_ms = due_us // 1000
-            ttl = max(0, (due_ms - now_ms) // 1000) + KEEP_AFTER_DUE_S
+            ttl = _entry_ttl(due_ms, now_ms)
             rows.append((_bucket(table.id, blob, self._settings.buckets), due_ms // HOUR_MS,
                          datetime.fromtimestamp(due_ms / 1000, UTC), table.id, blob, static,
                          ttl))
@@ -220,7 +235,6 @@ class ExpiryPartition(StatefulSourcePartition[ExpiryDue, Cursor]):
         self._cursor = cursor
         self._clock = clock
         self._awake: datetime | None = None
-        self._codecs: dict[int, KeyCodec] = {}
         self._session = session
         # Multi-column slices only: Cassandra refuses single- and multi-column relations on
         # clustering columns together.
@@ -267,9 +281,7 @@ class ExpiryPartition(StatefulSourcePartition[ExpiryDue, Cursor]):
         if not isinstance(table, TableSchema):
             log.debug("expiry entry of table %s skipped: the table is gone", table_id)
             return None
-        codec = self._codecs.get(id(table))
-        if codec is None:
-            codec = self._codecs[id(table)] = KeyCodec(table)
+        codec = codec_of(table)
         key = codec.decode(blob, static=static)
         return ExpiryDue(table_id, key, {c: key[c] for c in codec.partition_columns}, static,
                          due)

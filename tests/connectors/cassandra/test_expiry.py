@@ -118,3 +118,23 @@ def test_entries_of_dropped_tables_are_skipped(schedule_keyspace):
     gone = ExpirySource(lambda: sess, lambda _id: None, settings).build_part(
         "step", "expiry-0", None)
     assert gone.next_batch() == []
+
+
+def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keyspace):
+    """A row may expire just before 2038 (the latest a cluster in CASSANDRA_4 mode accepts)
+    or, on a 5.0-native cluster, up to 20 years on: its entry's own TTL (due + a day) is capped
+    at what Cassandra accepts, instead of failing the batch for ever, and still outlives it."""
+    sess, keyspace = schedule_keyspace
+    table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
+    settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0,
+                              lookback_seconds=0)
+    now = datetime.now(UTC).timestamp()
+    due = 2**31 - 1 - 3600  # an hour before the 2038 limit
+    ExpirySchedule(sess, settings).add([(table, {"id": 1}, False, due * 1_000_000)])
+    clock = Clock(due - 10)
+    part = ExpirySource(lambda: sess, lambda _id: table, settings, clock=clock).build_part(
+        "step", "expiry-0", (int(due - 60) * 1000, uuid.UUID(int=0), b"", False))
+    assert part.next_batch() == []
+    clock.at = due + 1
+    assert [d.key for d in part.next_batch()] == [{"id": 1}]
+    assert now < due
