@@ -159,14 +159,25 @@ class Spool:
 
     def _valid_size(self, path: Path) -> int:
         """Bytes of the whole, checksummed frames at the start of PATH; a torn tail (a write
-        a crash interrupted, which never returned) is cut off."""
+        a crash interrupted, which never returned: the last frame, short or not checksummed)
+        is cut off. A frame that does not check out with more frames after it is damage, not
+        a torn write: SpoolCorruptError, since cutting there would drop synced batches."""
         with path.open("r+b") as file:
             data = file.read()
             end = 0
             while end + _HEADER.size <= len(data):
                 length, crc, _ = _HEADER.unpack_from(data, end)
                 body_end = end + _HEADER.size + length
-                if body_end > len(data) or zlib.crc32(data[end + 8:body_end]) != crc:
+                if body_end > len(data):
+                    break
+                if zlib.crc32(data[end + 8:body_end]) != crc:
+                    if body_end < len(data):
+                        raise SpoolCorruptError(
+                            f"spool {self.directory}: the frame at {path.name} offset {end} "
+                            f"fails its checksum and {len(data) - body_end} bytes follow it: "
+                            "the file was damaged after it was synced; nothing was dropped. "
+                            "Restore the file, or remove the spool knowing its batches are "
+                            "lost")
                     break
                 end = body_end
             if end < len(data):

@@ -281,3 +281,26 @@ def test_a_sigkill_loses_nothing_and_reorders_nothing(tmp_path, caplog):
     assert acked + 1 <= total <= acked + 3
     assert "unfinished write" in caplog.text
     assert segments(spool_dir) == []
+
+
+def test_a_damaged_frame_before_others_stops_the_start_and_drops_nothing(tmp_path):
+    """Only a torn last write is cut off at start: a bad checksum in the middle of a segment
+    raises SpoolCorruptError and leaves the file as it was."""
+    from connectors.spool import SpoolCorruptError
+
+    inner = ListSink()
+    inner.down = True  # nothing drains: five batches stay spooled
+    part = spooled(inner, tmp_path / "spool", close_timeout=0.2).build_part("dmg", "0", None)
+    for i in range(5):
+        part.write_batch([f"item-{i}"])
+    part.close()
+    (segment,) = segments(tmp_path / "spool")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a bit flipped in a middle frame
+    segment.write_bytes(bytes(data))
+
+    inner.down = False
+    with pytest.raises(SpoolCorruptError, match=r"fails its checksum and \d+ bytes follow"):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    assert segment.read_bytes() == bytes(data)
+    assert inner.items() == []
