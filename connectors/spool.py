@@ -511,7 +511,14 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
             self._spool.abort()
             self._drainer.join(self._close_timeout)
         try:
-            self._inner.close()
+            if self._drainer.is_alive():
+                # Still inside a write of the destination: closing its connection under it
+                # would fail that write halfway. The process is ending; the batch stays
+                # spooled and is written first at the next start.
+                log.warning("%s: the destination's write did not return within %.0fs; "
+                            "left to the process's end", self._what, 2 * self._close_timeout)
+            else:
+                self._inner.close()
         finally:
             if not self._drainer.is_alive():
                 self._spool.close()

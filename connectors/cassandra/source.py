@@ -171,6 +171,9 @@ class CdcPartition(StatefulSourcePartition):
     def next_awake(self) -> datetime | None:
         return self._awake
 
+    def close(self) -> None:
+        HEALTH.forget(self._health)  # a finished or moved partition is no longer this process's
+
     def snapshot(self) -> Cursor | None:
         return self._cursor
 

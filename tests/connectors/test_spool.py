@@ -304,3 +304,35 @@ def test_a_damaged_frame_before_others_stops_the_start_and_drops_nothing(tmp_pat
         spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
     assert segment.read_bytes() == bytes(data)
     assert inner.items() == []
+
+
+def test_close_leaves_a_destination_write_that_never_returns_alone(tmp_path, monkeypatch):
+    """The wrapped partition is not closed under a write still in progress; the batch stays
+    spooled for the next start. Health: reported while open, forgotten once closed; a write
+    failing transiently is trouble, a refused one fatal."""
+    from connectors.health import Health
+
+    health = Health()
+    monkeypatch.setattr("connectors.spool.HEALTH", health)
+    inner = ListSink()
+    part = spooled(inner, tmp_path / "spool", close_timeout=0.2).build_part("stuck", "0", None)
+    name = "destination stuck/0"
+    assert health.report()[2]["checks"][name]["state"] == "ok"
+    inner.down = True
+    part.write_batch(["a"])
+    wait_until(lambda: health.report()[2]["checks"][name]["state"] == "trouble")
+    inner.down = False
+    wait_until(lambda: health.report()[2]["checks"][name]["state"] == "ok")
+    inner.held.clear()  # the next write hangs inside the destination
+    part.write_batch(["b"])
+    part.close()
+    assert inner.closed == [] and name not in health.report()[2]["checks"]
+    inner.held.set()
+
+    inner = ListSink()
+    inner.refused = {"c"}
+    part = spooled(inner, tmp_path / "other", close_timeout=0.2).build_part("bad", "0", None)
+    part.write_batch(["c"])
+    wait_until(lambda: health.report()[2]["checks"]["destination bad/0"]["state"] == "fatal")
+    with pytest.raises(SpoolDrainError):
+        part.close()

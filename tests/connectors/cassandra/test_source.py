@@ -131,3 +131,21 @@ def test_a_rate_limit_spaces_batches(nodes):
                              None, max_records=4, idle_wait=timedelta(0))
     unlimited.next_batch()
     assert unlimited.next_awake() is None
+
+
+def test_a_partition_reports_its_polls_to_health_until_closed(nodes, monkeypatch):
+    """Not ready until its first poll; ready after; gone from the report once closed (a
+    finished partition must not turn the process unready as "stalled")."""
+    from connectors.health import Health
+
+    health = Health()
+    monkeypatch.setattr("connectors.cassandra.source.HEALTH", health)
+    node = nodes[0]
+    partition = CdcPartition(node.name, LocalSegmentStore(node.cdc_raw), schemas_for(nodes)(),
+                             None, max_records=5, idle_wait=timedelta(0), until_caught_up=True)
+    name = f"capture {node.name}"
+    assert health.report()[2]["checks"][name]["state"] == "trouble"
+    partition.next_batch()
+    assert health.report()[:2] == (True, True)
+    partition.close()
+    assert name not in health.report()[2]["checks"]
