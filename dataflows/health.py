@@ -69,7 +69,9 @@ def serve_from_environment(environ: dict[str, str] | None = None) -> ThreadingHT
     try:
         port = int(value)
     except ValueError:
-        raise ValueError(f"{PORT_VARIABLE} must be a port number, not {value!r}") from None
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{PORT_VARIABLE} must be a port number (1-65535), not {value!r}")
     try:
         return serve(port)
     except OSError as error:

@@ -438,7 +438,7 @@ class _Builder:
             value.get("max_batch_items", DEFAULT_MAX_BATCH_ITEMS), f"{path}.max_batch_items"
         )
         cache = value.get("cache_entries", DEFAULT_TOKEN_CACHE_ENTRIES)
-        if cache != 0 or isinstance(cache, bool):  # 0 turns the cache off
+        if not (type(cache) is int and cache == 0):  # 0 turns the cache off
             cache = self.positive(cache, f"{path}.cache_entries")
         return TransitSettings(key, mount.strip("/"), key_version, max_items, cache)
 

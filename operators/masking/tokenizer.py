@@ -122,7 +122,9 @@ class OpenBaoTransitTokenizer:
         self._environ = environ
         self._parallel = 1 if client is not None else parallel_requests
         self._local = threading.local()  # a requests session is not for sharing across threads
-        self._pool: ThreadPoolExecutor | None = None
+        # Made here, not on first use: masking runs on several worker threads at once, and two
+        # first uses would each make one. Its threads start only when a call has 2+ chunks.
+        self._pool = ThreadPoolExecutor(self._parallel, thread_name_prefix="tokenize")
 
     def __repr__(self) -> str:
         s = self.settings
@@ -144,8 +146,6 @@ class OpenBaoTransitTokenizer:
         step = self.settings.max_batch_items
         chunks = [distinct[start:start + step] for start in range(0, len(distinct), step)]
         if len(chunks) > 1 and self._parallel > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._parallel, thread_name_prefix="tokenize")
             encrypted = list(self._pool.map(self._encrypt, chunks))
         else:
             encrypted = [self._encrypt(chunk) for chunk in chunks]

@@ -95,8 +95,9 @@ def test_the_endpoints_answer_with_status_and_json():
 
 def test_the_port_comes_from_the_environment():
     assert serve_from_environment({}) is None
-    with pytest.raises(ValueError, match="CDC_HEALTH_PORT must be a port number"):
-        serve_from_environment({"CDC_HEALTH_PORT": "http"})
+    for bad in ("http", "70000", "0"):
+        with pytest.raises(ValueError, match=r"CDC_HEALTH_PORT must be a port number \(1-65535\)"):
+            serve_from_environment({"CDC_HEALTH_PORT": bad})
     port = _free_ports(1)[0]
     first = serve_from_environment({"CDC_HEALTH_PORT": str(port)})
     try:

@@ -4,6 +4,7 @@ ones, memory is bounded, and no plaintext is kept."""
 from __future__ import annotations
 
 import gc
+import threading
 
 import pytest
 
@@ -92,8 +93,9 @@ def test_the_policy_sets_the_cache_size(tmp_path):
     assert policy(cache_entries=0).tokenize.cache_entries == 0
     with pytest.raises(ConfigError, match=r"tokenize\.cache_entries: expected a positive"):
         policy(cache_entries=-1)
-    with pytest.raises(ConfigError, match=r"tokenize\.cache_entries"):
-        policy(cache_entries=True)
+    for bad in (True, 0.0, "100"):
+        with pytest.raises(ConfigError, match=r"tokenize\.cache_entries"):
+            policy(cache_entries=bad)
 
 
 def test_cached_tokens_are_openbao_s_tokens(openbao_env):
@@ -115,6 +117,15 @@ def test_requests_in_parallel_give_the_tokens_of_one_request(openbao_env):
                                   environ=openbao_env, parallel_requests=1)
     many = OpenBaoTransitTokenizer(TransitSettings("cdc-tokenization", max_batch_items=7),
                                    environ=openbao_env, parallel_requests=4)
+    threads: set[str] = set()
+    encrypt = many._encrypt  # noqa: SLF001 - to see which threads send the requests
+
+    def recorded(chunk):
+        threads.add(threading.current_thread().name)
+        return encrypt(chunk)
+
+    many._encrypt = recorded  # noqa: SLF001
     assert many.tokenize(values) == one.tokenize(values)
+    assert len(threads) > 1 and all(t.startswith("tokenize") for t in threads), threads
     with pytest.raises(ValueError, match="parallel_requests"):
         OpenBaoTransitTokenizer(TransitSettings("k"), parallel_requests=0)
