@@ -81,8 +81,7 @@ class Runtime:
     def expiry_schedule(self) -> ExpirySchedule:
         settings = self.settings.cassandra.ttl_expiry
         assert settings is not None
-        level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
-        return ExpirySchedule(self.session, settings, consistency=level)
+        return ExpirySchedule(self.session, settings)  # LOCAL_QUORUM: see its module
 
     def schedule_expiry(self, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:
         """BATCH as it is, once every row image in it with a TTL has its re-read scheduled
@@ -96,9 +95,7 @@ class Runtime:
     def expiry_source(self) -> ExpirySource:
         settings = self.settings.cassandra.ttl_expiry
         assert settings is not None
-        level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
-        return ExpirySource(lambda: self.session, self._table_by_id, settings,
-                            consistency=level)
+        return ExpirySource(lambda: self.session, self._table_by_id, settings)
 
     def _table_by_id(self, table_id):
         table = self.schemas.table(table_id)

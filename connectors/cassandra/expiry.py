@@ -25,9 +25,14 @@ row again is harmless (the image is versioned by when it was read). Entries are 
 the row-image step, before its batch leaves, so a snapshot never covers a batch whose entries
 are missing.
 
-Clocks: `due` is the writer's clock and the source reads `grace` seconds behind its own.
-Clocks further apart than that (NTP keeps them to milliseconds) make late entries wait for the
-row's next change instead.
+Clocks: `due` is never less than a second ahead of the writer's clock, and the source reads
+`grace` seconds behind its own. Clocks further apart than that (NTP keeps them to
+milliseconds) make late entries wait for the row's next change instead. Reads and writes of
+the schedule are at LOCAL_QUORUM whatever the pipeline's own level: a source reading a
+replica that lacks a fresh entry would move its cursor past it for good.
+
+`buckets` may be raised on an existing schedule, never lowered: entries in the buckets
+dropped would no longer be read.
 """
 
 from __future__ import annotations
@@ -183,7 +188,12 @@ class ExpirySchedule:
         rows = []
         for table, key, static, due_us in entries:
             blob = codec_of(table).encode(key, static=static)
-            due_ms = due_us // 1000
+            # Never behind the source's cursor (it reads up to its clock less grace): a due
+            # time already past (a backlog, a slow batch, a liveness that ended meanwhile)
+            # means "read it again now", not "never". In whole seconds, rounded up (TTLs have
+            # one-second resolution): the entries a row's successive reads make then coincide
+            # instead of each starting its own chain of re-reads.
+            due_ms = -(-max(due_us // 1000, now_ms + 1000) // 1000) * 1000
             ttl = _entry_ttl(due_ms, now_ms)
             rows.append((_bucket(table.id, blob, self._settings.buckets), due_ms // HOUR_MS,
                          datetime.fromtimestamp(due_ms / 1000, UTC), table.id, blob, static,

@@ -69,10 +69,14 @@ def test_expired_rows_and_cells_leave_every_destination_across_a_sigkill(
             assert time.monotonic() < deadline, "the rows did not arrive before their TTL"
             time.sleep(0.5)
         arrived = len(destination_rows(postgres_schema, bare))
+        # Past a snapshot (-s 1) of those batches, so the restart does not replay their
+        # changes (whose reads, after the TTL, would delete the rows without the schedule).
+        time.sleep(2.5)
         pipeline.kill()  # entries are scheduled; nothing has expired yet
         pipeline.start(1)
         time.sleep(max(0.0, written + TTL - time.monotonic()))
         expected, found = converge(sess, ks, bare, pipeline.masker(), readers, timeout=60)
+        written_by = _sources(postgres_schema, bare)
     finally:
         pipeline.close()
         drop_clickhouse_tables(bare)
@@ -85,3 +89,21 @@ def test_expired_rows_and_cells_leave_every_destination_across_a_sigkill(
         problem = difference(rows, found_rows, str(pipeline.log_path))
         assert problem is None, f"{name}: {problem}"
     assert len(pipeline.resume_epochs()) == 2
+    # They left through the schedule: their last writes came from the expiry source.
+    for i in [*range(20), *range(200, 205)]:
+        assert written_by[i] == ("ttl-expiry", True), (i, written_by[i])
+    for i in range(100, 110):
+        assert written_by[i] == ("ttl-expiry", False), (i, written_by[i])
+    assert {written_by[i][0] for i in range(110, 120)} == {"c7-node1"}
+
+
+def _sources(schema: str, keyspace: str) -> dict[int, tuple[str, bool]]:
+    """Per id: (the node whose change last wrote the row, deleted) from the rows table."""
+    from psycopg import sql
+
+    from devstack import postgres
+
+    with postgres.connect(role="admin") as conn:
+        return {i: (node, deleted) for i, node, deleted in conn.execute(sql.SQL(
+            "SELECT id, _cdc_source_node, _cdc_deleted FROM {}").format(
+            sql.Identifier(schema, f"{keyspace}__patients")))}

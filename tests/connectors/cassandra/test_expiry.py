@@ -138,3 +138,25 @@ def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keysp
     clock.at = due + 1
     assert [d.key for d in part.next_batch()] == [{"id": 1}]
     assert now < due
+
+
+def test_an_entry_written_after_its_due_time_is_read_at_the_next_poll(schedule_keyspace):
+    """A due time already past when written (a backlog, a slow batch) is due now, not never;
+    a row's entries a few milliseconds apart are one entry."""
+    sess, keyspace = schedule_keyspace
+    table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
+    settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0,
+                              lookback_seconds=3600)
+    clock = Clock(1_800_000_000.25)
+    part = ExpirySource(lambda: sess, lambda _id: table, settings, clock=clock).build_part(
+        "step", "expiry-0", None)
+    assert part.next_batch() == []  # the cursor is now at the clock
+    schedule = ExpirySchedule(sess, settings, clock=clock)
+    schedule.add([(table, {"id": 1}, False, int((clock.at - 600) * 1_000_000))])
+    schedule.add([(table, {"id": 2}, False, int((clock.at + 30) * 1_000_000) + k)
+                  for k in (0, 1_000, 2_000)])
+    assert len(list(sess.execute(f"SELECT due FROM {keyspace}.expiry_schedule"))) == 2
+    clock.at += 2.0  # "now": at most two seconds on (whole seconds, at least one ahead)
+    assert [d.key for d in part.next_batch()] == [{"id": 1}]
+    clock.at += 31.0
+    assert [d.key for d in part.next_batch()] == [{"id": 2}]
