@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 
 from connectors.cassandra.schema import ClusteringOrder, ColumnKind, TableSchema
 from connectors.cassandra.values import CqlType, parse_cql_type
+from connectors.clustering import ClusteringColumn
 from connectors.postgres._naming import column_name, table_names
-from connectors.postgres._ordering import ClusteringColumn
 
 C = TypeVar("C")
 

@@ -11,7 +11,7 @@
   names as in the PostgreSQL sink.
 - Types (_types.py + the 'clickhouse' keys of connectors/typemap.json), batch application
   (_apply.py). Range deletes use the PostgreSQL sink's Cassandra ordering
-  (connectors/postgres/_ordering.py).
+  (connectors/clustering.py).
 
 How versions are enforced without conditional writes: every operation is inserted with its
 version; the engine keeps the highest version per key, the last inserted on ties ("later
@@ -29,7 +29,7 @@ from connectors.clickhouse._ddl import (
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._settings import ClickHouseSinkSettings
 from connectors.clickhouse._sink import ClickHouseSink, stable_partition
-from connectors.postgres._ordering import UnsupportedRange
+from connectors.clustering import UnsupportedRange
 
 __all__ = [
     "PROGRESS_TABLE",

@@ -10,7 +10,7 @@ Operations are applied in order into per-table image sets (per key the highest v
 to the later operation), and each destination table gets ONE insert per batch, with explicit
 column types (clickhouse-connect cannot look them up on 18.16). A RangeDelete reads the
 partition's stored keys and versions (FINAL), evaluates the clustering range in Python in
-Cassandra's order (connectors.postgres._ordering), and adds tombstones at op.version for the
+Cassandra's order (connectors.clustering), and adds tombstones at op.version for the
 covered keys whose stored version is <= op.version, and for the covered images gathered
 earlier in the same batch. Progress is inserted after the data (a crash between them replays
 data that merges to the same state).
@@ -27,7 +27,7 @@ from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 
 from connectors.clickhouse._ddl import PROGRESS_TABLE
 from connectors.clickhouse._layout import CDC_WRITTEN, TableLayout
-from connectors.postgres._ordering import in_range
+from connectors.clustering import in_range
 from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError

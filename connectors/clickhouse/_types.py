@@ -16,7 +16,7 @@ _comment_clickhouse for the reasons):
 
 Every String value is written as bytes (clickhouse-connect picks str or bytes for a whole
 column from its first value). `stored_value` turns what was written (or is read back with
-bytes formats) into a value `connectors.postgres._ordering` orders as Cassandra does.
+bytes formats) into a value `connectors.clustering` orders as Cassandra does.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def converter(t: CqlType) -> Callable[[Any], Any]:
 
 def stored_value(t: CqlType) -> Callable[[Any], Any]:
     """A written (or read back, String as bytes) value -> a value that
-    connectors.postgres._ordering orders in Cassandra's order."""
+    connectors.clustering orders in Cassandra's order."""
     if t.kind in _TEXT_FORM_KINDS:
         return lambda v: v.decode("utf-8") if isinstance(v, bytes) else v
     if t.kind == "date":

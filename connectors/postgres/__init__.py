@@ -9,13 +9,14 @@
   companion and "__current" view, created IF NOT EXISTS under an advisory lock; an optional
   `TableHook` adds DDL after them in the same transaction (used by connectors/timescale).
 - Types (_values.py + connectors/typemap.json), Cassandra's clustering order for range deletes
-  (_ordering.py), batch application (_apply.py).
+  (connectors/clustering.py, shared), batch application (_apply.py).
 
 A value PostgreSQL refuses raises `RejectedValueError` (the flow stops; recovery replays it
 after the cause is fixed): dropping a row would leave the destination silently different from
 Cassandra, and a later older image of it could then be applied.
 """
 
+from connectors.clustering import UnsupportedRange
 from connectors.postgres._apply import RejectedValueError, apply_batch
 from connectors.postgres._ddl import (
     PROGRESS_TABLE,
@@ -25,7 +26,6 @@ from connectors.postgres._ddl import (
 )
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._naming import shorten, table_names
-from connectors.postgres._ordering import UnsupportedRange
 from connectors.postgres._settings import PostgresSinkSettings
 from connectors.postgres._sink import PostgresSink, stable_partition
 

@@ -28,9 +28,9 @@ from operator import attrgetter, is_, is_not
 import psycopg
 from psycopg import sql
 
+from connectors.clustering import in_range
 from connectors.postgres._ddl import PROGRESS_TABLE
 from connectors.postgres._layout import CDC_COLUMNS, CDC_WRITTEN, TableLayout
-from connectors.postgres._ordering import in_range
 from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
