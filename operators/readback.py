@@ -33,7 +33,8 @@ from prometheus_client import Counter
 
 from connectors.cassandra.events import Cell, ChangeEvent, ChangeKind, ComplexCell
 from connectors.cassandra.expiry import ExpiryDue
-from connectors.cassandra.schema import ColumnKind, ColumnSpec, TableSchema
+from connectors.cassandra.schema import ClusteringOrder, ColumnKind, ColumnSpec, TableSchema
+from connectors.clustering import ClusteringColumn, UnsupportedRange, in_range
 from operators.row_ops import (
     EXPIRY,
     ClusteringBound,
@@ -275,12 +276,20 @@ def _event_time(event: ChangeEvent) -> int:
 
 
 def _reflects(event: ChangeEvent, image: Image | None) -> bool:
-    """Whether a read shows at least the event's writes (see the module docstring)."""
+    """Whether a read shows at least the event's writes (see the module docstring), its
+    deletes included: a replica without the tombstone still shows what it deleted, and read
+    times would let that image win over the delete."""
     if image is None:  # gone: fine if something deleted it (the event or a later tombstone)
         return event.kind is not ChangeKind.UPSERT or not event.liveness
+    if event.kind is ChangeKind.ROW_DELETE and event.deletion is not None and \
+            _shadowed(image.write_times.values(), event.deletion.marked_for_delete_at):
+        return False  # the row is back only if something newer than the delete was written
     for name, cell in event.cells.items():
         written = image.write_times.get(name)
-        if isinstance(cell, Cell) and not cell.deleted:
+        if isinstance(cell, Cell) and cell.deleted:
+            if written is not None and written <= cell.timestamp:
+                return False  # a tombstone wins ties: that value is gone
+        elif isinstance(cell, Cell):
             if written is None and image.values.get(name) is not None:
                 return False
             if written is not None and written < cell.timestamp:
@@ -291,6 +300,14 @@ def _reflects(event: ChangeEvent, image: Image | None) -> bool:
             if written is not None and written < newest:
                 return False
     return True
+
+
+def _shadowed(write_times: Iterable[int], tombstone: int) -> bool:
+    """Whether a row read with these write times is one a tombstone at TOMBSTONE deletes:
+    every cell as old or older (a tombstone wins ties). A row showing no write time (only
+    its key, live by its INSERT) cannot be told: not shadowed."""
+    times = list(write_times)
+    return bool(times) and max(times) <= tombstone
 
 
 class RowImages:
@@ -495,18 +512,44 @@ class RowImages:
             self._clock.now(), source, include_static=whole)]
         # Then every row of the partition as it is now, read after the delete's version: the
         # survivors (written after the tombstone) go back in; rows outside the range are
-        # re-stated, which is harmless.
+        # re-stated, which is harmless. A row of the range whose every cell the tombstone
+        # covers comes from a replica that has not received it yet: Cassandra has deleted it,
+        # so it is left out (a stale read), not sent back in versioned by this read.
+        tombstone = event.deletion.marked_for_delete_at
+        covered = self._covered(table, ops[0], whole)
+        regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
         as_of = self._clock.now()
         for image in self._reader.partition(table, event.partition_key):
+            if covered(image.key) and _shadowed(
+                    (t for n, t in image.write_times.items() if n in regular), tombstone):
+                STALE_READS.inc()
+                continue
             ops.append(self._upsert(table, image, event, source, with_statics=False,
                                     as_of=as_of))
         if whole and table_has_statics(table):
-            statics = static_upsert_of(table, event.partition_key,
-                                       self._reader.statics(table, event.partition_key), source,
+            image = self._reader.statics(table, event.partition_key)
+            if image is not None and _shadowed(image.write_times.values(), tombstone):
+                STALE_READS.inc()
+                image = None
+            statics = static_upsert_of(table, event.partition_key, image, source,
                                        version=as_of)
             if statics is not None:
                 ops.append(statics)
         return ops
+
+    @staticmethod
+    def _covered(table: TableSchema, delete: RangeDelete, whole: bool
+                 ) -> Callable[[Mapping[str, Any]], bool]:
+        """Whether a row (its key) lies in what DELETE deletes, in Cassandra's clustering
+        order; a bound this cannot evaluate covers nothing (the row is then sent back in)."""
+        if whole:
+            return lambda key: True
+        columns = [ClusteringColumn(c.name, c.type, c.order or ClusteringOrder.ASC)
+                   for c in table.clustering]
+        try:
+            return in_range(columns, delete.start, delete.end)
+        except UnsupportedRange:
+            return lambda key: False
 
     def _upsert(self, table: TableSchema, image: Image, event: ChangeEvent, source: Source,
                 *, with_statics: bool = False, as_of: int | None = None) -> RowUpsert:

@@ -327,3 +327,85 @@ def test_images_say_when_their_cells_or_liveness_expire_and_expired_rows_read_as
     assert [(type(o), o.values["name"], o.values["weight"]) for o in kept] == [
         (RowUpsert, "B.", 70.0)]
     assert kept[0].expires is not None  # the name's TTL still runs: scheduled again
+
+
+def _with_tombstone(event, marked_for_delete_at: int):
+    """EVENT as if its tombstone were at MARKED_FOR_DELETE_AT: what a read from a replica that
+    has not received that tombstone yet looks like to the pipeline."""
+    from connectors.cassandra.events import ChangeEvent, Deletion
+
+    deletion, cells = event.deletion, event.cells
+    if deletion is not None:
+        deletion = Deletion(marked_for_delete_at, deletion.local_deletion_time)
+    else:  # a cell delete: the cells' tombstones
+        cells = {name: cell._replace(timestamp=marked_for_delete_at)
+                 for name, cell in cells.items()}
+    return ChangeEvent(event.node, event.position, event.seq, event.keyspace, event.table,
+                       event.table_id, event.kind, event.partition_key, event.clustering,
+                       cells, event.liveness, deletion, event.is_static, event.range_start,
+                       event.range_end, event.digest)
+
+
+def test_rows_a_tombstone_covers_are_not_sent_back_from_a_replica_without_it(
+    cassandra_clusters, cassandra_keyspace
+):
+    """Versions are read times, so an image from a replica that lacks the delete would win
+    over the delete. A read showing rows (or cells) the tombstone covers does not reflect it:
+    row deletes are retried, then sent as stale reads (write-time versions, which lose to the
+    delete); range and partition deletes leave those rows out and keep the rest."""
+    sess, ks = cassandra_keyspace(7)
+    for ddl in SCHEMA:
+        sess.execute(ddl.format(ks=ks))
+    capture = CdcCapture(sess, ks, cassandra_clusters[7].cdc_raw_dirs[0])
+    statements = [
+        "INSERT INTO {ks}.visits (patient, at, code, clinic) VALUES "
+        "(1, '2024-01-01 10:00:00+0000', 'A01', 'North') USING TIMESTAMP 1000",
+        "INSERT INTO {ks}.visits (patient, at, code) VALUES "
+        "(1, '2024-02-01 10:00:00+0000', 'B02') USING TIMESTAMP 1000",
+        "DELETE FROM {ks}.visits USING TIMESTAMP 500 WHERE patient = 1 "
+        "AND at >= '2024-01-15 00:00:00+0000'",
+        "DELETE FROM {ks}.visits USING TIMESTAMP 500 WHERE patient = 1",
+        "DELETE FROM {ks}.visits USING TIMESTAMP 500 WHERE patient = 1 "
+        "AND at = '2024-01-01 10:00:00+0000'",
+        "INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 60.0) "
+        "USING TIMESTAMP 1000",
+        "DELETE FROM {ks}.patients USING TIMESTAMP 500 WHERE id = 1",
+        "DELETE weight FROM {ks}.patients USING TIMESTAMP 500 WHERE id = 1",
+    ]
+    captured = capture.run(lambda: [sess.execute(s.format(ks=ks)) for s in statements],
+                           ["patients", "visits"])
+    registry = capture.registry()
+    images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
+                       lambda e: registry.table(e.table_id), attempts=2, backoff_s=0.01)
+    by_kind = {(e.table, e.kind.name, tuple(e.cells)): e for e in captured.events}
+    range_delete = by_kind[("visits", "RANGE_DELETE", ())]
+    partition_delete = by_kind[("visits", "PARTITION_DELETE", ())]
+    row_delete = by_kind[("visits", "ROW_DELETE", ())]
+    one_key_delete = by_kind[("patients", "PARTITION_DELETE", ())]  # no clustering: the row
+    cell_delete = by_kind[("patients", "UPSERT", ("weight",))]
+
+    def rows(ops):
+        return sorted((type(o).__name__, getattr(o, "static", False),
+                       dict(getattr(o, "key", {})).get("at")) for o in ops)
+
+    # As captured (tombstones at 500, rows at 1000): every row survives, read back in.
+    assert rows(images.operations(range_delete)) == [
+        ("RangeDelete", False, None), ("RowUpsert", False, datetime(2024, 1, 1, 10)),
+        ("RowUpsert", False, datetime(2024, 2, 1, 10))]
+    # Tombstones at 2000, as a replica still without them shows those rows: the one in the
+    # range (February) is left out, the one before it stays; a partition delete leaves out
+    # every row and the static row.
+    assert rows(images.operations(_with_tombstone(range_delete, 2000))) == [
+        ("RangeDelete", False, None), ("RowUpsert", False, datetime(2024, 1, 1, 10))]
+    assert rows(images.operations(_with_tombstone(partition_delete, 2000))) == [
+        ("RangeDelete", False, None)]
+    assert rows(images.operations(_with_tombstone(one_key_delete, 2000))) == [
+        ("RangeDelete", False, None)]
+    assert rows(images.operations(one_key_delete)) == [
+        ("RangeDelete", False, None), ("RowUpsert", False, None)]
+    # A row delete or cell delete the read does not show: stale, versioned by write times.
+    for event in (row_delete, cell_delete):
+        (stale,) = images.operations(_with_tombstone(event, 2000))
+        assert isinstance(stale, RowUpsert) and stale.version == 1000, event
+        (fresh,) = images.operations(event)
+        assert fresh.version > 1_000_000_000_000_000  # reflected: a read time
