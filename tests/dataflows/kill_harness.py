@@ -23,9 +23,8 @@ from pathlib import Path
 from psycopg import sql
 
 from dataflows.config import load
-from dataflows.runtime import Runtime
 from devstack.paths import REPO_ROOT
-from tests.dataflows.pipeline_files import masking_policy
+from tests.dataflows.pipeline_files import masking_policy, oracle_masker
 
 ROWS = 150
 NOTE = "n" * 4000
@@ -102,7 +101,7 @@ class Pipeline:
         self._log.close()
 
     def masker(self):
-        return Runtime(load(self.config)).masker
+        return oracle_masker(load(self.config))
 
     def resume_epochs(self) -> list[int]:
         """Each execution's resume epoch, from Bytewax's recovery store (0.21.1's `exs`)."""

@@ -8,6 +8,19 @@ from typing import Any
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 
 
+def oracle_masker(settings):
+    """The masking the oracles put Cassandra's rows through: the pipeline's policy (from its
+    PipelineSettings), OpenBao's keys, and no token cache, so a cache fault cannot sit on
+    both sides of a comparison."""
+    from connectors.secrets import SecretResolver
+    from operators.masking import Masker
+    from operators.masking.policy import load_policy
+    from operators.masking.tokenizer import OpenBaoTransitTokenizer
+
+    policy = load_policy(settings.masking_policy)
+    return Masker(policy, SecretResolver(), OpenBaoTransitTokenizer(policy.tokenize))
+
+
 def masking_policy(keyspace: str, tables: dict[str, dict[str, dict]]) -> dict:
     """A masking policy for TABLES of one keyspace (table -> column rules), keys from the
     stack's OpenBao."""

@@ -25,6 +25,7 @@ from tests.dataflows.pipeline_files import (
     cassandra_section,
     clickhouse_destination,
     masking_policy,
+    oracle_masker,
     postgres_destination,
     timescale_destination,
 )
@@ -93,9 +94,9 @@ def test_commit_log_to_postgres_masked_and_exact(
     columns = ["id", "first_name", "email", "diagnosis", "weight", "marker"]
     cassandra_rows = [{c: getattr(r, c) for c in columns}
                       for r in sess.execute(f"SELECT * FROM {ks}.patients")]
+    masker = oracle_masker(settings)
     expected = sorted((tuple(r[c] for c in columns)
-                       for r in runtime.masker.mask_rows(bare, "patients", cassandra_rows)),
-                      key=repr)
+                       for r in masker.mask_rows(bare, "patients", cassandra_rows)), key=repr)
     from devstack import postgres
 
     with postgres.connect(role="admin") as conn:
@@ -188,7 +189,7 @@ def test_each_destination_receives_its_tables(
     try:
         run_main(build(settings, runtime=runtime, until_caught_up=True,
                        initial={"c7-node1": start}))
-        expected = {name: _masked_rows(sess, ks, bare, name, columns, runtime.masker)
+        expected = {name: _masked_rows(sess, ks, bare, name, columns, oracle_masker(settings))
                     for name, columns in (("patients", ["id", "first_name", "email"]),
                                           ("visits", ["patient", "at", "diagnosis"]))}
         assert len(expected["patients"]) == 12 and len(expected["visits"]) == 8

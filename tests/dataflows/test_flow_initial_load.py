@@ -24,6 +24,7 @@ from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
     masking_policy,
+    oracle_masker,
     postgres_destination,
 )
 from tests.dataflows.test_flow_fanout import wait_durable
@@ -81,9 +82,9 @@ def test_existing_rows_are_loaded_and_later_changes_win(
 
     cassandra_rows = [{c: getattr(r, c) for c in COLUMNS}
                       for r in sess.execute(f"SELECT * FROM {ks}.patients")]
+    masker = oracle_masker(settings)
     expected = sorted((tuple(r[c] for c in COLUMNS)
-                       for r in runtime.masker.mask_rows(bare, "patients", cassandra_rows)),
-                      key=repr)
+                       for r in masker.mask_rows(bare, "patients", cassandra_rows)), key=repr)
     from devstack import postgres
 
     with postgres.connect(role="admin") as conn:

@@ -27,6 +27,7 @@ from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
     clickhouse_destination,
+    oracle_masker,
     postgres_destination,
 )
 from tests.dataflows.test_flow_fanout import wait_durable
@@ -178,13 +179,14 @@ def test_live_add_drop_and_cdc_switch(tmp_path, monkeypatch, cassandra_clusters,
     from devstack import clickhouse, postgres
 
     client = clickhouse.connect("admin")
+    masker = oracle_masker(settings)
     try:
         for table, columns in (("visits", ["id", "note", "ssn", "marker"]),
                                ("late", ["id", "v"])):
             rows = [{c: getattr(r, c) for c in columns}
                     for r in sess.execute(f"SELECT * FROM {ks}.{table}")]
             expected = sorted((tuple(r[c] for c in columns)
-                               for r in runtime.masker.mask_rows(bare, table, rows)), key=repr)
+                               for r in masker.mask_rows(bare, table, rows)), key=repr)
             view = f"{bare}__{table}__current"
             with postgres.connect(role="admin") as conn:
                 found = conn.execute(sql.SQL("SELECT {} FROM {}").format(

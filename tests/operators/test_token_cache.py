@@ -4,7 +4,10 @@ ones, memory is bounded, and no plaintext is kept."""
 from __future__ import annotations
 
 import gc
+import json
 import threading
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +132,19 @@ def test_requests_in_parallel_give_the_tokens_of_one_request(openbao_env):
     assert len(threads) > 1 and all(t.startswith("tokenize") for t in threads), threads
     with pytest.raises(ValueError, match="parallel_requests"):
         OpenBaoTransitTokenizer(TransitSettings("k"), parallel_requests=0)
+
+
+def test_the_pipeline_masks_through_the_cache_unless_turned_off(tmp_path):
+    """Runtime wires the cache in front of OpenBao per tokenize.cache_entries."""
+    from dataflows.config import load
+    from dataflows.runtime import Runtime
+
+    example = Path(__file__).resolve().parents[2] / "config"
+    settings = load(example / "pipeline.example.json")
+    cached = Runtime(settings).masker._tokenizer  # noqa: SLF001 - what the masker calls
+    assert isinstance(cached, CachedTokenizer)
+    policy = json.loads((example / "masking.example.json").read_text())
+    policy["masking"]["tokenize"]["cache_entries"] = 0
+    (tmp_path / "masking.json").write_text(json.dumps(policy))
+    bare = Runtime(replace(settings, masking_policy=tmp_path / "masking.json")).masker
+    assert isinstance(bare._tokenizer, OpenBaoTransitTokenizer)  # noqa: SLF001
