@@ -178,7 +178,7 @@ class Image:
 
 def with_retries(action: Callable[[], None], *, transient: Callable[[BaseException], bool],
                  settings: Any, sleep: Callable[[float], None], what: str,
-                 before_retry: Callable[[], None] | None = None) -> None:
+                 before_retry: Callable[[BaseException], None] | None = None) -> None:
     """Run ACTION; on an error TRANSIENT says may pass, try again (settings.retry_attempts in
     all) after settings.retry_backoff seconds, doubled each time up to retry_max_backoff.
     Only the error's class is logged: messages of database errors can quote values."""
@@ -193,6 +193,6 @@ def with_retries(action: Callable[[], None], *, transient: Callable[[BaseExcepti
             log.warning("%s: transient %s, try %d of %d in %.1fs", what, type(error).__name__,
                         attempt, settings.retry_attempts, pause)
             if before_retry is not None:
-                before_retry()
+                before_retry(error)
             sleep(pause)
             pause = min(pause * 2, settings.retry_max_backoff)

@@ -82,7 +82,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
                      what=f"clickhouse sink {self._step_id}/{self._partition}",
                      before_retry=self._drop_client)
 
-    def _drop_client(self) -> None:
+    def _drop_client(self, _error: BaseException | None = None) -> None:
         client, self._client = self._client, None
         if client is not None:
             try:

@@ -38,6 +38,18 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | PoolTimeout)
 
 
+def _connection_lost(error: BaseException) -> bool:
+    """Transient errors of the connection itself (no connection from the pool; no SQLSTATE,
+    class 08 connection exceptions, 57P01-57P03 the server shutting down or starting), not
+    of a transaction the server refused (serialization failure, deadlock, timeout)."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: PostgresSinkSettings, new_pool: Callable[[], ConnectionPool],
                  step_id: str, partition: int, layout_of: Callable[[str, str], TableLayout],
@@ -84,11 +96,14 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
                      what=f"postgres sink {self._step_id}/{self._partition}",
                      before_retry=self._renew_pool)
 
-    def _renew_pool(self) -> None:
-        """A fresh pool after a transient error. psycopg_pool retries a failed connection with
-        a doubling delay and no cap below its reconnect_timeout (1, 2, 4 ... 64 s): after an
-        outage of a minute its next attempt came up to a minute after the server was back,
-        and the partition's backlog waited that long. A new pool connects at once."""
+    def _renew_pool(self, error: BaseException) -> None:
+        """A fresh pool after the connection was lost. psycopg_pool retries a failed
+        connection with a doubling delay and no cap below its reconnect_timeout (1, 2, 4 ...
+        64 s): after an outage of a minute its next attempt came up to a minute after the
+        server was back, and the partition's backlog waited that long. A new pool connects at
+        once. A transaction the server refused (a deadlock, say) keeps the pool."""
+        if not _connection_lost(error):
+            return
         old, self._pool = self._pool, self._new_pool()
         old.close(timeout=0)
 

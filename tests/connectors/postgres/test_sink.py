@@ -514,3 +514,40 @@ def test_bytewax_flow_with_two_partitions(settings, conn) -> None:
         "SELECT sink_partition, \"offset\" FROM {}._cdc_progress WHERE node = 'n1'").format(
         sql.Identifier(settings.schema))).fetchall())
     assert got_progress == expected
+
+
+def test_a_pool_that_lost_its_server_is_replaced_at_the_next_try(settings, conn, pg_password):
+    """The first pool reaches no server (as after an outage, with psycopg_pool's reconnect
+    back-off running): the retry goes through a new pool, at once, and the old one is closed.
+    A transaction the server refused keeps the pool."""
+    import socket
+
+    import psycopg.errors
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    from connectors.postgres._sink import _connection_lost, _PostgresPartition
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    pools: list[ConnectionPool] = []
+
+    def new_pool() -> ConnectionPool:
+        port = dead if not pools else settings.port
+        pools.append(ConnectionPool(
+            kwargs={**settings.connection_kwargs(pg_password), "port": port}, min_size=1,
+            max_size=1, timeout=1.0, check=ConnectionPool.check_connection, open=True))
+        return pools[-1]
+
+    part = _PostgresPartition(settings, new_pool, "pg_renew", 0,
+                              make_sink(settings)._layouts())  # noqa: SLF001
+    try:
+        part.write_batch([up("kv", {"k": 1}, {"v": "a"}, 1)])
+        assert live(conn, settings.schema, "kv", "v") == [("a",)]
+        assert len(pools) == 2 and pools[0].closed and not pools[1].closed
+    finally:
+        part.close()
+    assert _connection_lost(PoolTimeout()) and _connection_lost(psycopg.OperationalError())
+    assert _connection_lost(psycopg.errors.AdminShutdown())
+    assert not _connection_lost(psycopg.errors.SerializationFailure())
+    assert not _connection_lost(psycopg.errors.DeadlockDetected())
