@@ -25,10 +25,22 @@ def test_every_resource_validates_strictly(resources):
         kubernetes_validate.validate(resource, kubernetes_validate.latest_version(), strict=True)
 
 
-def test_the_embedded_configuration_is_a_valid_pipeline_configuration(resources):
+def test_the_embedded_configuration_is_a_valid_pipeline_configuration(resources, tmp_path):
     config = resources["ConfigMap/cassandra-cdc-config"]["data"]["pipeline.json"]
     settings = parse(json.loads(config))
     assert all(d.password.startswith("openbao:") for d in settings.destinations)
+    # Every file the configuration names from the ConfigMap is mounted where it says, and
+    # the masking policy there is a valid one.
+    from operators.masking.policy import load_policy
+
+    (container,) = resources["StatefulSet/cassandra-cdc"]["spec"]["template"]["spec"][
+        "containers"]
+    mounted = {m["mountPath"]: m.get("subPath") for m in container["volumeMounts"]
+               if m["name"] == "config"}
+    data = resources["ConfigMap/cassandra-cdc-config"]["data"]
+    key = mounted[str(settings.masking_policy)]
+    (tmp_path / "masking.json").write_text(data[key])
+    assert load_policy(tmp_path / "masking.json").tokenize is not None
 
 
 def test_addresses_name_every_replica_and_the_pods_run_unprivileged(resources):
