@@ -9,7 +9,7 @@ what arrived: counts on every side, lag, and masked samples. The pipeline is sto
 its log stays in the stack home.
 
 The TimescaleDB destination writes the vitals into schema `timescale` of the stack's PostgreSQL,
-which has no timescaledb extension (../shared/docs/stack.md): the sink runs with
+which has no timescaledb extension (docs/adr/0001-local-stack.md): the sink runs with
 when_missing "plain", makes plain tables and logs the hypertable statements it skipped.
 """
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = service_dir("demo")
     for old in (folder / "dead-letter").glob("*.jsonl"):  # count this run's dead letters only
         old.unlink()
+    # Batches an interrupted run left spooled belong to tables _reset drops: not this run's.
+    shutil.rmtree(folder / "spool", ignore_errors=True)
     (folder / "masking.json").write_text(json.dumps(POLICY, indent=1))
     (folder / "pipeline.json").write_text(json.dumps(_configuration(folder), indent=1))
 
@@ -249,6 +252,10 @@ def _report(sess, timeout: float, folder) -> None:
               + ("  (caught up)" if caught_up else "  (NOT caught up)"))
     with postgres.connect(role="admin", autocommit=True) as conn:
         for schema in ("cdc", TIMESCALE_SCHEMA):
+            if conn.execute("SELECT to_regclass(%s)", (f"{schema}._cdc_progress",)
+                            ).fetchone()[0] is None:
+                print(f"progress ({schema}): none written")
+                continue
             lag = conn.execute(sql.SQL(
                 "SELECT sink_partition, node, segment_id, \"offset\", now() - updated_at "
                 "FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, "_cdc_progress")))

@@ -51,7 +51,7 @@ def postgres_destination(schema: str, ca_cert: str) -> dict:
 
 def timescale_destination(schema: str, ca_cert: str, time_columns: dict[str, str]) -> dict:
     """A TimescaleDB destination on the stack's PostgreSQL, which has no timescaledb extension
-    (../shared/docs/stack.md): plain tables with a warning; the same SQL path otherwise."""
+    (docs/adr/0001-local-stack.md): plain tables with a warning; the same SQL path otherwise."""
     return {**postgres_destination(schema, ca_cert), "kind": "timescale", "name": "timescale",
             "options": {"schema": schema, "time_columns": time_columns,
                         "when_missing": "plain"}}

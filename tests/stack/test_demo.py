@@ -1,5 +1,6 @@
 """The README's demo command, end to end on the running stack: every destination catches up
-with Cassandra on both demo tables, and nothing goes to dead letters."""
+with Cassandra on both demo tables (the counts it prints, and the same keys on every side),
+and nothing goes to dead letters."""
 
 from __future__ import annotations
 
@@ -32,3 +33,41 @@ def test_the_demo_shows_every_destination_caught_up(
     # Masked: the samples carry tokens and digests, never the demo's names.
     assert "vault:v1:" in run.stdout
     assert not re.search(r"Ana|Okafor|example\.org", run.stdout)
+    # And not only the counts it printed: the same rows, key for key, on every side.
+    assert _keys_everywhere() == {}
+
+
+def _keys_everywhere() -> dict[str, object]:
+    """Where a destination's keys differ from Cassandra's: {destination table: difference}."""
+    from datetime import UTC
+
+    from clickhouse_connect.driver.binding import quote_identifier
+    from psycopg import sql
+
+    from devstack import cassandra, clickhouse, postgres
+    from devstack.demo import KEYSPACE, TIMESCALE_SCHEMA
+
+    with cassandra.session(7) as sess:
+        patients = {r.id for r in sess.execute(f"SELECT id FROM {KEYSPACE}.patients")}
+        vitals = {(r.patient, r.taken_at.replace(tzinfo=UTC))
+                  for r in sess.execute(f"SELECT patient, taken_at FROM {KEYSPACE}.vitals")}
+    found: dict[str, set] = {}
+    with postgres.connect(role="admin") as conn:
+        for schema, table, columns in (("cdc", "patients", ["id"]),
+                                       ("cdc", "vitals", ["patient", "taken_at"]),
+                                       (TIMESCALE_SCHEMA, "vitals", ["patient", "taken_at"])):
+            rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.Identifier(schema, f"{KEYSPACE}__{table}__current"))).fetchall()
+            found[f"{schema}.{table}"] = {r[0] if len(r) == 1 else tuple(r) for r in rows}
+    client = clickhouse.connect("admin")
+    try:
+        found["clickhouse.patients"] = {r[0] for r in client.query(
+            f"SELECT id FROM cdc.{quote_identifier(KEYSPACE + '__patients__current')}"
+        ).result_rows}
+    finally:
+        client.close()
+    expected = {"cdc.patients": patients, "cdc.vitals": vitals,
+                f"{TIMESCALE_SCHEMA}.vitals": vitals, "clickhouse.patients": patients}
+    return {name: (len(expected[name] - keys), len(keys - expected[name]))
+            for name, keys in found.items() if keys != expected[name]}
