@@ -3,7 +3,8 @@
 Spans, with counts as attributes (never values):
 - ``capture.decode`` (node, records, items, caught_up): the entries one poll of a node's
   cdc_raw found, decoded (idle polls make no span);
-- ``row_images`` (events, operations, served_at_once): the read-back of a batch;
+- ``row_images`` (events, operations, partitions, partitions_at_once): the read-back of a
+  batch (partitions_at_once: read many rows per request, operators/image_batches.py);
 - ``mask`` (operations): the masking of a batch;
 - ``sink.write`` (destination, partition, operations, attempts): one spooled batch written to
   its destination, retries included.

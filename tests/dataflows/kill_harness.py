@@ -154,7 +154,8 @@ class Workload:
 
     def stop(self) -> None:
         self._writing.clear()
-        self._thread.join()
+        if self._thread.is_alive():  # not started (a failed setup): nothing to wait for
+            self._thread.join()
 
     def _prepare(self, text: str):
         statement = self._sess.prepare(text)

@@ -161,14 +161,18 @@ def test_live_add_drop_and_cdc_switch(tmp_path, monkeypatch, cassandra_clusters,
         sess.execute(f"UPDATE {ks}.late SET v = 'changed' WHERE id = 3")
         sess.execute(f"DELETE FROM {ks}.late WHERE id = 5")
         time.sleep(1.0)
+        writer.done.set()
+        writer.join(10)  # the marker comes after the writer's last write
+        marker = uuid.uuid4().hex
+        sess.execute(f"INSERT INTO {ks}.visits (id, marker) VALUES (-1, %s)", (marker,))
+        wait_durable(store, start, marker.encode())
     finally:
         writer.done.set()
         writer.join(10)
-    marker = uuid.uuid4().hex
-    sess.execute(f"INSERT INTO {ks}.visits (id, marker) VALUES (-1, %s)", (marker,))
-    wait_durable(store, start, marker.encode())
-    stop.set()
-    pipeline.join(60)
+        # Also on a failure: a flow left running would go on consuming (and deleting)
+        # the shared node's cdc_raw under the next tests.
+        stop.set()
+        pipeline.join(60)
     assert not pipeline.is_alive(), "the pipeline did not finish after the stop"
     assert not failures, failures
     assert not writer.errors, writer.errors

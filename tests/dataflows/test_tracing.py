@@ -30,6 +30,7 @@ def spans():
 
 
 def test_off_unless_configured_and_a_bad_setting_names_the_variable(tmp_path):
+    tracing.turn_off()  # whatever an earlier test left
     tracing.configure({})
     assert not tracing.tracer().start_span("x").is_recording()
     with pytest.raises(ValueError, match="CDC_TRACES must be console, file:<path> or otlp"):
@@ -82,6 +83,8 @@ def test_each_step_of_a_run_makes_spans_whose_counts_add_up(
     events = sum(a["items"] for a in by_name["capture.decode"])
     assert events == 251 and len(by_name["capture.decode"]) >= 3  # batches of 100 entries
     assert sum(a["events"] for a in by_name["row_images"]) == 251
+    # One-column keys: the bulk reads served (operators/image_batches.py).
+    assert sum(a["partitions_at_once"] for a in by_name["row_images"]) > 0
     operations = sum(a["operations"] for a in by_name["row_images"])
     assert sum(a["operations"] for a in by_name["mask"]) == operations == 251
     assert sum(a["operations"] for a in by_name["sink.write"]) == 251
