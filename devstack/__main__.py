@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         choices=(1, 3),
         default=1,
-        help="Cassandra nodes per cluster (3: replica tests, RF=3)",
+        help="Cassandra nodes per cluster (1 or 3; the replica tests use their own r8 cluster)",
     )
     up.add_argument(
         "--versions",
