@@ -178,6 +178,16 @@ def upsert_of(table: TableSchema, image: Image, source: Source, *,
                      expires=expires)
 
 
+def statics_of(table: TableSchema, image: Image) -> Image:
+    """The static row inside an image of a row read with its static columns: the partition
+    key, the static columns' values, write times and TTLs."""
+    static = {c.name for c in table.columns.values() if c.kind is ColumnKind.STATIC}
+    return Image({c.name: image.key[c.name] for c in table.partition_key},
+                 {n: v for n, v in image.values.items() if n in static},
+                 {n: t for n, t in image.write_times.items() if n in static},
+                 {n: t for n, t in image.ttls.items() if n in static})
+
+
 def static_upsert_of(table: TableSchema, partition_key: Mapping[str, Any], statics: Image | None,
                      source: Source, *, version: int | None = None) -> RowUpsert | None:
     """The static row of a partition from an image of its static columns, versioned by
@@ -443,12 +453,8 @@ class RowImages:
                 pk = {c.name: image.key[c.name] for c in table.partition_key}
                 key = tuple(pk.values())
                 if key not in statics:
-                    static = static_upsert_of(table, pk, Image(
-                        pk, {c.name: image.values[c.name] for c in table.columns.values()
-                             if c.kind is ColumnKind.STATIC},
-                        {n: t for n, t in image.write_times.items()
-                         if table.columns[n].kind is ColumnKind.STATIC}), source,
-                        version=as_of)
+                    static = static_upsert_of(table, pk, statics_of(table, image), source,
+                                              version=as_of)
                     if static is not None:
                         statics[key] = static
         return ops + list(statics.values())

@@ -45,7 +45,14 @@ from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
 from connectors.cassandra.schema import ColumnKind, TableSchema
-from operators.readback import Image, image_of, select_items, static_upsert_of, upsert_of
+from operators.readback import (
+    Image,
+    image_of,
+    select_items,
+    static_upsert_of,
+    statics_of,
+    upsert_of,
+)
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -204,10 +211,7 @@ class SnapshotPartition(StatefulSourcePartition):
         for _, image in rows:
             partition = tuple(image.key[c] for c in self._partition_columns)
             if self._static and partition != self._last_partition:
-                statics = Image({c: image.key[c] for c in self._partition_columns},
-                                {c.name: image.values[c.name] for c in self._static},
-                                {c.name: image.write_times[c.name] for c in self._static
-                                 if c.name in image.write_times})
+                statics = statics_of(table, image)
                 static = static_upsert_of(table, statics.key, statics, INITIAL_LOAD)
                 if static is not None:
                     ops.append(static)

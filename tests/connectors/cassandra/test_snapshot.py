@@ -260,3 +260,26 @@ def test_a_finished_load_stays_finished_after_a_restart(cassandra_keyspace, tmp_
         runs.append(out)
     assert sorted(map(_canonical, runs[0]), key=repr) == sorted(w.expected, key=repr)
     assert runs[1] == []
+
+
+def test_loaded_rows_and_static_rows_say_when_they_expire(cassandra_keyspace):
+    """Rows the load reads carry their TTLs like changes do (TTL expiry schedules them), the
+    static row its own."""
+    import time
+
+    sess, ks = cassandra_keyspace(7)
+    sess.execute(f"CREATE TABLE {ks}.visits (patient int, at int, code text, "
+                 "clinic text static, PRIMARY KEY (patient, at)) WITH cdc = true")
+    sess.execute(f"INSERT INTO {ks}.visits (patient, at, code) VALUES (1, 1, 'A') USING TTL 600")
+    sess.execute(f"INSERT INTO {ks}.visits (patient, at, code) VALUES (1, 2, 'B')")
+    sess.execute(f"UPDATE {ks}.visits USING TTL 300 SET clinic = 'North' WHERE patient = 1")
+    flow = Dataflow("load_ttl")
+    out: list = []
+    op.output("out", op.input("load", flow, _source(sess, ks, splits=1)), TestingSink(out))
+    run_main(flow)
+    now = time.time_ns() // 1000
+    left = {(o.static, o.key.get("at")): None if o.expires is None else
+            (o.expires - now) / 1_000_000 for o in out}
+    assert set(left) == {(True, None), (False, 1), (False, 2)}
+    assert 595 <= left[(False, 1)] <= 601 and left[(False, 2)] is None
+    assert 295 <= left[(True, None)] <= 301
