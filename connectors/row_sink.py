@@ -90,6 +90,23 @@ class LayoutCache(Generic[Layout]):
         self._sink = sink
         # (keyspace, table) -> (schema, layout, Cassandra names of its non-key columns)
         self._entries: dict[tuple[str, str], tuple[TableSchema, Layout, frozenset[str]]] = {}
+        # (keyspace, table) -> the layout its destination tables were last made or evolved for
+        self._ensured: dict[tuple[str, str], Layout] = {}
+
+    def to_ensure(self, ops: list[RowOp]) -> tuple[list[RowOp], list[Layout]]:
+        """(OPS as they can be written (`revalidate`), the layouts whose destination tables
+        must be created or evolved before they are: new to this partition, or a schema
+        change). Call `ensured(layout)` once that is done."""
+        ops = self.revalidate(ops)
+        stale = []
+        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
+            layout = self(*name)
+            if self._ensured.get(name) is not layout:
+                stale.append(layout)
+        return ops, stale
+
+    def ensured(self, layout: Layout) -> None:
+        self._ensured[(layout.keyspace, layout.table)] = layout
 
     def __call__(self, keyspace: str, table: str) -> Layout:
         found = self._entries.get((keyspace, table))

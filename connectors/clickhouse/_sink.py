@@ -16,7 +16,7 @@ from connectors.clickhouse._apply import apply_batch
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._settings import ClickHouseSinkSettings
-from connectors.row_sink import RowOpSink, stable_partition, with_retries
+from connectors.row_sink import LayoutCache, RowOpSink, stable_partition, with_retries
 from operators.row_ops import RowOp
 
 __all__ = ["ClickHouseSink", "stable_partition"]
@@ -34,7 +34,7 @@ def _transient(error: BaseException) -> bool:
 
 class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: ClickHouseSinkSettings, connect: ClientFactory, step_id: str,
-                 partition: int, layout_of: Callable[[str, str], TableLayout],
+                 partition: int, layout_of: LayoutCache[TableLayout],
                  sleep: Callable[[float], None] = time.sleep):
         self._settings = settings
         self._connect = connect
@@ -42,7 +42,6 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._step_id = step_id
         self._partition = partition
         self._layout_of = layout_of
-        self._ensured: dict[tuple[str, str], TableLayout] = {}  # the layout each was made for
         self._progress_ready = False
         self._sleep = sleep
 
@@ -51,15 +50,11 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         if not self._progress_ready:
             ensure_progress_table(client, self._settings.database)
             self._progress_ready = True
-        revalidate = getattr(self._layout_of, "revalidate", None)
-        if revalidate is not None:  # a schema change gives a new layout (connectors/row_sink.py)
-            ops = revalidate(ops)
-        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
-            layout = self._layout_of(*name)
-            if self._ensured.get(name) is not layout:
-                # New to this partition, or its schema changed: create or evolve in place.
-                ensure_table(client, self._settings.database, layout)
-                self._ensured[name] = layout
+        # A schema change gives a new layout (connectors/row_sink.py): evolve in place.
+        ops, stale = self._layout_of.to_ensure(ops)
+        for layout in stale:
+            ensure_table(client, self._settings.database, layout)
+            self._layout_of.ensured(layout)
         return ops
 
     def _apply_once(self, ops: list[RowOp]) -> None:

@@ -17,6 +17,7 @@ from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_ta
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
 from connectors.row_sink import (
+    LayoutCache,
     MaskedTypesLookup,
     RowOpSink,
     SchemaLookup,
@@ -52,7 +53,7 @@ def _connection_lost(error: BaseException) -> bool:
 
 class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: PostgresSinkSettings, new_pool: Callable[[], ConnectionPool],
-                 step_id: str, partition: int, layout_of: Callable[[str, str], TableLayout],
+                 step_id: str, partition: int, layout_of: LayoutCache[TableLayout],
                  sleep: Callable[[float], None] = time.sleep,
                  table_hook: TableHook | None = None):
         self._settings = settings
@@ -61,7 +62,6 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._step_id = step_id
         self._partition = partition
         self._layout_of = layout_of
-        self._ensured: dict[tuple[str, str], TableLayout] = {}  # the layout each was made for
         self._progress_ready = False
         self._sleep = sleep
         self._table_hook = table_hook
@@ -72,15 +72,11 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         if not self._progress_ready:
             ensure_progress_table(conn, self._settings.schema)
             self._progress_ready = True
-        revalidate = getattr(self._layout_of, "revalidate", None)
-        if revalidate is not None:  # a schema change gives a new layout (connectors/row_sink.py)
-            ops = revalidate(ops)
-        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
-            layout = self._layout_of(*name)
-            if self._ensured.get(name) is not layout:
-                # New to this partition, or its schema changed: create or evolve in place.
-                ensure_table(conn, self._settings.schema, layout, self._table_hook)
-                self._ensured[name] = layout
+        # A schema change gives a new layout (connectors/row_sink.py): evolve in place.
+        ops, stale = self._layout_of.to_ensure(ops)
+        for layout in stale:
+            ensure_table(conn, self._settings.schema, layout, self._table_hook)
+            self._layout_of.ensured(layout)
         return ops
 
     def _apply_once(self, ops: list[RowOp]) -> None:
