@@ -80,7 +80,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rss-changes", type=int, default=200_000,
                         help="phase 4's rows (1000000 for the issue's target)")
     parser.add_argument("--workers", default="1,2",
-                        help="Bytewax workers (-w) of phase 2's runs, comma-separated; "
+                        help="phase 2's runs, comma-separated: N for N worker threads in one "
+                             "process (-w N), Np for N processes of one worker each (-i/-a); "
                              "the first is used in phases 3 and 4")
     parser.add_argument("--writers", type=int, default=2, help="writer processes")
     parser.add_argument("--concurrency", type=int, default=128,
@@ -98,7 +99,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the pipeline logs under .stack/bench/pipeline-throughput/")
     args = parser.parse_args()
-    args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    args.worker_counts = [w.strip() for w in args.workers.split(",") if w.strip()]
+    for spec in args.worker_counts:
+        if not re.fullmatch(r"[1-9][0-9]*p?", spec):
+            parser.error(f"--workers: {spec!r} is neither N nor Np")
     args.skip = {int(p) for p in args.skip_phases.split(",") if p.strip()}
     return args
 
@@ -213,14 +217,24 @@ class Bench:
         return config
 
     def start_pipeline(self, table: str, starts: list[Cursor | None], cdc_raw: list[Path],
-                       workers: int, label: str) -> subprocess.Popen:
-        """`python -m bytewax.run dataflows.main -w WORKERS` on write_config()'s file."""
+                       workers: str, label: str) -> subprocess.Popen:
+        """`python -m bytewax.run dataflows.main -w N` on write_config()'s file, or for "Np" N
+        such processes of one worker each (-i/-a over loopback) under one shell, so that the
+        returned process's tree holds them all."""
         config = self.write_config(table, starts, cdc_raw, label)
         log = (self.folder / f"pipeline-{label}.log").open("wb")
         env = {**os.environ, "CDC_PIPELINE_CONFIG": str(config)}
+        command = [sys.executable, "-m", "bytewax.run", "dataflows.main"]
+        if workers.endswith("p"):
+            addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(int(workers[:-1])))
+            runs = [shlex.join([*command, "-i", str(i), "-a", addresses])
+                    for i in range(int(workers[:-1]))]
+            command = ["sh", "-c", " & ".join(runs) + " & wait"]
+        else:
+            command += ["-w", workers]
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "bytewax.run", "dataflows.main", "-w", str(workers)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
         log.close()
         self.pipelines.append(process)
         return process
@@ -286,6 +300,19 @@ def _tree(pid: int) -> list[int]:
         found.append(p)
         todo.extend(children.get(p, []))
     return found
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -391,11 +418,11 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
     figures.add("backlog write rate (writes/s)", f"{backlog_rate:,.0f}",
                 f"{expected:,} rows, {_errors(results)}")
     time.sleep(2)  # let the last commit-log sync mark the rows durable in _cdc.idx
-    rates: dict[int, float] = {}
+    rates: dict[str, float] = {}
     for workers in args.worker_counts:
         bench.reset_schema()
-        label = f"p2-w{workers}"
-        print(f"phase 2: pipeline -w {workers} on the backlog (load {load()})", flush=True)
+        label = f"p2-{workers}"
+        print(f"phase 2: pipeline {run_name(workers)} on the backlog (load {load()})", flush=True)
         began = time.monotonic()
         process = bench.start_pipeline(table, starts, cdc_raw, workers, label)
         peak = [0.0]
@@ -410,22 +437,27 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         finally:
             bench.stop_pipeline(process)
         if done_at is None:
-            figures.add(f"pipeline -w {workers} changes/s", "n/a",
+            figures.add(f"pipeline {run_name(workers)} changes/s", "n/a",
                         f"stalled at {count:,}/{expected:,} rows")
             continue
         total = expected / (done_at - began)
         steady = (expected - first_count) / max(done_at - first_at, 1e-9)
         ratio = f", ratio {total / cassandra_rate:.2f}" if cassandra_rate else ""
-        figures.add(f"pipeline -w {workers} changes/s", f"{total:,.0f}",
+        figures.add(f"pipeline {run_name(workers)} changes/s", f"{total:,.0f}",
                     f"{expected:,} in {done_at - began:.1f} s from start{ratio}; steady "
                     f"{steady:,.0f}/s after first row at {first_at - began:.1f} s; "
                     f"CPU {cpu:.0f} s = {cpu / (done_at - began):.2f} cores; "
                     f"peak RSS {peak[0]:.0f} MiB; load {load()}")
         if cassandra_rate:
-            figures.add(f"ratio pipeline/Cassandra -w {workers}", f"{total / cassandra_rate:.2f}",
+            figures.add(f"ratio pipeline/Cassandra {run_name(workers)}", f"{total / cassandra_rate:.2f}",
                         "target >= 1.0")
         rates[workers] = total
     return rates
+
+
+def run_name(workers: str) -> str:
+    """How a --workers entry is run: "-w 2" (threads of one process) or "-p 2" (processes)."""
+    return f"-p {workers[:-1]}" if workers.endswith("p") else f"-w {workers}"
 
 
 class Poller(threading.Thread):

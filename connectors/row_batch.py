@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter, is_not, not_
-from types import MappingProxyType
+from itertools import compress, repeat
+from operator import attrgetter, eq, is_, is_not, not_
 from typing import Any
 
 from connectors.cassandra.events import Position
 from connectors.row_sink import Image, RejectedValueError, key_fingerprint
 from connectors.type_map import ValueRefused, identity
-from operators.row_ops import RangeDelete, RowDelete, RowOp, RowUpsert
+from operators.row_ops import NOT_IN_COMMIT_LOG, RangeDelete, RowDelete, RowOp, RowUpsert
 
 _CONVERSION_ERRORS = (ValueRefused, ValueError, TypeError, OverflowError, AttributeError)
 
@@ -113,7 +112,9 @@ class Target:
 _NO_NAN_KINDS = frozenset({"ascii", "text", "varchar", "int", "bigint", "smallint", "tinyint",
                            "uuid", "timeuuid", "timestamp", "date", "time", "blob", "boolean",
                            "inet", "varint", "duration"})
-_NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+_NO_VALUES: dict[str, Any] = {}  # a delete's values; read only, never mutated
+_ROW_KINDS = frozenset({RowUpsert, RowDelete})
+_target_of = attrgetter("keyspace", "table", "static")
 _key_of, _values_of = attrgetter("key"), attrgetter("values")
 _version_of, _source_of = attrgetter("version"), attrgetter("source")
 _node_of, _position_of = attrgetter("node"), attrgetter("position")
@@ -132,6 +133,14 @@ def _plan(columns: tuple[Any, ...]) -> tuple[ColumnPlan, ...]:
     return tuple((i, c.convert, getattr(c.convert, "__wrapped__", c.convert),
                   getattr(c.convert, "column", None))
                  for i, c in enumerate(columns) if c.convert is not identity)
+
+
+def _column(mappings: list[Mapping[str, Any]], name: str) -> list:
+    """mapping.get(name) of each of MAPPINGS (by dict.get in a C-level loop when they are all
+    dicts, as the flow's are)."""
+    if all(map(is_, map(type, mappings), repeat(dict))):
+        return list(map(dict.get, mappings, repeat(name)))
+    return [m.get(name) for m in mappings]
 
 
 def _has_none(column: list) -> bool:
@@ -184,6 +193,14 @@ class Gatherer:
     # --- shared --------------------------------------------------------------------------
 
     def apply(self, ops: Iterable[RowOp]) -> None:
+        ops = ops if isinstance(ops, list) else list(ops)
+        if ops and _ROW_KINDS.issuperset(map(type, ops)) and \
+                len(set(map(_target_of, ops))) == 1:
+            # The usual batch: row operations of one table, queued at once (C-level loops).
+            self.row(ops[0])
+            self.cached[_target_of(ops[0])].pending.extend(ops[1:])
+            self.flush_all()
+            return
         cached, targets = self.cached, self.targets
         for op in ops:
             kind = op.__class__
@@ -256,15 +273,15 @@ class Gatherer:
             values = list(map(_values_of, ops))
         else:
             values = [op.values if u else _NO_VALUES for op, u in zip(ops, upsert, strict=True)]
-        if not all(map(target.value_name_set.issuperset, values)):
+        if not target.value_name_set.issuperset(set().union(*values)):
             raise ValueRefused("unknown column")
         keys = list(map(_key_of, ops))
-        key_columns = [[k.get(name) for k in keys] for name in target.key_names]
+        key_columns = [_column(keys, name) for name in target.key_names]
         for i, *converters in target.key_plan:
             key_columns[i] = _convert(key_columns[i], *converters)
         if any(map(_has_none, key_columns)):
             raise ValueRefused("NULL key")
-        value_columns = [[v.get(name) for v in values] for name in target.value_names]
+        value_columns = [_column(values, name) for name in target.value_names]
         for i, *converters in target.value_plan:
             value_columns[i] = _convert(value_columns[i], *converters)
         return key_columns + value_columns + [list(map(_version_of, ops)),
@@ -299,17 +316,21 @@ class Gatherer:
         return converted
 
 
+_source_node = attrgetter("source.node")
+_source_at = attrgetter("source.position.segment_id", "source.position.offset")
+
+
 def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
     """Per node, the highest source position among OPS (what a progress row records).
 
-    Rows of the initial load have no commit-log position: they record no progress."""
+    Rows of the initial load and of TTL expiry have no commit-log position: they record no
+    progress (Source.in_commit_log)."""
+    ops = ops if isinstance(ops, list) else list(ops)
+    nodes = list(map(_source_node, ops))
+    at = list(map(_source_at, ops))  # (segment id, offset): compared as tuples, in C
+    distinct = set(nodes)
     highest: dict[str, Position] = {}
-    for op in ops:
-        if not op.source.in_commit_log:
-            continue
-        node, position = op.source.node, op.source.position
-        current = highest.get(node)
-        if current is None or (position.segment_id, position.offset) > \
-                (current.segment_id, current.offset):
-            highest[node] = position
+    for node in distinct - NOT_IN_COMMIT_LOG:
+        of_node = at if len(distinct) == 1 else compress(at, map(eq, nodes, repeat(node)))
+        highest[node] = Position(*max(of_node))
     return highest

@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from bytewax.outputs import FixedPartitionedSink
@@ -134,12 +135,17 @@ class LayoutCache(Generic[Layout]):
         the values of columns Cassandra dropped after they were read (a column neither
         current nor dropped stays: the batch then fails naming it)."""
         written: dict[tuple[str, str], set[str]] = {}
-        for op in ops:
-            names = written.get((op.keyspace, op.table))
-            if names is None:
-                names = written[(op.keyspace, op.table)] = set()
-            if isinstance(op, RowUpsert):
-                names.update(op.values)
+        tables = set(map(_table_of, ops))
+        if len(tables) == 1:  # the usual batch: the columns written, by C-level loops
+            written[tables.pop()] = set().union(*(op.values for op in ops
+                                                  if isinstance(op, RowUpsert)))
+        else:
+            for op in ops:
+                names = written.get((op.keyspace, op.table))
+                if names is None:
+                    names = written[(op.keyspace, op.table)] = set()
+                if isinstance(op, RowUpsert):
+                    names.update(op.values)
         gone: dict[tuple[str, str], frozenset[str]] = {}
         for (keyspace, table), names in written.items():
             schema, _, known = self._load(keyspace, table)
@@ -154,6 +160,9 @@ class LayoutCache(Generic[Layout]):
         if not gone:
             return ops
         return [_without(op, gone.get((op.keyspace, op.table))) for op in ops]
+
+
+_table_of = attrgetter("keyspace", "table")
 
 
 def _without(op: RowOp, dropped: frozenset[str] | None) -> RowOp:

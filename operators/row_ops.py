@@ -31,7 +31,7 @@ class Source:
         """False for rows of the initial load and of TTL expiry: they have no commit-log
         position, so they record no progress (a progress row at 0/0 would read as permanent
         lag)."""
-        return self.node not in (INITIAL_LOAD_NODE, EXPIRY_NODE)
+        return self.node not in NOT_IN_COMMIT_LOG
 
 
 INITIAL_LOAD_NODE = "initial-load"
@@ -40,6 +40,8 @@ INITIAL_LOAD = Source(INITIAL_LOAD_NODE, Position(0, 0))
 EXPIRY_NODE = "ttl-expiry"
 EXPIRY = Source(EXPIRY_NODE, Position(0, 0))
 """The source of rows read again when their TTL ran out (connectors/cassandra/expiry.py)."""
+NOT_IN_COMMIT_LOG = frozenset({INITIAL_LOAD_NODE, EXPIRY_NODE})
+"""The nodes of sources without a commit-log position (see Source.in_commit_log)."""
 
 
 @dataclass(frozen=True, slots=True)

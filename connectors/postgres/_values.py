@@ -29,7 +29,7 @@ import math
 import uuid
 from collections.abc import Callable, Mapping
 from itertools import repeat
-from operator import add, floordiv, mul, sub
+from operator import add, attrgetter, floordiv, mod, mul, sub
 from typing import Any
 
 from cassandra import util as cutil
@@ -46,6 +46,7 @@ _EPOCH_UTC = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 _MILLISECOND = datetime.timedelta(milliseconds=1)
 _EPOCH_LESS_HALF_MS = _EPOCH - datetime.timedelta(microseconds=500)
 _LAST_ROUNDABLE = datetime.datetime(9999, 12, 31, 23, 59, 59, 999500)
+_microsecond_of = attrgetter("microsecond")
 
 
 def column_type(t: CqlType) -> str:
@@ -143,14 +144,19 @@ def _varint(value: Any) -> Any:
 # function gives, or raising where they cannot tell (the values then go one by one).
 
 def _text_column(column: list) -> list:
-    if set(map(type, column)) != {str} or any(map(str.__contains__, column, repeat("\x00"))):
+    # One search of the joined column finds a NUL in any value.
+    if set(map(type, column)) != {str} or "\x00" in "".join(column):
         raise ValueError  # per value: refuses, naming the value's problem
     return list(column)
 
 
 def _timestamp_column(column: list) -> list:
-    # Naive datetimes only (anything else raises in the subtraction) and none in the last
-    # half millisecond of 9999 (whole_milliseconds keeps those from overflowing).
+    # Naive datetimes only (anything else raises in the subtraction or has no microsecond).
+    if not any(map(mod, map(_microsecond_of, column), repeat(1000))):
+        # Whole milliseconds already (as the driver decodes timestamps): nothing to round.
+        return list(map(add, repeat(_EPOCH_UTC), map(sub, column, repeat(_EPOCH))))
+    # None in the last half millisecond of 9999 (whole_milliseconds keeps those from
+    # overflowing).
     if max(column) >= _LAST_ROUNDABLE:
         raise OverflowError
     # whole_milliseconds(t), as milliseconds since the epoch: floor((t - epoch + 0.5 ms) / 1 ms)

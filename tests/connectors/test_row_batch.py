@@ -14,9 +14,11 @@ import connectors.postgres  # noqa: F401 - the sinks import row_batch first (imp
 from connectors.cassandra.events import Position
 from connectors.clickhouse._layout import build_layout as clickhouse_layout
 from connectors.postgres._layout import build_layout as postgres_layout
-from connectors.row_batch import Gatherer, Target
+from connectors import row_batch
+from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, RejectedValueError
-from operators.row_ops import RowDelete, RowUpsert, Source
+from operators.row_ops import (EXPIRY_NODE, INITIAL_LOAD, INITIAL_LOAD_NODE, RowDelete,
+                               RowUpsert, Source)
 from tests.connectors.postgres.conftest import column, schemas
 
 KS = "gather"
@@ -66,7 +68,10 @@ def _expected(target: Target, ops) -> dict:
     return images
 
 
-def _ops(rng: random.Random, count: int, keys: int) -> list:
+def _ops(rng: random.Random, count: int, keys: int, *, whole_ms: bool = False) -> list:
+    """Random upserts and deletes of table t; WHOLE_MS: timestamps in whole milliseconds (as
+    the driver decodes them), else in microseconds (rounded by the sinks)."""
+    unit = 1000 if whole_ms else 1
     ops = []
     for i in range(count):
         key = {"p": f"p{rng.randrange(3)}", "c": rng.randrange(keys)}
@@ -76,7 +81,7 @@ def _ops(rng: random.Random, count: int, keys: int) -> list:
             ops.append(RowDelete(KS, "t", key, version, source))
         else:
             values = {"at": datetime.datetime(2026, 1, 1) + datetime.timedelta(
-                microseconds=rng.randrange(10**12)) if rng.random() < 0.8 else None,
+                microseconds=rng.randrange(10**9) * unit) if rng.random() < 0.8 else None,
                 "name": rng.choice(["a", "é", None]), "ok": rng.choice([True, False, None]),
                 "ref": uuid.UUID(int=rng.randrange(2**64)) if rng.random() < 0.8 else None}
             for name in rng.sample(sorted(values), rng.randrange(2)):
@@ -87,9 +92,10 @@ def _ops(rng: random.Random, count: int, keys: int) -> list:
 
 @pytest.mark.parametrize("sink", sorted(LAYOUTS))
 @pytest.mark.parametrize("keys", [10, 10**9])  # repeated keys; distinct keys
-def test_column_gathering_matches_the_row_rule(sink: str, keys: int) -> None:
+@pytest.mark.parametrize("whole_ms", [False, True])
+def test_column_gathering_matches_the_row_rule(sink: str, keys: int, whole_ms: bool) -> None:
     rng = random.Random(keys)
-    ops = _ops(rng, 2000, keys)
+    ops = _ops(rng, 2000, keys, whole_ms=whole_ms)
     gatherer = _gather(sink, ops)
     ((name, (images, columns)),) = gatherer.written.items()
     target = Target(name, *_target_columns(sink, static=False))
@@ -148,3 +154,67 @@ def test_refusal_names_the_column_of_the_first_refused_operation(sink: str) -> N
     ops[20] = RowDelete(KS, "t", {"p": "a"}, 1, source)
     with pytest.raises(RejectedValueError, match="column c"):
         _gather(sink, ops)
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+def test_a_batch_of_several_tables_gathers_each_in_order(sink: str) -> None:
+    """Operations of two tables interleaved (not the one-table fast path): each table gets
+    what the row rule gives for its own operations."""
+    rng = random.Random(7)
+    ops = _ops(rng, 600, 20)
+    floats = [RowUpsert(KS, "f", {"x": float(rng.randrange(5))}, {"v": i}, rng.randrange(3),
+                      Source("n", Position(2, i))) for i in range(300)]
+    mixed = [op for pair in zip(ops[:300], floats, strict=True) for op in pair] + ops[300:]
+    written = _gather(sink, mixed).written
+    layouts = {t: LAYOUTS[sink](SCHEMA[(KS, t)]) for t in ("t", "f")}
+    for table, table_ops in (("t", ops), ("f", floats)):
+        layout = layouts[table]
+        images, _ = written[layout.rows_table]
+        assert images == _expected(Target(layout.rows_table, layout.key, layout.regular),
+                                   table_ops)
+
+
+def test_highest_positions_per_node_leave_out_load_and_expiry() -> None:
+    rng = random.Random(3)
+    nodes = ["n1", "n2", INITIAL_LOAD_NODE, EXPIRY_NODE]
+    for count in (1, 5, 500):
+        ops = [RowUpsert(KS, "t", {"p": "a", "c": i}, {}, 1,
+                         Source(rng.choice(nodes), Position(rng.randrange(3),
+                                                            rng.randrange(1000))))
+               for i in range(count)]
+        ops.append(RowDelete(KS, "t", {"p": "a", "c": 0}, 1, Source("n3", Position(0, 5))))
+        expected: dict = {}
+        for op in ops:
+            if op.source.node in (INITIAL_LOAD_NODE, EXPIRY_NODE):
+                continue
+            expected[op.source.node] = max(expected.get(op.source.node, op.source.position),
+                                           op.source.position)
+        assert highest_positions(iter(ops)) == expected
+    only_load = [RowUpsert(KS, "t", {"p": "a", "c": 1}, {}, 1, INITIAL_LOAD)]
+    assert highest_positions(only_load) == {}
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+def test_whole_column_conversion_equals_value_by_value(sink: str) -> None:
+    """Columns without nulls go through the converters' whole-column forms: the same values as
+    one by one, for timestamps in whole milliseconds, in microseconds, before 1970, and for
+    text with and without unusual characters."""
+    rng = random.Random(11)
+    epoch = datetime.datetime(1970, 1, 1)
+    samples = {
+        "at": [[epoch + datetime.timedelta(milliseconds=rng.randrange(-10**12, 10**13))
+                for _ in range(300)],
+               [epoch + datetime.timedelta(microseconds=rng.randrange(-10**15, 10**16))
+                for _ in range(300)]],
+        "name": [[rng.choice(["a", "é", "", "\U0001f600"]) * rng.randrange(4)
+                  for _ in range(300)]],
+    }
+    layout = LAYOUTS[sink](SCHEMA[(KS, "t")])
+    checked = 0
+    for index, *converters in row_batch._plan(layout.regular):  # noqa: SLF001
+        convert = layout.regular[index].convert
+        for sample in samples.get(layout.regular[index].name, []):
+            assert converters[2] is not None  # a whole-column form exists for these types
+            assert row_batch._convert(sample, *converters) == list(map(convert, sample))  # noqa: SLF001
+            checked += 1
+    assert checked == 3
