@@ -449,8 +449,8 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
                     f"CPU {cpu:.0f} s = {cpu / (done_at - began):.2f} cores; "
                     f"peak RSS {peak[0]:.0f} MiB; load {load()}")
         if cassandra_rate:
-            figures.add(f"ratio pipeline/Cassandra {run_name(workers)}", f"{total / cassandra_rate:.2f}",
-                        "target >= 1.0")
+            figures.add(f"ratio pipeline/Cassandra {run_name(workers)}",
+                        f"{total / cassandra_rate:.2f}", "target >= 1.0")
         rates[workers] = total
     return rates
 

@@ -11,14 +11,20 @@ import uuid
 import pytest
 
 import connectors.postgres  # noqa: F401 - the sinks import row_batch first (import order)
+from connectors import row_batch
 from connectors.cassandra.events import Position
 from connectors.clickhouse._layout import build_layout as clickhouse_layout
 from connectors.postgres._layout import build_layout as postgres_layout
-from connectors import row_batch
 from connectors.row_batch import Gatherer, Target, highest_positions
 from connectors.row_sink import Image, RejectedValueError
-from operators.row_ops import (EXPIRY_NODE, INITIAL_LOAD, INITIAL_LOAD_NODE, RowDelete,
-                               RowUpsert, Source)
+from operators.row_ops import (
+    EXPIRY_NODE,
+    INITIAL_LOAD,
+    INITIAL_LOAD_NODE,
+    RowDelete,
+    RowUpsert,
+    Source,
+)
 from tests.connectors.postgres.conftest import column, schemas
 
 KS = "gather"
