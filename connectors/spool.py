@@ -22,9 +22,10 @@ how far it got (a cursor file replaced atomically) only after that write committ
 Layout of one partition's directory: ``lock`` (flock: one owner at a time), ``cursor`` (JSON,
 the next frame to drain), ``<segment id>.spool`` segment files of frames
 ``<u32 payload length><u32 crc32(time + payload)><f64 append time><payload>``, little-endian.
-The payload is a pickle of the batch (the items are the pipeline's own frozen dataclasses and
-the driver's value types, which JSON would not round-trip); the spool is private to the
-process's own disk, never read from elsewhere.
+The payload is the batch in a tagged format (connectors/spool_format.py: row operations as
+columns, anything else pickled; the items are the pipeline's own dataclasses and the driver's
+value types, which JSON would not round-trip); the spool is private to the process's own disk,
+never read from elsewhere.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import fcntl
 import json
 import logging
 import os
-import pickle
 import re
 import struct
 import threading
@@ -49,6 +49,7 @@ from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.health import HEALTH
+from connectors.spool_format import decode_batch, encode_batch
 from connectors.tracing import tracer
 
 __all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink"]
@@ -422,8 +423,7 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
         self._raise_failure()
         if not values:
             return
-        self._spool.append(pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL),
-                           give_up=lambda: self._failure is not None)
+        self._spool.append(encode_batch(values), give_up=lambda: self._failure is not None)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -435,8 +435,7 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
     def _drain(self) -> None:
         try:
             while frames := self._spool.next_frames(self._drain_bytes):
-                batch = [item for frame in frames
-                         for item in pickle.loads(frame.payload)]  # noqa: S301 - our frames
+                batch = [item for frame in frames for item in decode_batch(frame.payload)]
                 started = time.monotonic()
                 if not self._write(batch):
                     return

@@ -336,3 +336,31 @@ def test_close_leaves_a_destination_write_that_never_returns_alone(tmp_path, mon
     wait_until(lambda: health.report()[2]["checks"]["destination bad/0"]["state"] == "fatal")
     with pytest.raises(SpoolDrainError):
         part.close()
+
+
+def test_a_frame_in_an_unknown_format_stops_the_drain_and_stays_spooled(tmp_path):
+    """A frame written by a later version (or not a spool frame) is not skipped: the drain
+    stops, write_batch raises naming the format, and the frame is still there."""
+    from connectors.spool import Spool
+    from connectors.spool_format import SpoolFormatError
+
+    directory = tmp_path / "fmt" / "0"
+    spool = Spool(directory, max_bytes=1 << 20, segment_bytes=1 << 20)
+    spool.append(b"Z1 from a later version")
+    spool.close()
+    inner = ListSink()
+    part = spooled(inner, tmp_path).build_part("fmt", "0", None)
+
+    def failed() -> bool:
+        try:
+            part.write_batch([1])
+        except SpoolDrainError as error:
+            assert isinstance(error.__cause__, SpoolFormatError)
+            return True
+        return False
+
+    wait_until(failed)
+    with pytest.raises(SpoolDrainError):
+        part.close()
+    assert inner.items() == []
+    assert b"Z1 from a later version" in segments(tmp_path)[0].read_bytes()

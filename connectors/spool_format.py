@@ -1,0 +1,91 @@
+"""How a spooled batch is stored: a payload that starts with a tag naming its format.
+
+- ``R1``: a batch of `RowUpsert` and `RowDelete` only (what the flow spools almost always), as
+  columns: one list per field, one bytes of kinds, pickled. Pickling the frozen dataclasses
+  themselves goes through their generated ``__getstate__``/``__setstate__`` and makes a
+  Source and a Position per item on each side; that cost about 20 µs per item each way,
+  paid per destination (benchmarks/spool_format.py measures both).
+- ``P1``: any other batch (range deletes, or a sink's other items), pickled as it is.
+- No tag: a frame written before tags existed (a pickle: it starts with pickle's PROTO
+  opcode 0x80), read as ``P1``.
+
+A payload with any other start raises `SpoolFormatError`: it was written by a later version
+of the pipeline (drain that spool with it) or is not a spool frame. The frames never leave the
+process's own disk (connectors/spool.py), which is why pickle is acceptable here.
+"""
+
+from __future__ import annotations
+
+import pickle
+from itertools import repeat
+from operator import attrgetter
+from typing import Any
+
+from connectors.cassandra.events import Position
+from operators.row_ops import RowDelete, RowUpsert, Source
+
+__all__ = ["SpoolFormatError", "decode_batch", "encode_batch"]
+
+ROWS = b"R1"
+PICKLED = b"P1"
+_LEGACY = 0x80  # pickle's PROTO opcode: untagged frames of earlier versions
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_UPSERT, _DELETE = 1, 0
+
+_keyspace, _table, _key = attrgetter("keyspace"), attrgetter("table"), attrgetter("key")
+_values, _version, _static = attrgetter("values"), attrgetter("version"), attrgetter("static")
+_expires = attrgetter("expires")
+_node, _segment = attrgetter("source.node"), attrgetter("source.position.segment_id")
+_offset = attrgetter("source.position.offset")
+
+
+class SpoolFormatError(ValueError):
+    """A spooled payload in no format this version reads."""
+
+
+def encode_batch(batch: list[Any]) -> bytes:
+    """BATCH as a tagged payload (see the module docstring)."""
+    kinds = set(map(type, batch))
+    if not batch or not kinds <= {RowUpsert, RowDelete}:
+        return PICKLED + pickle.dumps(batch, protocol=_PROTOCOL)
+    if kinds == {RowUpsert}:
+        flags = bytes(repeat(_UPSERT, len(batch)))
+        values, expires = list(map(_values, batch)), list(map(_expires, batch))
+    else:
+        upsert = [type(op) is RowUpsert for op in batch]
+        flags = bytes(upsert)
+        values = [op.values if up else None for op, up in zip(batch, upsert, strict=True)]
+        expires = [op.expires if up else None for op, up in zip(batch, upsert, strict=True)]
+    columns = (flags, list(map(_keyspace, batch)), list(map(_table, batch)),
+               list(map(_key, batch)), values, list(map(_version, batch)),
+               list(map(_node, batch)), list(map(_segment, batch)), list(map(_offset, batch)),
+               list(map(_static, batch)), expires)
+    return ROWS + pickle.dumps(columns, protocol=_PROTOCOL)
+
+
+def decode_batch(payload: bytes) -> list[Any]:
+    """The batch encode_batch gave PAYLOAD for; raises SpoolFormatError for an unknown tag."""
+    tag = payload[:2]
+    if tag == ROWS:
+        return _rows(pickle.loads(payload[2:]))  # noqa: S301 - the process's own frames
+    if tag == PICKLED:
+        return pickle.loads(payload[2:])  # noqa: S301
+    if payload[:1] == bytes([_LEGACY]):
+        return pickle.loads(payload)  # noqa: S301
+    raise SpoolFormatError(
+        f"a spooled batch starts with {payload[:2]!r}, which is no format this version reads "
+        "(R1, P1 or an untagged pickle): was the spool written by a later version?")
+
+
+def _rows(columns: tuple) -> list[RowUpsert | RowDelete]:
+    flags, keyspaces, tables, keys, values, versions, nodes, segments, offsets, statics, \
+        expires = columns
+    sources = list(map(Source, nodes, map(Position, segments, offsets)))
+    if _DELETE not in flags:
+        return list(map(RowUpsert, keyspaces, tables, keys, values, versions, sources, statics,
+                        expires))
+    return [RowUpsert(ks, t, k, v, version, s, static, e) if flag == _UPSERT
+            else RowDelete(ks, t, k, version, s, static)
+            for flag, ks, t, k, v, version, s, static, e in zip(
+                flags, keyspaces, tables, keys, values, versions, sources, statics, expires,
+                strict=True)]
