@@ -7,8 +7,14 @@ token is exactly the token OpenBao would return.
 
 What is kept: per (context, value) a keyed BLAKE2b digest (a random key per process, never
 written anywhere) and the token, which is what destinations receive anyway. No plaintext is
-kept; the digests cannot be checked against guessed values without the process's key. Bounded:
-the least recently used entries go past ``max_entries``.
+kept; the digests cannot be checked against guessed values without the process's key.
+
+Bounded by ``max_entries`` in two generations of plain dicts, each at most half of it: new and
+used tokens go into the young one; when it is full it becomes the old one and the old one is
+dropped. A token used within the last generation or two stays (nearly least-recently-used),
+and memory has a fixed ceiling that is reached early and then held: an LRU OrderedDict adds a
+node per entry and, under constant turnover, regrows its table to about five times its entries
+(a step of about 11 MB at 100,000 entries, seen in the RSS benchmark).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from prometheus_client import Counter
@@ -37,15 +42,36 @@ class CachedTokenizer:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self._inner = inner
         self._max = max_entries
+        self._generation = max(1, max_entries // 2)
         self._key = os.urandom(32)
-        self._tokens: OrderedDict[bytes, str] = OrderedDict()
+        self._young: dict[bytes, str] = {}
+        self._old: dict[bytes, str] = {}
         self._lock = threading.Lock()  # masking may run on several worker threads
 
     def __repr__(self) -> str:
         return f"CachedTokenizer({self._inner!r}, max_entries={self._max})"
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self._young) + len(self._old)
+
+    def digests(self) -> list[bytes]:
+        """What the cache holds besides tokens (for tests: no plaintext)."""
+        return [*self._young, *self._old]
+
+    def _get(self, digest: bytes) -> str | None:
+        """The token of DIGEST, if cached (an old one moves to the young generation)."""
+        token = self._young.get(digest)
+        if token is None:
+            token = self._old.pop(digest, None)
+            if token is not None:
+                self._put(digest, token)
+        return token
+
+    def _put(self, digest: bytes, token: str) -> None:
+        self._young[digest] = token
+        if len(self._young) >= self._generation:
+            EVICTIONS.inc(len(self._old))
+            self._old, self._young = self._young, {}
 
     def _digest(self, request: TokenRequest) -> bytes:
         context = request.context.encode("utf-8")
@@ -55,10 +81,7 @@ class CachedTokenizer:
     def tokenize(self, requests: Sequence[TokenRequest]) -> list[str]:
         digests = [self._digest(r) for r in requests]
         with self._lock:
-            found = [self._tokens.get(d) for d in digests]
-            for digest, token in zip(digests, found, strict=True):
-                if token is not None:
-                    self._tokens.move_to_end(digest)
+            found = [self._get(d) for d in digests]
         missing = {d: r for d, r, token in zip(digests, requests, found, strict=True)
                    if token is None}
         LOOKUPS.labels("hit").inc(len(requests) - sum(1 for t in found if t is None))
@@ -67,10 +90,8 @@ class CachedTokenizer:
             fresh = dict(zip(missing, self._inner.tokenize(list(missing.values())),
                              strict=True))
             with self._lock:
-                self._tokens.update(fresh)
-                while len(self._tokens) > self._max:
-                    self._tokens.popitem(last=False)
-                    EVICTIONS.inc()
+                for digest, token in fresh.items():
+                    self._put(digest, token)
             found = [token if token is not None else fresh[d]
                      for d, token in zip(digests, found, strict=True)]
         return found  # type: ignore[return-value] - every None was filled above

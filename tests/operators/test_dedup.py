@@ -98,3 +98,19 @@ def test_buckets_are_stable_across_processes_and_spread(events, tmp_path):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="window must be positive"):
         run([], window=timedelta(0))
+
+
+def test_digests_of_one_second_share_one_time_object():
+    """First-seen times are whole seconds, one float object per second: a digest's time
+    costs no object of its own (the bucket's memory is the digests and the dict)."""
+    from operators.dedup import _Seconds
+
+    times = iter([100.1, 100.5, 100.9, 101.2, 101.3])
+    seconds = _Seconds(lambda: next(times))
+    stamps = [seconds() for _ in range(5)]
+    assert stamps == [100.0, 100.0, 100.0, 101.0, 101.0]
+    assert stamps[0] is stamps[1] is stamps[2] and stamps[3] is stamps[4]
+    window = DigestWindow()
+    for i, stamp in enumerate(stamps):
+        window.admit(i.to_bytes(16, "big"), stamp, window=60, max_size=10)
+    assert len({id(t) for t in window.seen.values()}) == 2

@@ -49,16 +49,25 @@ def test_each_value_is_asked_for_once_and_answers_keep_their_order():
     assert len(inner.asked) == 2  # nothing new
 
 
-def test_the_cache_is_bounded_least_recently_used_first():
+def test_the_cache_is_bounded_and_keeps_what_was_used_lately():
+    """Two generations of max_entries / 2: what was used in the current or the last one
+    stays, what was not used since is dropped, and the total never passes max_entries."""
     inner = Recording()
-    cache = CachedTokenizer(inner, max_entries=3)
-    cache.tokenize([r("c", "a"), r("c", "b"), r("c", "c")])
-    cache.tokenize([r("c", "a")])  # a is now the most recent
-    cache.tokenize([r("c", "d")])  # evicts b
+    cache = CachedTokenizer(inner, max_entries=4)
+    cache.tokenize([r("c", "a"), r("c", "b")])  # a generation full: a and b are the old one
+    cache.tokenize([r("c", "c")])
+    cache.tokenize([r("c", "a")])  # a used again: young with c, full: b is dropped
+    cache.tokenize([r("c", "d")])
     assert len(cache) == 3
     inner.asked.clear()
-    cache.tokenize([r("c", "a"), r("c", "c"), r("c", "d"), r("c", "b")])
-    assert inner.asked == [[r("c", "b")]]
+    cache.tokenize([r("c", "d")])
+    cache.tokenize([r("c", "c")])
+    assert inner.asked == []  # both still cached
+    cache.tokenize([r("c", "b")])
+    assert inner.asked == [[r("c", "b")]]  # dropped: not used in the last generation
+    for i in range(100):
+        cache.tokenize([r("c", f"v{i}")])
+        assert len(cache) <= 4
 
 
 def test_a_failed_call_caches_nothing_and_raises_as_it_was():
@@ -77,7 +86,7 @@ def test_no_plaintext_is_kept():
     secret = "123-45-6789-unique-ssn"
     cache.tokenize([r("ks.t.ssn", secret)])
     gc.collect()
-    kept = b"".join(key for key in cache._tokens)  # noqa: SLF001 - what the cache holds
+    kept = b"".join(cache.digests())
     assert secret.encode() not in kept and len(kept) == 16
 
 
