@@ -149,3 +149,76 @@ def test_a_partition_reports_its_polls_to_health_until_closed(nodes, monkeypatch
     assert health.report()[:2] == (True, True)
     partition.close()
     assert name not in health.report()[2]["checks"]
+
+
+def test_a_backlog_is_read_ahead_on_the_partitions_thread_without_changing_the_stream(
+        nodes, monkeypatch):
+    """While not caught up, the next batch is polled and decoded on the partition's own thread;
+    the batches, their order and the snapshots are those of polling one batch at a time."""
+    import threading
+
+    from connectors.cassandra.tail import poll
+
+    node = nodes[0]
+    threads: list[str] = []
+    read = CdcPartition._read
+
+    def recording(self, cursor):
+        threads.append(threading.current_thread().name)
+        return read(self, cursor)
+
+    monkeypatch.setattr(CdcPartition, "_read", recording)
+    partition = CdcPartition(node.name, LocalSegmentStore(node.cdc_raw), schemas_for(nodes)(),
+                             None, max_records=3, idle_wait=timedelta(0), until_caught_up=True)
+    emitted, snapshots = [], []
+    while True:
+        try:
+            emitted += partition.next_batch()
+        except StopIteration:
+            break
+        snapshots.append(partition.snapshot())
+    partition.close()
+
+    store, cursor, expected = LocalSegmentStore(node.cdc_raw), None, []
+    while True:
+        batch = poll(store, cursor, max_records=3)
+        cursor = batch.position
+        expected.append(cursor)
+        if batch.caught_up:
+            break
+    assert snapshots == expected
+    assert len([e for e in emitted if isinstance(e, ChangeEvent)]) == GOLDEN_EVENTS
+    assert [key(e) for e in emitted] == sorted(key(e) for e in emitted)
+    assert threads[0] == threading.current_thread().name  # the first batch: nothing ahead
+    assert set(threads[1:]) == {f"capture {node.name}_0"}  # every later one read ahead
+    assert len(threads) == len(expected)
+
+
+def test_closing_with_a_batch_read_ahead_drops_it_and_a_rebuilt_partition_reads_it(nodes):
+    node = nodes[0]
+
+    def build(cursor):
+        return CdcPartition(node.name, LocalSegmentStore(node.cdc_raw), schemas_for(nodes)(),
+                            cursor, max_records=4, idle_wait=timedelta(0), until_caught_up=True)
+
+    first = build(None)
+    head = first.next_batch()  # and the next one is read ahead
+    cursor = first.snapshot()
+    first.close()
+    rest = []
+    again = build(cursor)
+    while True:
+        try:
+            rest += again.next_batch()
+        except StopIteration:
+            break
+    again.close()
+    everything = build(None)
+    whole = []
+    while True:
+        try:
+            whole += everything.next_batch()
+        except StopIteration:
+            break
+    everything.close()
+    assert [key(i) for i in head + rest] == [key(i) for i in whole]
