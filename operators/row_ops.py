@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.cassandra.events import Position
+from connectors.pickling import pickled_by_fields
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where the change that caused an operation came from: for progress rows and lag."""
@@ -44,6 +46,7 @@ NOT_IN_COMMIT_LOG = frozenset({INITIAL_LOAD_NODE, EXPIRY_NODE})
 """The nodes of sources without a commit-log position (see Source.in_commit_log)."""
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RowUpsert:
     """A row as it is now: every primary-key column in ``key`` (partition then clustering
@@ -62,6 +65,7 @@ class RowUpsert:
     expires: int | None = None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RowDelete:
     """The row (or static row) with this full key no longer exists, as of ``version``."""
@@ -74,6 +78,7 @@ class RowDelete:
     static: bool = False
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ClusteringBound:
     """One end of a clustering range: a prefix of the clustering columns (empty: unbounded)."""
@@ -82,6 +87,7 @@ class ClusteringBound:
     inclusive: bool
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RangeDelete:
     """Rows of one partition within [start, end] (clustering order, per the table's ASC/DESC),

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from connectors.pickling import pickled_by_fields
+
 __all__ = [
     "Cell",
     "CellElement",
@@ -66,6 +68,7 @@ class ChangeKind(enum.Enum):
     RANGE_DELETE = "range_delete"
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
     """Where an entry ends in one node's commit log: (segment id, offset just after the entry).
@@ -134,6 +137,7 @@ class RangeBound(NamedTuple):
 _set = object.__setattr__
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True, init=False)
 class ChangeEvent:
     """One change (see the module docstring). Frozen; `cells`, `partition_key` and `clustering`
@@ -188,6 +192,7 @@ class ChangeEvent:
                 f"{self.position.offset}#{self.seq})")
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CounterUpdate:
     """A write to counter columns: detected and reported, never decoded as values (the commit
@@ -206,6 +211,7 @@ class CounterUpdate:
     is_static: bool
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class UndecodableUpdate:
     """What could not be decoded, for the dead-letter path: nothing is silently lost.
