@@ -19,8 +19,10 @@ started as a subprocess and stopped at the end of each phase (also on Ctrl-C).
 3. Latency: the pipeline runs live; rows are written at --latency-rate (default 80% of phase
    1) for DURATION seconds; a reader polls PostgreSQL every --poll seconds for the rows that
    appeared. Change-to-visible = first poll that saw a row - the time its write was sent, so it
-   includes the write itself and up to one poll interval. Also printed: the sink's view
-   (_cdc_updated_at, the applying transaction's start, minus the row's Cassandra write time).
+   includes the write itself and up to one poll interval. Also printed, per row, where that
+   time went: write sent -> read back (its version is the read-back's start, docs/adr/0003:
+   the commit-log sync, the capture and the queue before the row-image step), then read back ->
+   applied (_cdc_updated_at, the applying transaction's start: masking, the spool, the sink).
    Target: p99 <= commitlog_sync_period + 1 s.
 4. Memory: RSS-CHANGES rows written at --rss-rate (default 90% of the slower of phase 2 and
    80% of phase 1) while the pipeline runs live; the RSS of the pipeline's process tree
@@ -537,10 +539,9 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
         poller.stop.set()
         poller.join()
         with bench.pg() as conn:
-            sink_view = conn.execute(sql.SQL(
-                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY"
-                " extract(epoch FROM _cdc_updated_at) - _cdc_version / 1e6) FROM {}"
-                " WHERE seq >= 0").format(bench.rows_table(table))).fetchone()[0]
+            stages = conn.execute(sql.SQL(
+                "SELECT seq, _cdc_version / 1e6, extract(epoch FROM _cdc_updated_at) FROM {}"
+                " WHERE seq >= 0").format(bench.rows_table(table))).fetchall()
     finally:
         bench.stop_pipeline(process)
     sent = cdc_load.sent_times(results, 0, total)
@@ -561,9 +562,17 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
                     f"{'met' if p99 <= target else 'NOT met'}")
     else:
         figures.add("change-to-visible p50/p95/p99 (s)", "n/a", f"no row seen of {total:,}")
-    if sink_view and sink_view[0] is not None:
-        figures.add("sink view p50/p95/p99 (s)", " / ".join(f"{v:.2f}" for v in sink_view),
-                    "applying transaction's start - Cassandra write time")
+    to_read = sorted(float(read) - sent[seq] for seq, read, _ in stages
+                     if 0 <= seq < total and sent[seq])
+    to_apply = sorted(float(applied) - float(read) for _, read, applied in stages)
+    for name, values, what in (
+            ("sent -> read back p50/p95/p99 (s)", to_read,
+             "commit-log sync, capture, queue before the row-image step"),
+            ("read back -> applied p50/p95/p99 (s)", to_apply,
+             "masking, spool, sink (up to the applying transaction's start)")):
+        if values:
+            figures.add(name, " / ".join(f"{_percentile(values, q):.2f}"
+                                         for q in (0.5, 0.95, 0.99)), what)
     default = CassandraSettings().commitlog_sync_period_ms
     if sync_ms != default:
         print(f"  note: commitlog_sync_period {sync_ms} ms (devstack default {default} ms)")
