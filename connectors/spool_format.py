@@ -1,10 +1,10 @@
 """How a spooled batch is stored: a payload that starts with a tag naming its format.
 
 - ``R1``: a batch of `RowUpsert` and `RowDelete` only (what the flow spools almost always), as
-  columns: one list per field, one bytes of kinds, pickled. Pickling the frozen dataclasses
-  themselves goes through their generated ``__getstate__``/``__setstate__`` and makes a
-  Source and a Position per item on each side; that cost about 20 µs per item each way,
-  paid per destination (benchmarks/spool_format.py measures both).
+  columns: one list per field, one bytes of kinds, pickled. Pickling the items themselves
+  stores an object per item and per Source and Position in it: about 17 µs per item to encode
+  and 13 to decode, against 7-9 and 8-10 as columns (benchmarks/spool_format.py), paid per
+  destination.
 - ``P1``: any other batch (range deletes, or a sink's other items), pickled as it is.
 - No tag: a frame written before tags existed (a pickle: it starts with pickle's PROTO
   opcode 0x80), read as ``P1``.
