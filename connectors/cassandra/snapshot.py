@@ -8,7 +8,8 @@ spread over the workers and resumes per range after a crash. A partition pages t
     WHERE token(<partition key>) > ? AND token(<partition key>) <= ?
 
 (``>=`` for a range's first read: the first range holds the minimum token) and turns each row
-into the operation a live change of it would give (operators/readback.py's image code, shared):
+into the operation a live change of it would give (connectors/cassandra/images.py, shared with
+operators/readback.py):
 a RowUpsert per row versioned by its cells' largest write time, and the partition's static row
 once, as a separate RowUpsert(static=True).
 
@@ -44,8 +45,7 @@ from cassandra import ConsistencyLevel
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
-from connectors.cassandra.schema import ColumnKind, TableSchema
-from operators.readback import (
+from connectors.cassandra.images import (
     Image,
     image_of,
     select_items,
@@ -53,6 +53,7 @@ from operators.readback import (
     statics_of,
     upsert_of,
 )
+from connectors.cassandra.schema import ColumnKind, TableSchema
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
