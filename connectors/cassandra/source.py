@@ -15,21 +15,12 @@ each commitlog sync anyway).
 Between batches, the partition's SegmentJanitor deletes the segments no restart can need again
 (retention.py, docs/adr/0004) and keeps the cdc_raw usage gauges current. A rate limit, when set,
 spaces batches so that a partition emits at most that many commit-log entries per second.
-
-Read-ahead: while a backlog lasts (the last poll was not caught up), the next batch is polled
-and decoded on a thread of the partition while the flow works on the one just emitted. The
-flow's worker spends much of its time waiting on Cassandra's reads, OpenBao and the sinks; the
-decoding (a quarter of the pipeline's work) then fits in those waits. It changes nothing in
-what is emitted or in the state: a batch read ahead from cursor C is emitted only by the
-next_batch call made at C, the state is the cursor of what was emitted, and one batch at most
-is held.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +32,7 @@ from connectors.cassandra.mutation import MutationDecoder, messaging_version_for
 from connectors.cassandra.retention import RetentionSettings, SegmentJanitor
 from connectors.cassandra.schema import SchemaSource
 from connectors.cassandra.segment import Entry, ReadError
-from connectors.cassandra.tail import Batch, Cursor, LocalSegmentStore, SegmentStore, poll
+from connectors.cassandra.tail import Cursor, LocalSegmentStore, SegmentStore, poll
 from connectors.health import HEALTH
 from connectors.tracing import tracer
 
@@ -135,14 +126,18 @@ class CdcPartition(StatefulSourcePartition):
         self._rate = max_entries_per_second
         self._health = f"capture {node}"
         HEALTH.trouble(self._health, "not polled yet")
-        self._ahead: tuple[Cursor | None, Future[tuple[Batch, list]]] | None = None
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"capture {node}")
 
     def next_batch(self) -> list:
         if self._finished:
             raise StopIteration
-        batch, items = self._next(self._cursor)
+        batch = poll(self._store, self._cursor, max_records=self._max_records)
         HEALTH.beat(self._health)
+        items: list = []
+        if batch.records:  # idle polls make no span
+            with tracer().start_as_current_span("capture.decode") as span:
+                items = self._decode(batch.records)
+                span.set_attributes({"node": self._node, "records": len(batch.records),
+                                     "items": len(items), "caught_up": batch.caught_up})
         self._cursor = batch.position
         # The last batch still goes out; the call after it ends the partition.
         self._finished = self._until_caught_up and batch.caught_up
@@ -153,30 +148,7 @@ class CdcPartition(StatefulSourcePartition):
             self._awake = max(self._awake or paced, paced)
         if self._janitor is not None:
             self._janitor.tick(self._cursor)
-        if not batch.caught_up and not self._finished:
-            self._ahead = (self._cursor, self._reader.submit(self._read, self._cursor))
         return items
-
-    def _next(self, cursor: Cursor | None) -> tuple[Batch, list]:
-        """The batch after CURSOR and its items: the one read ahead from CURSOR if there is
-        one (its errors raised here), else read now."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == cursor:
-            return ahead[1].result()
-        if ahead is not None:
-            ahead[1].result()  # not this cursor (cannot happen): let it end, then read
-        return self._read(cursor)
-
-    def _read(self, cursor: Cursor | None) -> tuple[Batch, list]:
-        """Poll after CURSOR and decode what came (on the caller's thread or the reader's)."""
-        batch = poll(self._store, cursor, max_records=self._max_records)
-        items: list = []
-        if batch.records:  # idle polls make no span
-            with tracer().start_as_current_span("capture.decode") as span:
-                items = self._decode(batch.records)
-                span.set_attributes({"node": self._node, "records": len(batch.records),
-                                     "items": len(items), "caught_up": batch.caught_up})
-        return batch, items
 
     def _decode(self, records: list) -> list:
         """Change events, counter notices and error records of RECORDS, in order."""
@@ -201,8 +173,6 @@ class CdcPartition(StatefulSourcePartition):
 
     def close(self) -> None:
         HEALTH.forget(self._health)  # a finished or moved partition is no longer this process's
-        self._ahead = None
-        self._reader.shutdown(wait=True, cancel_futures=True)  # a batch read ahead is dropped
 
     def snapshot(self) -> Cursor | None:
         return self._cursor
