@@ -64,6 +64,7 @@ from benchmarks.cdc_mirror import Mirror  # noqa: E402
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor  # noqa: E402
 from connectors.postgres import table_names  # noqa: E402
 from connectors.secrets import SecretResolver  # noqa: E402
+from devstack.bytewax_cluster import cluster_commands  # noqa: E402
 from devstack.paths import stack_home  # noqa: E402
 from tests.dataflows.pipeline_files import masking_policy, postgres_destination  # noqa: E402
 
@@ -228,9 +229,7 @@ class Bench:
         env = {**os.environ, "CDC_PIPELINE_CONFIG": str(config)}
         command = [sys.executable, "-m", "bytewax.run", "dataflows.main"]
         if workers.endswith("p"):
-            addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(int(workers[:-1])))
-            runs = [shlex.join([*command, "-i", str(i), "-a", addresses])
-                    for i in range(int(workers[:-1]))]
+            runs = map(shlex.join, cluster_commands(command, int(workers[:-1])))
             command = ["sh", "-c", " & ".join(runs) + " & wait"]
         else:
             command += ["-w", workers]
@@ -302,19 +301,6 @@ def _tree(pid: int) -> list[int]:
         found.append(p)
         todo.extend(children.get(p, []))
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def rss_mib(pid: int) -> float:

@@ -23,6 +23,7 @@ from pathlib import Path
 from psycopg import sql
 
 from dataflows.config import load
+from devstack.bytewax_cluster import cluster_commands
 from devstack.paths import REPO_ROOT
 from tests.dataflows.pipeline_files import masking_policy, oracle_masker
 
@@ -82,8 +83,7 @@ class Pipeline:
         if processes == 1:
             runs = [[*command, "-w", str(workers)]]
         else:
-            addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(processes))
-            runs = [[*command, "-i", str(i), "-a", addresses] for i in range(processes)]
+            runs = cluster_commands(command, processes)
         self._processes = [subprocess.Popen(  # noqa: S603
             run, cwd=REPO_ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True) for run in runs]
@@ -116,19 +116,6 @@ class Pipeline:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class Workload:

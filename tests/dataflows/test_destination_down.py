@@ -21,12 +21,12 @@ import urllib.request
 import pytest
 from psycopg import sql
 
+from devstack.bytewax_cluster import free_ports
 from tests.dataflows.kill_harness import (
     TABLE_DDL,
     VISITS_DDL,
     Pipeline,
     Workload,
-    _free_ports,
     cassandra_rows,
     clickhouse_query,
     clickhouse_rows,
@@ -53,7 +53,7 @@ class CuttableProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -186,7 +186,7 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     proxy = CuttableProxy(54329)
     proxy.restore()
     ca = openbao_env["BAO_CACERT"]
-    api_port, health_port = _free_ports(2)
+    api_port, health_port = free_ports(2)
     pipeline = Pipeline(tmp_path, bare, {
         "cassandra": cassandra_section(info, bare, node, ca),
         "batching": {"max_records": 100},

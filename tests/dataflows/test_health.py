@@ -10,7 +10,7 @@ import pytest
 
 from connectors.health import Health
 from dataflows.health import serve, serve_from_environment
-from tests.dataflows.kill_harness import _free_ports
+from devstack.bytewax_cluster import free_ports
 
 
 class Clock:
@@ -75,7 +75,7 @@ def _get(port: int, path: str) -> tuple[int, dict]:
 
 def test_the_endpoints_answer_with_status_and_json():
     health = Health()
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     server = serve(port, health, host="127.0.0.1")
     try:
         health.beat("capture n1")
@@ -98,7 +98,7 @@ def test_the_port_comes_from_the_environment():
     for bad in ("http", "70000", "0"):
         with pytest.raises(ValueError, match=r"CDC_HEALTH_PORT must be a port number \(1-65535\)"):
             serve_from_environment({"CDC_HEALTH_PORT": bad})
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     first = serve_from_environment({"CDC_HEALTH_PORT": str(port)})
     try:
         assert first is not None
