@@ -135,12 +135,12 @@ def _plan(columns: tuple[Any, ...]) -> tuple[ColumnPlan, ...]:
                  for i, c in enumerate(columns) if c.convert is not identity)
 
 
-def _column(mappings: list[Mapping[str, Any]], name: str) -> list:
-    """mapping.get(name) of each of MAPPINGS (by dict.get in a C-level loop when they are all
-    dicts, as the flow's are)."""
+def _columns(mappings: list[Mapping[str, Any]], names: tuple[str, ...]) -> list[list]:
+    """Per name, mapping.get(name) of each of MAPPINGS (by dict.get in C-level loops when they
+    are all dicts, as the flow's are)."""
     if all(map(is_, map(type, mappings), repeat(dict))):
-        return list(map(dict.get, mappings, repeat(name)))
-    return [m.get(name) for m in mappings]
+        return [list(map(dict.get, mappings, repeat(name))) for name in names]
+    return [[m.get(name) for m in mappings] for name in names]
 
 
 def _has_none(column: list) -> bool:
@@ -276,12 +276,12 @@ class Gatherer:
         if not target.value_name_set.issuperset(set().union(*values)):
             raise ValueRefused("unknown column")
         keys = list(map(_key_of, ops))
-        key_columns = [_column(keys, name) for name in target.key_names]
+        key_columns = _columns(keys, target.key_names)
         for i, *converters in target.key_plan:
             key_columns[i] = _convert(key_columns[i], *converters)
         if any(map(_has_none, key_columns)):
             raise ValueRefused("NULL key")
-        value_columns = [_column(values, name) for name in target.value_names]
+        value_columns = _columns(values, target.value_names)
         for i, *converters in target.value_plan:
             value_columns[i] = _convert(value_columns[i], *converters)
         return key_columns + value_columns + [list(map(_version_of, ops)),

@@ -224,3 +224,16 @@ def test_whole_column_conversion_equals_value_by_value(sink: str) -> None:
             assert row_batch._convert(sample, *converters) == list(map(convert, sample))  # noqa: SLF001
             checked += 1
     assert checked == 3
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+def test_keys_and_values_that_are_not_dicts_gather_the_same(sink: str) -> None:
+    """Operations whose key or values are other mappings (read-only views) take the general
+    path, not dict.get, and give the same columns."""
+    from types import MappingProxyType
+
+    ops = _ops(random.Random(9), 300, 40)
+    views = [RowUpsert(op.keyspace, op.table, MappingProxyType(dict(op.key)),
+                       MappingProxyType(dict(op.values)), op.version, op.source)
+             if isinstance(op, RowUpsert) else op for op in ops]
+    assert _gather(sink, views).written == _gather(sink, ops).written

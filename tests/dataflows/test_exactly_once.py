@@ -3,7 +3,7 @@ while a workload runs; restarted from Bytewax's recovery store (sometimes with a
 count), it must leave PostgreSQL, ClickHouse and TimescaleDB equal to Cassandra through the same
 masking: no row missing, extra or stale (tests/dataflows/kill_harness.py). Two tables: patients
 (to PostgreSQL and ClickHouse) and visits, time-series rows with row and partition deletes (to
-all three; TimescaleDB on CI's plain PostgreSQL, see ../shared/docs/stack.md). Runs alternate
+all three; TimescaleDB on CI's plain PostgreSQL, see docs/adr/0001-local-stack.md). Runs alternate
 between 1 worker, 2 worker threads and 2 processes.
 
 The pipeline deletes consumed cdc_raw segments as it goes (docs/adr/0004): a restart that
