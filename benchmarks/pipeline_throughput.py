@@ -133,7 +133,7 @@ class Bench:
         self.name = f"bench_pipe_{uuid.uuid4().hex[:8]}"
         self.folder = stack_home() / "bench" / "pipeline-throughput"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.pipelines: list[subprocess.Popen] = []
+        self.pipelines: list[Running] = []
         self.mirrors: list[Mirror] = []
         self._pg_password = self.secrets.resolve("openbao:cdc/postgres/admin#password")
         self.pipeline_role = self.secrets.resolve("openbao:cdc/postgres/pipeline#username")
@@ -220,34 +220,24 @@ class Bench:
         return config
 
     def start_pipeline(self, table: str, starts: list[Cursor | None], cdc_raw: list[Path],
-                       workers: str, label: str) -> subprocess.Popen:
+                       workers: str, label: str) -> Running:
         """`python -m bytewax.run dataflows.main -w N` on write_config()'s file, or for "Np" N
-        such processes of one worker each (-i/-a over loopback) under one shell, so that the
-        returned process's tree holds them all."""
+        such processes of one worker each (-i/-a over loopback)."""
         config = self.write_config(table, starts, cdc_raw, label)
         log = (self.folder / f"pipeline-{label}.log").open("wb")
         env = {**os.environ, "CDC_PIPELINE_CONFIG": str(config)}
         command = [sys.executable, "-m", "bytewax.run", "dataflows.main"]
-        if workers.endswith("p"):
-            runs = map(shlex.join, cluster_commands(command, int(workers[:-1])))
-            command = ["sh", "-c", " & ".join(runs) + " & wait"]
-        else:
-            command += ["-w", workers]
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        runs = (cluster_commands(command, int(workers[:-1])) if workers.endswith("p")
+                else [[*command, "-w", workers]])
+        process = Running([subprocess.Popen(  # noqa: S603
+            run, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True) for run in runs])
         log.close()
         self.pipelines.append(process)
         return process
 
-    def stop_pipeline(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    def stop_pipeline(self, process: Running) -> None:
+        process.stop()
         if process in self.pipelines:
             self.pipelines.remove(process)
 
@@ -283,6 +273,38 @@ class Bench:
 
 # --- the pipeline process -----------------------------------------------------------------------
 
+class Running:
+    """The pipeline's processes (one, or a cluster's), each in its own process group."""
+
+    def __init__(self, processes: list[subprocess.Popen]) -> None:
+        self.processes = processes
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def exited(self) -> int | None:
+        """None while every process runs; else the exit code of one that ended (a cluster
+        whose member died is not running)."""
+        codes = [p.poll() for p in self.processes]
+        ended = [code for code in codes if code is not None]
+        return ended[0] if ended else None
+
+    def stop(self) -> None:
+        """SIGTERM to every process group, then SIGKILL to those still there after 30 s;
+        returns once every process has ended."""
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
 def _tree(pid: int) -> list[int]:
     """PID and its descendants."""
     children: dict[int, list[int]] = {}
@@ -303,9 +325,10 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(process: Running) -> float:
+    """VmRSS of the pipeline's processes and their descendants."""
     total = 0
-    for p in _tree(pid):
+    for p in (p for pid in process.pids for p in _tree(pid)):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -315,9 +338,10 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(process: Running) -> float:
+    """CPU time (user + system) of the pipeline's processes and their descendants so far."""
     total = 0.0
-    for p in _tree(pid):
+    for p in (p for pid in process.pids for p in _tree(pid)):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -326,13 +350,14 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def check_alive(bench: Bench, process: subprocess.Popen, label: str) -> None:
-    if process.poll() is not None:
-        raise SystemExit(f"the pipeline ({label}) exited with {process.returncode}; see "
+def check_alive(bench: Bench, process: Running, label: str) -> None:
+    code = process.exited()
+    if code is not None:
+        raise SystemExit(f"the pipeline ({label}) exited with {code}; see "
                          f"{bench.folder / f'pipeline-{label}.log'} (run with --keep-logs)")
 
 
-def wait_for_rows(bench: Bench, process: subprocess.Popen, table: str, expected: int,
+def wait_for_rows(bench: Bench, process: Running, table: str, expected: int,
                   label: str, *, interval: float = 0.5,
                   on_sample=None) -> tuple[float | None, int, float | None, float]:
     """Poll until TABLE holds EXPECTED rows: (monotonic time of the first row, rows then,
@@ -391,7 +416,7 @@ def phase1(bench: Bench, figures: Figures) -> float:
     return rate
 
 
-def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict[int, float]:
+def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict[str, float]:
     """Changes/s per worker count (only the runs that caught up)."""
     args = bench.args
     table = TABLES[2]
@@ -416,12 +441,12 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         peak = [0.0]
 
         def sample(_now, _count, process=process, peak=peak) -> None:
-            peak[0] = max(peak[0], rss_mib(process.pid))
+            peak[0] = max(peak[0], rss_mib(process))
 
         try:
             first_at, first_count, done_at, count = wait_for_rows(
                 bench, process, table, expected, label, on_sample=sample)
-            cpu = cpu_seconds(process.pid)
+            cpu = cpu_seconds(process)
         finally:
             bench.stop_pipeline(process)
         if done_at is None:
@@ -444,8 +469,8 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
 
 
 def run_name(workers: str) -> str:
-    """How a --workers entry is run: "-w 2" (threads of one process) or "-p 2" (processes)."""
-    return f"-p {workers[:-1]}" if workers.endswith("p") else f"-w {workers}"
+    """How a --workers entry is run: "-w 2" (threads of one process) or "2 processes"."""
+    return f"{workers[:-1]} processes" if workers.endswith("p") else f"-w {workers}"
 
 
 class Poller(threading.Thread):
@@ -481,7 +506,7 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _warm_up(bench: Bench, process: subprocess.Popen, table: str, label: str) -> float:
+def _warm_up(bench: Bench, process: Running, table: str, label: str) -> float:
     """One row (seq -1) through the pipeline: it has started and created its tables. Returns
     the seconds it took."""
     began = time.monotonic()
@@ -548,9 +573,11 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
                     f"{'met' if p99 <= target else 'NOT met'}")
     else:
         figures.add("change-to-visible p50/p95/p99 (s)", "n/a", f"no row seen of {total:,}")
-    to_read = sorted(float(read) - sent[seq] for seq, read, _ in stages
-                     if 0 <= seq < total and sent[seq])
-    to_apply = sorted(float(applied) - float(read) for _, read, applied in stages)
+    # The same rows on both sides: those whose send time is known.
+    timed = [(seq, float(read), float(applied)) for seq, read, applied in stages
+             if 0 <= seq < total and sent[seq]]
+    to_read = sorted(read - sent[seq] for seq, read, _ in timed)
+    to_apply = sorted(applied - read for _, read, applied in timed)
     for name, values, what in (
             ("sent -> read back p50/p95/p99 (s)", to_read,
              "commit-log sync, capture, queue before the row-image step"),
@@ -599,7 +626,7 @@ def phase4(bench: Bench, figures: Figures, rate: float) -> None:
 
         def sample(now: float, count: int) -> None:
             if now >= next_at[0]:
-                samples.append((now - began, count, rss_mib(process.pid)))
+                samples.append((now - began, count, rss_mib(process)))
                 t, n, mib = samples[-1]
                 print(f"    {t:6.0f} s  {n:>9,} rows  RSS {mib:7.1f} MiB  load {load()}",
                       flush=True)

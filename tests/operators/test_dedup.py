@@ -114,3 +114,27 @@ def test_digests_of_one_second_share_one_time_object():
     for i, stamp in enumerate(stamps):
         window.admit(i.to_bytes(16, "big"), stamp, window=60, max_size=10)
     assert len({id(t) for t in window.seen.values()}) == 2
+
+
+def test_state_of_earlier_versions_restores_and_keeps_its_order():
+    """A snapshot pickled by the earlier dataclass (its `seen` an OrderedDict) restores: the
+    same digests, the oldest still evicted first."""
+    import pickle
+    from collections import OrderedDict
+
+    old = DigestWindow.__new__(DigestWindow)
+    old.__setstate__({"seen": OrderedDict((bytes([i]), 100.0 + i) for i in range(5))})
+    window = pickle.loads(pickle.dumps(old))  # noqa: S301 - made here
+    assert list(window.seen) == [bytes([i]) for i in range(5)]
+    assert not window.admit(bytes([2]), 104.0, window=60, max_size=5)  # still known
+    assert window.admit(b"new", 104.0, window=60, max_size=5)
+    assert list(window.seen) == [bytes([i]) for i in range(1, 5)] + [b"new"]  # 0 went first
+
+
+def test_a_copy_within_a_fractional_window_is_dropped(events):
+    """Times are whole seconds: a window of 1.5 s still drops a copy 1.2 s later (the window
+    rounds up to 2 s), where rounding only the times would have let it through."""
+    event = next(e for e in events if isinstance(e, ChangeEvent))
+    copy = dataclasses.replace(event, node="other")
+    times = iter([10.9, 12.1])
+    assert run([event, copy], window=timedelta(seconds=1.5), clock=lambda: next(times)) == [event]
