@@ -9,8 +9,9 @@ What is kept: per (context, value) a keyed BLAKE2b digest (a random key per proc
 written anywhere) and the token, which is what destinations receive anyway. No plaintext is
 kept; the digests cannot be checked against guessed values without the process's key.
 
-Bounded by ``max_entries`` in two generations of plain dicts, each at most half of it: new and
-used tokens go into the young one; when it is full it becomes the old one and the old one is
+Bounded by ``max_entries`` in two generations of plain dicts, each at most half of it (rounded
+up; the young one turns old when full, so an even bound holds one entry less): new and used
+tokens go into the young one; when it is full it becomes the old one and the old one is
 dropped. A token used within the last generation or two stays (nearly least-recently-used),
 and memory has a fixed ceiling that is reached early and then held: 20.7 MiB at 100,000 entries
 (benchmarks/cache_memory.py). An LRU OrderedDict held 32.3 MiB with a peak of 42.5: a node per
@@ -43,7 +44,8 @@ class CachedTokenizer:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self._inner = inner
         self._max = max_entries
-        self._generation = max(1, max_entries // 2)
+        # Old holds at most a generation, young fewer: together at most max_entries.
+        self._generation = (max_entries + 1) // 2
         self._key = os.urandom(32)
         self._young: dict[bytes, str] = {}
         self._old: dict[bytes, str] = {}
@@ -53,22 +55,28 @@ class CachedTokenizer:
         return f"CachedTokenizer({self._inner!r}, max_entries={self._max})"
 
     def __len__(self) -> int:
-        return len(self._young) + len(self._old)
+        with self._lock:
+            return len(self._young) + len(self._old)
 
     def digests(self) -> list[bytes]:
-        """What the cache holds besides tokens (for tests: no plaintext)."""
-        return [*self._young, *self._old]
+        """What the cache holds besides tokens (what an audit of it would look at: no
+        plaintext)."""
+        with self._lock:
+            return [*self._young, *self._old]
 
     def _get(self, digest: bytes) -> str | None:
         """The token of DIGEST, if cached (an old one moves to the young generation)."""
         token = self._young.get(digest)
         if token is None:
-            token = self._old.pop(digest, None)
+            token = self._old.get(digest)
             if token is not None:
                 self._put(digest, token)
         return token
 
     def _put(self, digest: bytes, token: str) -> None:
+        """DIGEST's token into the young generation, and out of the old one (two threads that
+        both missed a value both put it: once in the cache all the same)."""
+        self._old.pop(digest, None)
         self._young[digest] = token
         if len(self._young) >= self._generation:
             EVICTIONS.inc(len(self._old))

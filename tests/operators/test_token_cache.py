@@ -157,3 +157,23 @@ def test_the_pipeline_masks_through_the_cache_unless_turned_off(tmp_path):
     (tmp_path / "masking.json").write_text(json.dumps(policy))
     bare = Runtime(replace(settings, masking_policy=tmp_path / "masking.json")).masker
     assert isinstance(bare._tokenizer, OpenBaoTransitTokenizer)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("max_entries", [1, 2, 3, 5, 8])
+def test_any_size_holds_up_to_max_entries_and_a_value_only_once(max_entries):
+    """Small and odd sizes use their bound (an even one all but one entry: a generation is
+    half, and the young one turns old when full); a value put twice (two threads that both
+    missed it) is held once, and every value dropped is counted as an eviction."""
+    from operators.masking.token_cache import EVICTIONS
+
+    cache = CachedTokenizer(Recording(), max_entries=max_entries)
+    before = EVICTIONS._value.get()  # noqa: SLF001
+    sizes = []
+    for i in range(40):
+        cache.tokenize([r("c", f"v{i}")])
+        sizes.append(len(cache))
+    assert max(sizes) == max_entries - (max_entries % 2 == 0)
+    assert EVICTIONS._value.get() - before == 40 - len(cache)  # noqa: SLF001
+    held = cache.digests()
+    cache._put(held[0], "again")  # noqa: SLF001 - the second of two concurrent misses
+    assert sorted(cache.digests()) == sorted(held)
