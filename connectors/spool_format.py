@@ -16,6 +16,7 @@ process's own disk (connectors/spool.py), which is why pickle is acceptable here
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from itertools import repeat
 from operator import attrgetter
@@ -41,6 +42,28 @@ _offset = attrgetter("source.position.offset")
 
 class SpoolFormatError(ValueError):
     """A spooled payload in no format this version reads."""
+
+
+# What R1 stores of each class, in order. A field added to one of them (even with a default)
+# would not be stored, and would come back as its default: this stops the import instead, so
+# such a change comes with a format R2 (and R1 still read as it was).
+_R1_FIELDS = {
+    RowUpsert: ("keyspace", "table", "key", "values", "version", "source", "static", "expires"),
+    RowDelete: ("keyspace", "table", "key", "version", "source", "static"),
+    Source: ("node", "position"),
+    Position: ("segment_id", "offset"),
+}
+
+
+def _check_stored(stored: dict[type, tuple[str, ...]]) -> None:
+    for cls, names in stored.items():
+        now = tuple(f.name for f in dataclasses.fields(cls))
+        if now != names:
+            raise TypeError(f"spool format R1 stores {names} of {cls.__name__}, which now has "
+                            f"{now}: add a format")
+
+
+_check_stored(_R1_FIELDS)
 
 
 def encode_batch(batch: list[Any]) -> bytes:
@@ -78,6 +101,10 @@ def decode_batch(payload: bytes) -> list[Any]:
 
 
 def _rows(columns: tuple) -> list[RowUpsert | RowDelete]:
+    if len(columns) != 11 or len({len(column) for column in columns}) != 1 or \
+            not set(columns[0]) <= {_UPSERT, _DELETE}:
+        raise SpoolFormatError("an R1 spooled batch whose columns do not match (count, "
+                               "lengths or kinds): it was not written by this format")
     flags, keyspaces, tables, keys, values, versions, nodes, segments, offsets, statics, \
         expires = columns
     sources = list(map(Source, nodes, map(Position, segments, offsets)))

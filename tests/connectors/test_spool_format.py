@@ -84,3 +84,31 @@ def test_frames_of_earlier_versions_still_read() -> None:
 def test_an_unknown_format_is_refused_by_name(payload: bytes) -> None:
     with pytest.raises(SpoolFormatError, match="no format this version reads"):
         decode_batch(payload)
+
+
+@pytest.mark.parametrize("columns", [
+    (b"\x01\x01", ["ks"], ["t"], [{}], [{}], [1], ["n"], [1], [2], [False], [None]),  # lengths
+    (b"\x02", ["ks"], ["t"], [{}], [{}], [1], ["n"], [1], [2], [False], [None]),  # kind 2
+    (b"\x01", ["ks"], ["t"], [{}], [{}], [1], ["n"], [1], [2], [False]),  # a column short
+])
+def test_an_r1_batch_whose_columns_do_not_match_is_refused(columns) -> None:
+    with pytest.raises(SpoolFormatError, match="columns do not match"):
+        decode_batch(b"R1" + pickle.dumps(columns))
+
+
+def test_a_field_r1_does_not_store_stops_the_import() -> None:
+    """What the module checks when imported: a stored class with a field R1 does not name
+    (added with a default, it would come back as the default) is refused by name."""
+    import dataclasses
+
+    from connectors import spool_format
+
+    @dataclasses.dataclass(frozen=True)
+    class Grown:
+        segment_id: int
+        offset: int
+        epoch: int = 0
+
+    spool_format._check_stored(spool_format._R1_FIELDS)  # noqa: SLF001 - the classes as they are
+    with pytest.raises(TypeError, match="R1 stores .* of Grown, which now has .*epoch"):
+        spool_format._check_stored({Grown: ("segment_id", "offset")})  # noqa: SLF001
