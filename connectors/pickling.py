@@ -12,6 +12,7 @@ the generated ``__setstate__`` stays.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -24,9 +25,13 @@ def pickled_by_fields(cls: T) -> T:
     """CLS (a dataclass whose __init__ takes every field, in field order) pickled as
     ``cls(*fields)``. Apply above @dataclass: slots=True makes a new class."""
     fields = dataclasses.fields(cls)
-    if any(not f.init for f in fields):
-        raise TypeError(f"{cls.__name__}: every field must be an __init__ parameter")
+    if any(not f.init or f.kw_only for f in fields):
+        raise TypeError(f"{cls.__name__}: every field must be a positional __init__ parameter")
     names = tuple(f.name for f in fields)
+    # A hand-written __init__ (ChangeEvent's) must take the fields in the same order.
+    parameters = tuple(inspect.signature(cls.__init__).parameters)[1:]
+    if parameters != names:
+        raise TypeError(f"{cls.__name__}: __init__ takes {parameters}, the fields are {names}")
     values = attrgetter(*names)
     if len(names) == 1:
         def __reduce__(self: Any) -> tuple:

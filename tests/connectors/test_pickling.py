@@ -18,6 +18,7 @@ from connectors.cassandra.events import (
     CounterUpdate,
     Deletion,
     Position,
+    RangeBound,
     UndecodableUpdate,
 )
 from connectors.pickling import pickled_by_fields
@@ -28,8 +29,9 @@ ITEMS = [
     Position(1, 2),
     SOURCE,
     ChangeEvent("n1", Position(3, 4), 2, "ks", "t", uuid.UUID(int=5), ChangeKind.UPSERT,
-                {"p": 1}, {"c": "x"}, {"v": Cell(b"\x01", 10, 0, False, None)}, None,
-                Deletion(9, 8), False, None, None, b"d" * 16),
+                {"p": 1}, {"c": "x"}, {"v": Cell(b"\x01", 10, 0, None, False)}, None,
+                Deletion(9, 8), False, RangeBound({"c": 1}, True), RangeBound({"c": 2}, False),
+                b"d" * 16),
     CounterUpdate("n1", Position(3, 5), 0, "ks", "c", uuid.UUID(int=6), {"p": 1}, {}, ("n",),
                   12, False),
     UndecodableUpdate("n1", Position(3, 6), "why", b"raw", "ks", "t", None, 2, 40),
@@ -62,9 +64,28 @@ def test_pickles_made_the_dataclass_way_still_load(item, monkeypatch) -> None:
 def test_a_field_outside_init_is_refused() -> None:
     from dataclasses import field
 
-    with pytest.raises(TypeError, match="every field must be an __init__ parameter"):
+    with pytest.raises(TypeError, match="every field must be a positional __init__ parameter"):
         @pickled_by_fields
         @dataclass(frozen=True, slots=True)
         class _Odd:
             a: int
             b: int = field(init=False, default=0)
+    with pytest.raises(TypeError, match="every field must be a positional __init__ parameter"):
+        @pickled_by_fields
+        @dataclass(frozen=True, slots=True)
+        class _KeywordOnly:
+            a: int
+            b: int = field(kw_only=True, default=0)
+
+
+def test_a_hand_written_init_in_another_order_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"__init__ takes \('b', 'a'\), the fields are"):
+        @pickled_by_fields
+        @dataclass(frozen=True, slots=True, init=False)
+        class _Swapped:
+            a: int
+            b: int
+
+            def __init__(self, b: int, a: int) -> None:
+                object.__setattr__(self, "a", a)
+                object.__setattr__(self, "b", b)
