@@ -198,6 +198,9 @@ def test_highest_positions_per_node_leave_out_load_and_expiry() -> None:
         assert highest_positions(iter(ops)) == expected
     only_load = [RowUpsert(KS, "t", {"p": "a", "c": 1}, {}, 1, INITIAL_LOAD)]
     assert highest_positions(only_load) == {}
+    one_node = [RowUpsert(KS, "t", {"p": "a", "c": i}, {}, 1, Source("n1", Position(s, o)))
+                for i, (s, o) in enumerate([(2, 5), (3, 1), (2, 900), (1, 7)])]
+    assert highest_positions(one_node) == {"n1": Position(3, 1)}  # segment first, then offset
 
 
 @pytest.mark.parametrize("sink", sorted(LAYOUTS))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from bytewax.testing import run_main
+from prometheus_client import REGISTRY
 from psycopg import sql
 
 from connectors.cassandra.tail import end_cursor
@@ -173,15 +174,25 @@ def test_a_table_switched_to_cdc_while_stopped_is_loaded_at_the_next_start(
         run_main(build(settings, runtime=Runtime(settings), until_caught_up=True),
                  epoch_interval=None, recovery_config=RecoveryConfig(str(recovery)))
 
+    def loaded(name: str) -> float:
+        return REGISTRY.get_sample_value("cdc_initial_load_rows_total",
+                                         {"table": f"{ks}.{name}"}) or 0.0
+
     run()  # loads patients; late is not captured yet (cdc = false)
+    assert loaded("patients") == 41 and loaded("late") == 0
+    from devstack import postgres
+
+    with postgres.connect(role="admin") as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (
+            f"{postgres_schema}.{bare}__late",)).fetchone()[0] is None  # nothing of late yet
     sess.execute(f"ALTER TABLE {ks}.late WITH cdc = true")
     marker = uuid.uuid4().hex
     sess.execute(f"INSERT INTO {ks}.late (id, marker) VALUES (1000, %s)", (marker,))
     sess.execute(f"UPDATE {ks}.patients SET score = -1 WHERE id = 1")
     wait_durable(store, table.start, marker.encode())
     run()  # resumed: late's ranges are new partitions, patients' are done
-
-    from devstack import postgres
+    assert loaded("late") == 41  # every row it has when the load reads it, the marker too
+    assert loaded("patients") == 41  # not read again
 
     masker = oracle_masker(settings)
     with postgres.connect(role="admin") as conn:
