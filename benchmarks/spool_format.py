@@ -3,9 +3,10 @@ to pickling the row operations as they are (the format before it), both ways.
 
     python benchmarks/spool_format.py [--rows 10000] [--repeat 7] [--deletes 0.1]
 
-Rows as benchmarks/cdc_load.py writes them (patient-like: text, a date, a uuid, a timestamp,
-numbers), each with its own commit-log position, as the flow spools them. Prints the best of
-REPEAT runs, in microseconds per item, and the payload sizes. No server is needed.
+Patient-like rows as the flow spools them after masking (a uuid key; tokens, an HMAC and a
+redaction as text; a date, a timestamp, numbers), each with its own commit-log position.
+Prints the best of REPEAT runs, in microseconds per item, and the payload sizes. No server is
+needed.
 """
 
 from __future__ import annotations

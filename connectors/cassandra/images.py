@@ -37,7 +37,6 @@ class Image:
         return max(self.write_times.values(), default=None)
 
 
-
 def select_items(key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> list[str]:
     """The SELECT list of an image: the key columns, then each column and its write time
     (MAXWRITETIME for non-frozen collections and UDTs), then each column's TTL (the least of
