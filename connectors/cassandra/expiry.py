@@ -32,7 +32,11 @@ the schedule are at LOCAL_QUORUM whatever the pipeline's own level: a source rea
 replica that lacks a fresh entry would move its cursor past it for good.
 
 `buckets` may be raised on an existing schedule, never lowered: entries in the buckets
-dropped would no longer be read.
+dropped would no longer be read, and their rows would never expire in the destinations. So the
+schedule records every count it is written with (partition bucket -1, hour 0: one row per
+count, the count as its key, no TTL), and a schedule writer or source configured below the
+highest recorded count stops with `BucketCountError` before it writes or reads anything.
+(Schedules written before that record existed have none: nothing to compare with.)
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ from prometheus_client import Counter
 
 from connectors.cassandra.schema import TableSchema
 
-__all__ = ["ExpiryDue", "ExpirySchedule", "ExpirySettings", "ExpirySource", "KeyCodec",
-           "schema_statements"]
+__all__ = ["BucketCountError", "ExpiryDue", "ExpirySchedule", "ExpirySettings", "ExpirySource",
+           "KeyCodec", "check_bucket_count", "schema_statements"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,9 @@ MAX_TTL_S = 630_720_000  # Cassandra's largest TTL (20 years): a row's TTL can b
 # (CASSANDRA-14092): its rows all expire before it, and so need no entry that lasts longer.
 _Y2038_S = 2**31 - 1
 _PROTOCOL = 4  # the key blob's encoding (native protocol v4 value rules)
+_COUNTS_PARTITION = (-1, 0)  # (bucket, hour) of the bucket counts the schedule was written with
+_EPOCH = datetime.fromtimestamp(0, UTC)
+_MIN_UUID = UUID(int=0)
 _CODECS: dict[UUID, KeyCodec] = {}
 
 
@@ -109,6 +116,27 @@ def schema_statements(keyspace: str, replication: str, role: str = "cdc_pipeline
         f"GRANT SELECT ON KEYSPACE {ks} TO {protect_name(role)}",
         f"GRANT MODIFY ON KEYSPACE {ks} TO {protect_name(role)}",
     ]
+
+
+class BucketCountError(ValueError):
+    """`buckets` is below a count the schedule was already written with."""
+
+
+def check_bucket_count(session, settings: ExpirySettings, consistency: int) -> None:
+    """Raise BucketCountError if the schedule in settings.keyspace was written with more
+    buckets than settings.buckets (the entries of the others would never be read)."""
+    ks = protect_name(settings.keyspace)
+    select = session.prepare(f"SELECT key FROM {ks}.{TABLE} WHERE bucket = ? AND hour = ?")  # noqa: S608 - quoted
+    select.consistency_level = consistency
+    used = max((int.from_bytes(row.key, "big")
+                for row in session.execute(select, _COUNTS_PARTITION)), default=0)
+    if used > settings.buckets:
+        raise BucketCountError(
+            f"ttl_expiry.buckets is {settings.buckets}, but {settings.keyspace}.{TABLE} holds "
+            f"entries written with {used} buckets: the entries of buckets {settings.buckets}.."
+            f"{used - 1} would never be read, and their rows would not expire in the "
+            f"destinations. Set ttl_expiry.buckets to {used} or more (it may be raised, never "
+            "lowered).")
 
 
 def codec_of(table: TableSchema) -> KeyCodec:
@@ -178,6 +206,10 @@ class ExpirySchedule:
             f"INSERT INTO {protect_name(settings.keyspace)}.{TABLE} "  # noqa: S608 - quoted
             "(bucket, hour, due, table_id, key, static) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?")
         self._insert.consistency_level = consistency
+        # Checked, then recorded, before any entry is written with this count.
+        check_bucket_count(session, settings, consistency)
+        session.execute(self._insert, (*_COUNTS_PARTITION, _EPOCH, _MIN_UUID,
+                                       settings.buckets.to_bytes(4, "big"), False, 0))
 
     def add(self, entries: Sequence[tuple[TableSchema, dict[str, Any], bool, int]]) -> None:
         """ENTRIES: (table, key, static, due in microseconds since the epoch). Written before
@@ -204,7 +236,6 @@ class ExpirySchedule:
 
 
 Cursor = tuple[int, UUID, bytes, bool]  # (due ms, table id, key, static) of the last emitted
-_MIN_UUID = UUID(int=0)
 
 
 class ExpirySource(FixedPartitionedSource[ExpiryDue, Cursor]):
@@ -223,6 +254,8 @@ class ExpirySource(FixedPartitionedSource[ExpiryDue, Cursor]):
         self._clock = clock
 
     def list_parts(self) -> list[str]:
+        """One partition per bucket; BucketCountError if the schedule has more buckets."""
+        check_bucket_count(self._session(), self._settings, self._consistency)
         return [f"expiry-{bucket}" for bucket in range(self._settings.buckets)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Cursor | None

@@ -3,6 +3,7 @@ partitions and batches), resumable from the source's cursor."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ import pytest
 
 from connectors.cassandra.expiry import (
     HOUR_MS,
+    BucketCountError,
     ExpiryDue,
     ExpirySchedule,
     ExpirySettings,
@@ -155,8 +157,38 @@ def test_an_entry_written_after_its_due_time_is_read_at_the_next_poll(schedule_k
     schedule.add([(table, {"id": 1}, False, int((clock.at - 600) * 1_000_000))])
     schedule.add([(table, {"id": 2}, False, int((clock.at + 30) * 1_000_000) + k)
                   for k in (0, 1_000, 2_000)])
-    assert len(list(sess.execute(f"SELECT due FROM {keyspace}.expiry_schedule"))) == 2
+    entries = [r for r in sess.execute(f"SELECT bucket FROM {keyspace}.expiry_schedule")
+               if r.bucket >= 0]  # not the bucket counts' record
+    assert len(entries) == 2
     clock.at += 2.0  # "now": at most two seconds on (whole seconds, at least one ahead)
     assert [d.key for d in part.next_batch()] == [{"id": 1}]
     clock.at += 31.0
     assert [d.key for d in part.next_batch()] == [{"id": 2}]
+
+
+def test_a_bucket_count_below_one_the_schedule_was_written_with_stops_both_sides(
+        schedule_keyspace):
+    sess, keyspace = schedule_keyspace
+    table = table_schema([("id", "partition_key", "int", 0)])
+    four = ExpirySettings(keyspace=keyspace, buckets=4, grace_seconds=0)
+    now = datetime.now(UTC).timestamp()
+    ExpirySchedule(sess, four).add([(table, {"id": i}, False, int((now - 1) * 1e6))
+                                    for i in range(40)])
+    two = dataclasses.replace(four, buckets=2)
+    lowered = r"ttl_expiry.buckets is 2, but .* written with 4 buckets: the entries of buckets 2..3"
+    with pytest.raises(BucketCountError, match=lowered):
+        ExpirySchedule(sess, two)
+    with pytest.raises(BucketCountError, match=lowered):
+        ExpirySource(lambda: sess, lambda _id: table, two).list_parts()
+    # Raised, every entry is still read once; the recorded counts are not entries.
+    eight = dataclasses.replace(four, buckets=8)
+    ExpirySchedule(sess, eight)
+    later = Clock(now + 5)  # entries are due a second after they are written, at the earliest
+    source = ExpirySource(lambda: sess, lambda _id: table, eight, clock=later)
+    assert len(source.list_parts()) == 8
+    due = [d.key["id"] for name in source.list_parts()
+           for d in source.build_part("step", name, None).next_batch()]
+    assert sorted(due) == list(range(40))
+    # Back at 4, the count written last, is now below the 8 recorded.
+    with pytest.raises(BucketCountError, match="written with 8 buckets"):
+        ExpirySource(lambda: sess, lambda _id: table, four).list_parts()
