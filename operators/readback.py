@@ -252,7 +252,10 @@ class RowImages:
 
     def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp]:
         if isinstance(event, ExpiryDue):
-            return self._expired(event)
+            table = self._table_of(event)
+            if not isinstance(table, TableSchema):
+                return []  # the table was dropped since: its destination rows stay as they were
+            return self._with_current_schema(event, table, self._expired)[0]
         table = self._table_of(event)
         if table is None:
             raise LookupError(f"no schema for {event.keyspace}.{event.table} ({event.table_id})")
@@ -261,22 +264,27 @@ class RowImages:
             # process): read with the schema that has it, or its value would be missed.
             self._refresh()
             table = self._table_of(event) or table
-        try:
-            ops = self._operations(event, table)
-        except InvalidRequest:
-            # Prepared reads naming a column dropped since: read with the schema as it is now.
-            if self._refresh is None:
-                raise
-            self._refresh()
-            fresh = self._table_of(event)
-            if fresh is None or fresh is table:
-                raise
-            table = fresh
-            ops = self._operations(event, table)
+        ops, table = self._with_current_schema(event, table, self._operations)
         if self._history is not None and self._checked.get(table.id) is not table:
             self._checked[table.id] = table
             ops += self._switched_on(table, Source(event.node, event.position))
         return ops
+
+    def _with_current_schema(self, item: ChangeEvent | ExpiryDue, table: TableSchema,
+                             read: Callable[[Any, TableSchema], list[RowOp]]
+                             ) -> tuple[list[RowOp], TableSchema]:
+        """(READ(item, table), the table read with). Prepared reads naming a column dropped
+        since fail (InvalidRequest): then the schema is read again, and so is the row."""
+        try:
+            return read(item, table), table
+        except InvalidRequest:
+            if self._refresh is None:
+                raise
+            self._refresh()
+            fresh = self._table_of(item)
+            if not isinstance(fresh, TableSchema) or fresh is table:
+                raise
+            return read(item, fresh), fresh
 
     def can_read_at_once(self, event: ChangeEvent) -> bool:
         """Whether EVENT's image may come from `read_at_once`: a change of a whole row of a
@@ -382,12 +390,9 @@ class RowImages:
                               source)]
         return [self._upsert(table, image, event, source, as_of=as_of)]
 
-    def _expired(self, due: ExpiryDue) -> list[RowOp]:
+    def _expired(self, due: ExpiryDue, table: TableSchema) -> list[RowOp]:
         """A row (or static row) whose TTL ran out, read again: as it is now, or deleted;
         versioned by this read, so it wins over every image read before it."""
-        table = self._table_of(due)
-        if not isinstance(table, TableSchema):
-            return []  # the table was dropped since: its destination rows stay as they were
         as_of = self._clock.now()
         if due.static:
             statics = static_upsert_of(table, due.partition_key,

@@ -409,3 +409,26 @@ def test_rows_a_tombstone_covers_are_not_sent_back_from_a_replica_without_it(
         assert isinstance(stale, RowUpsert) and stale.version == 1000, event
         (fresh,) = images.operations(event)
         assert fresh.version > 1_000_000_000_000_000  # reflected: a read time
+
+
+def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_schema(
+    cassandra_keyspace
+):
+    """The row's prepared read names a column dropped since (Cassandra refuses it): the
+    schema is read again and so is the row, as for changes; the re-read is not lost."""
+    from connectors.cassandra.expiry import ExpiryDue
+    from connectors.cassandra.schema import SchemaRegistry
+
+    sess, ks = cassandra_keyspace(7)
+    sess.execute(SCHEMA[0].format(ks=ks))
+    sess.execute(f"INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 60.0)")
+    registry = SchemaRegistry.from_session(sess, [ks.strip('"')], min_refresh_interval=0.0)
+    (patients,) = [t for t in registry.tables() if t.name == "patients"]
+    images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
+                       lambda item: registry.table(item.table_id), refresh=registry.refresh)
+    due = ExpiryDue(patients.id, {"id": 1}, {"id": 1}, False, 0)
+    assert images.operations(due)[0].values["weight"] == 60.0  # prepared, with weight
+    sess.execute(f"ALTER TABLE {ks}.patients DROP weight")
+    (again,) = images.operations(due)
+    assert isinstance(again, RowUpsert)
+    assert again.values == {"name": "Ana", "tags": None, "attrs": None}
