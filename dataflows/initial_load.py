@@ -1,8 +1,8 @@
 """The initial load as a branch of the pipeline's flow (connectors/cassandra/snapshot.py).
 
 It emits what the row-images step emits, keyed the same way: (bucket, RowOp) with dedup's bucket
-of the row's (table, partition key), so flow.py merges it into the operations before masking
-and a partition's loaded rows are masked on the worker that masks its changes.
+of the row's (table, partition key), so flow.py merges it into the operations before masking.
+(Nothing routes by that key until the sinks: a loaded row is masked on the worker that read it.)
 
 Why a row written during the load is not missed: the capture's starting cursor ("latest": the
 end of each node's commit log) is fixed when the flow is built, before the load reads anything,
@@ -13,9 +13,12 @@ after the write (docs/adr/0003, amendment): a loaded image replaces a captured o
 holds a write made after that read (then it is the newer state, and that write's own change
 follows), and it fills the rows no change touches, whatever order they arrive in.
 
-The exception: a range or partition deletion keeps no tombstone in the sinks for rows they do
-not hold yet, so if one overtakes the loaded image of a row it deleted (an image read just
-before the deletion, still on its way), the image stays until the row's next change.
+A range or partition deletion keeps no tombstone in the sinks for rows they do not hold yet, and
+it can overtake the loaded image of a row it deleted (an image read just before the deletion,
+still on its way from another worker). Each sink partition remembers the deletions it wrote in
+the last ten minutes and drops the loaded images they cover (connectors/range_tombstones.py);
+an image later than that, or one replayed after a restart that forgot the deletion, stays until
+the row's next change.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from connectors.clickhouse._apply import apply_batch
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._settings import ClickHouseSinkSettings
+from connectors.range_tombstones import RangeTombstones
 from connectors.row_sink import LayoutCache, RowOpSink, stable_partition, with_retries
 from operators.row_ops import RowOp
 
@@ -44,6 +45,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._layout_of = layout_of
         self._progress_ready = False
         self._sleep = sleep
+        self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
 
     def _ensure(self, client: Client, ops: list[RowOp]) -> list[RowOp]:
         """Create or evolve the tables OPS write; OPS as they can be written."""
@@ -70,6 +72,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         Transient errors are retried (bounded, with backoff, on a new client); the whole batch
         is re-inserted, which merges to the same state. A refused value raises
         RejectedValueError."""
+        values = self._tombstones.screen(values)
         if not values:
             return
         with_retries(lambda: self._apply_once(values), transient=_transient,

@@ -16,6 +16,7 @@ from connectors.postgres._apply import DirectCopy, apply_batch
 from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
+from connectors.range_tombstones import RangeTombstones
 from connectors.row_sink import (
     LayoutCache,
     MaskedTypesLookup,
@@ -66,6 +67,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._sleep = sleep
         self._table_hook = table_hook
         self._direct = DirectCopy()  # which tables take a plain COPY first
+        self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
 
     def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> list[RowOp]:
         """Create or evolve the tables OPS write; OPS as they can be written."""
@@ -108,6 +110,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         """Apply VALUES in order: one transaction per `max_transaction_ops` operations (by
         default the whole batch), data and progress together. Transient errors are retried
         (bounded, with backoff); a refused value raises RejectedValueError."""
+        values = self._tombstones.screen(values)
         step = self._settings.max_transaction_ops
         for start in range(0, len(values), step):
             self._apply(values[start:start + step])

@@ -23,7 +23,7 @@ from connectors.clickhouse import (
     stable_partition,
 )
 from operators.masking import MaskingPolicy, masked_column_types
-from operators.row_ops import Source
+from operators.row_ops import INITIAL_LOAD, Source
 from tests.connectors.clickhouse.conftest import Env
 from tests.connectors.postgres.conftest import column, schemas
 
@@ -288,6 +288,18 @@ def test_range_delete_covers_rows_gathered_in_the_same_batch(env: Env, part) -> 
                       env.rng("asc_t", {"p": "p1"}, {}, True, {}, True, 20),
                       env.up("asc_t", {"p": "p1", "a": 1, "b": "x"}, {"v": "after"}, 25)])
     assert env.live("asc_t", "a, b, v") == [(1, "x", "after"), (8, "x", "newer")]
+
+
+def test_a_loaded_row_that_arrives_after_the_deletion_of_its_partition_stays_deleted(
+        env: Env, part) -> None:
+    """As for PostgreSQL: the deletion reached the sink before the image the load read
+    before it; the image must not bring the row back, a write after the deletion does."""
+    part.write_batch([env.rng("asc_t", {"p": "late"}, {}, True, {}, True, 20)])
+    part.write_batch([env.up("asc_t", {"p": "late", "a": 1, "b": "x"}, {"v": "read before"}, 15,
+                             source=INITIAL_LOAD),
+                      env.up("asc_t", {"p": "late", "a": 2, "b": "x"}, {"v": "written after"},
+                             25, source=INITIAL_LOAD)])
+    assert env.live("asc_t", "p, a, b, v") == [("late", 2, "x", "written after")]
 
 
 def _timeuuid(count_100ns: int, seq: int = 0) -> uuid.UUID:

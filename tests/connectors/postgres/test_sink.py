@@ -24,7 +24,14 @@ from connectors.postgres import (
     table_names,
 )
 from operators.masking import MaskingPolicy, masked_column_types
-from operators.row_ops import ClusteringBound, RangeDelete, RowDelete, RowUpsert, Source
+from operators.row_ops import (
+    INITIAL_LOAD,
+    ClusteringBound,
+    RangeDelete,
+    RowDelete,
+    RowUpsert,
+    Source,
+)
 from tests.connectors.postgres.conftest import KS, column, make_sink, rows, schemas
 
 NODE = "10.0.0.1"
@@ -314,6 +321,20 @@ def test_range_delete_then_following_upserts_in_batch_order(part, settings, conn
                       rng("asc_t", {"p": "p1"}, {}, True, {}, True, 20),
                       up("asc_t", {"p": "p1", "a": 1, "b": "x"}, {"v": "after"}, 25)])
     assert live(conn, settings.schema, "asc_t", "a, b, v") == [(1, "x", "after")]
+
+
+def test_a_loaded_row_that_arrives_after_the_deletion_of_its_partition_stays_deleted(
+        part, settings, conn) -> None:
+    """The initial load read the row before the deletion; the deletion came first (the sink
+    had no row to delete then). The image must not bring the row back; a write after the
+    deletion does."""
+    part.write_batch([rng("asc_t", {"p": "late"}, {}, True, {}, True, 20)])
+    part.write_batch([up("asc_t", {"p": "late", "a": 1, "b": "x"}, {"v": "read before"}, 15,
+                         source=INITIAL_LOAD),
+                      up("asc_t", {"p": "late", "a": 2, "b": "x"}, {"v": "written after"}, 25,
+                         source=INITIAL_LOAD)])
+    assert live(conn, settings.schema, "asc_t", "p, a, b, v") == [
+        ("late", 2, "x", "written after")]
 
 
 def _timeuuid(count_100ns: int, seq: int = 0) -> uuid.UUID:

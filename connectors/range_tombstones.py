@@ -1,0 +1,123 @@
+"""The range and partition deletions a sink partition wrote lately, against loaded rows that
+arrive after them.
+
+The initial load's images travel from the worker that read them; a range or partition deletion
+of their partition made after that read comes through the capture on another path, and can
+reach the sink partition first. The sinks keep no range tombstones, so the loaded image, older
+than the deletion, would then be written as a new row and stay until the row's next change
+(dataflows/initial_load.py). Each sink partition therefore remembers the range deletions it
+wrote in the last `window_s` seconds (at most `max_entries`, oldest forgotten first), and drops
+an initial-load upsert one of them covers with a version at or below the deletion's: Cassandra
+deleted that row after the load read it. A row written again after the deletion has a newer
+version and passes. Captured images need no screening: a partition's changes stay in order on
+one path, so a deletion is never overtaken by an image read before it.
+
+Values are compared as they reach the sink (masked: HMACs and tokens are deterministic, so equal
+keys stay equal); a range on a masked clustering column is refused by the sinks anyway, and is
+not remembered here. The memory is per process: a restart forgets it (replays bring back only
+what the sinks had not yet written).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from connectors.clustering import UnsupportedRange, in_range
+from operators.row_ops import INITIAL_LOAD_NODE, RangeDelete, RowOp, RowUpsert
+
+__all__ = ["RangeTombstones"]
+
+DROPPED = Counter("cdc_sink_loaded_rows_deleted_since_total",
+                  "Initial-load rows a sink dropped: a range or partition deletion made after "
+                  "the load read them had reached it first", ["sink", "table"])
+
+
+@dataclass(frozen=True)
+class _Tombstone:
+    table: tuple[str, str]
+    partition: str  # repr of the partition key's values: Cassandra's partitions are bytes
+    contains: Callable[[Mapping[str, Any]], bool]
+    version: int
+    include_static: bool
+    at: float
+
+
+class RangeTombstones:
+    """One sink partition's recent range deletions; `screen` each batch before writing it.
+
+    layout_of(keyspace, table) -> the table's layout (its partition and clustering columns)."""
+
+    def __init__(self, sink: str, layout_of: Callable[[str, str], Any], *,
+                 window_s: float = 600.0, max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._sink = sink
+        self._layout_of = layout_of
+        self._window = window_s
+        self._max = max_entries
+        self._clock = clock
+        self._order: deque[_Tombstone] = deque()  # oldest first
+        self._by_partition: dict[tuple[tuple[str, str], str], list[_Tombstone]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def screen(self, ops: list[RowOp]) -> list[RowOp]:
+        """OPS without the initial-load upserts a remembered deletion covers; the range
+        deletions among OPS are remembered (before the operations after them are screened)."""
+        if not self._order and RangeDelete not in set(map(type, ops)):
+            return ops  # the usual batch: nothing to compare with
+        self._forget(self._clock() - self._window)
+        kept: list[RowOp] = []
+        for op in ops:
+            if isinstance(op, RangeDelete):
+                self._remember(op)
+            elif isinstance(op, RowUpsert) and op.source.node == INITIAL_LOAD_NODE and \
+                    self._covers(op):
+                DROPPED.labels(self._sink, f"{op.keyspace}.{op.table}").inc()
+                continue
+            kept.append(op)
+        return kept
+
+    def _remember(self, op: RangeDelete) -> None:
+        layout = self._layout_of(op.keyspace, op.table)
+        try:
+            contains = in_range(layout.clustering_columns(), op.start, op.end)
+        except UnsupportedRange:
+            return  # the sink refuses this deletion itself
+        table = (op.keyspace, op.table)
+        partition = repr(tuple(op.partition_key.get(c.name) for c in layout.partition))
+        tombstone = _Tombstone(table, partition, contains, op.version, op.include_static,
+                               self._clock())
+        self._order.append(tombstone)
+        self._by_partition.setdefault((table, partition), []).append(tombstone)
+        while len(self._order) > self._max:
+            self._drop_oldest()
+
+    def _covers(self, op: RowUpsert) -> bool:
+        layout = self._layout_of(op.keyspace, op.table)
+        table = (op.keyspace, op.table)
+        partition = repr(tuple(op.key.get(c.name) for c in layout.partition))
+        found = self._by_partition.get((table, partition))
+        if not found:
+            return False
+        clustering = {c.name: op.key.get(c.name) for c in layout.clustering}
+        return any(t.version >= op.version and
+                   (t.include_static if op.static else t.contains(clustering))
+                   for t in found)
+
+    def _forget(self, before: float) -> None:
+        while self._order and self._order[0].at < before:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        oldest = self._order.popleft()
+        same = self._by_partition[(oldest.table, oldest.partition)]
+        del same[0]  # also the oldest of its partition: both keep the order remembered
+        if not same:
+            del self._by_partition[(oldest.table, oldest.partition)]
