@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import Counter
@@ -32,6 +33,8 @@ from connectors.clustering import ClusteringColumn, UnsupportedRange, in_range
 from operators.row_ops import INITIAL_LOAD_NODE, RangeDelete, RowOp, RowUpsert
 
 __all__ = ["RangeTombstones"]
+
+_node_of = attrgetter("source.node")
 
 DROPPED = Counter("cdc_sink_loaded_rows_deleted_since_total",
                   "Initial-load rows a sink dropped: a range or partition deletion made after "
@@ -74,8 +77,9 @@ class RangeTombstones:
     def screen(self, ops: list[RowOp]) -> list[RowOp]:
         """OPS without the initial-load upserts a remembered deletion covers; the range
         deletions among OPS are remembered (before the operations after them are screened)."""
-        if not self._order and RangeDelete not in set(map(type, ops)):
-            return ops  # the usual batch: nothing to compare with
+        if RangeDelete not in set(map(type, ops)) and (
+                not self._order or INITIAL_LOAD_NODE not in set(map(_node_of, ops))):
+            return ops  # the usual batch: nothing to remember, nothing loaded to screen
         self._forget(self._clock() - self._window)
         kept: list[RowOp] = []
         for op in ops:

@@ -103,7 +103,16 @@ def test_deletions_are_forgotten_after_the_window_or_beyond_the_limit() -> None:
         loaded(BEN, MONDAY, 1, 1), loaded(third, MONDAY, 1, 1)]
 
 
-@pytest.mark.parametrize("ops", [[], [loaded(ANA, MONDAY, 1, 1)]])
-def test_batches_without_deletions_pass_as_they_are(ops) -> None:
+@pytest.mark.parametrize("remembered", [False, True])
+@pytest.mark.parametrize("ops", [[], [loaded(ANA, MONDAY, 1, 1, source=CAPTURED)]])
+def test_batches_without_deletions_or_loaded_rows_pass_as_they_are(ops, remembered) -> None:
     tombstones, _ = guard()
+    if remembered:
+        tombstones.screen([deletion(ANA, 100)])
+    assert tombstones.screen(ops) is ops
+
+
+def test_loaded_rows_pass_as_they_are_while_no_deletion_is_remembered() -> None:
+    tombstones, _ = guard()
+    ops = [loaded(ANA, MONDAY, 1, 1)]
     assert tombstones.screen(ops) is ops
