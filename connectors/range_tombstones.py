@@ -7,19 +7,21 @@ reach the sink partition first. The sinks keep no range tombstones, so the loade
 than the deletion, would then be written as a new row and stay until the row's next change
 (dataflows/initial_load.py). Each sink partition therefore remembers the range deletions it
 wrote in the last `window_s` seconds (at most `max_entries`, oldest forgotten first), and drops
-an initial-load upsert one of them covers with a version at or below the deletion's: Cassandra
-deleted that row after the load read it. A row written again after the deletion has a newer
-version and passes. Captured images need no screening: a partition's changes stay in order on
-one path, so a deletion is never overtaken by an image read before it.
+an initial-load upsert one of them covers with a version at or below the deletion's (a read
+time, docs/adr/0003). Dropping never loses a live row: a row written again before the
+deletion's read comes back as a survivor of that read, one written after it as its own change,
+both captured, with newer versions. Captured images need no screening: a partition's changes
+stay in order on one path, so a deletion is never overtaken by an image read before it.
 
 Values are compared as they reach the sink (masked: HMACs and tokens are deterministic, so equal
-keys stay equal); a range on a masked clustering column is refused by the sinks anyway, and is
-not remembered here. The memory is per process: a restart forgets it (replays bring back only
-what the sinks had not yet written).
+keys stay equal); a range bound on a masked clustering column is refused by the sinks anyway,
+and is not remembered here (a whole-partition deletion is). The memory is per process: after a
+restart, a loaded image replayed or drained after a deletion the process wrote before it stops
+is not screened.
 """
-
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -44,11 +46,20 @@ DROPPED = Counter("cdc_sink_loaded_rows_deleted_since_total",
 @dataclass(frozen=True, slots=True)
 class _Tombstone:
     table: tuple[str, str]
-    partition: str  # repr of the partition key's values: Cassandra's partitions are bytes
+    partition: bytes  # digest of the partition key's values (`_partition_id`)
+    bounds: str  # repr of the range's bounds: the same deletion is remembered once
     contains: Callable[[Mapping[str, Any]], bool]
     version: int
     include_static: bool
     at: float
+
+
+def _partition_id(key: Mapping[str, Any], layout: Any) -> bytes:
+    """A partition's identity: a digest of the repr of its key values (values may be
+    unhashable, a frozen list; repr tells apart what Cassandra's bytes tell apart, 1.0 from
+    1.00; a digest keeps a long text key from being held)."""
+    values = repr(tuple(key.get(c.name) for c in layout.partition))
+    return hashlib.blake2b(values.encode(), digest_size=16).digest()
 
 
 class RangeTombstones:
@@ -99,11 +110,16 @@ class RangeTombstones:
         except UnsupportedRange:
             return  # the sink refuses this deletion itself
         table = (op.keyspace, op.table)
-        partition = repr(tuple(op.partition_key.get(c.name) for c in layout.partition))
-        tombstone = _Tombstone(table, partition, contains, op.version, op.include_static,
-                               self._clock())
+        partition = _partition_id(op.partition_key, layout)
+        bounds = repr((op.start, op.end))
+        same = self._by_partition.setdefault((table, partition), [])
+        if any(t.version == op.version and t.bounds == bounds and
+               t.include_static == op.include_static for t in same):
+            return  # a batch written again (a retry, a replay): remembered already
+        tombstone = _Tombstone(table, partition, bounds, contains, op.version,
+                               op.include_static, self._clock())
         self._order.append(tombstone)
-        self._by_partition.setdefault((table, partition), []).append(tombstone)
+        same.append(tombstone)
         while len(self._order) > self._max:
             self._drop_oldest()
 
@@ -119,8 +135,7 @@ class RangeTombstones:
     def _covers(self, op: RowUpsert) -> bool:
         layout = self._layout_of(op.keyspace, op.table)
         table = (op.keyspace, op.table)
-        partition = repr(tuple(op.key.get(c.name) for c in layout.partition))
-        found = self._by_partition.get((table, partition))
+        found = self._by_partition.get((table, _partition_id(op.key, layout)))
         if not found:
             return False
         clustering = {c.name: op.key.get(c.name) for c in layout.clustering}

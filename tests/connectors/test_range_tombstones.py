@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from connectors.cassandra.events import Position
-from connectors.cassandra.schema import build_schemas
+from connectors.cassandra.schema import SchemaRows, build_schemas
 from connectors.postgres._layout import build_layout
 from connectors.range_tombstones import DROPPED, RangeTombstones
 from operators.row_ops import INITIAL_LOAD, ClusteringBound, RangeDelete, RowUpsert, Source
@@ -116,3 +116,48 @@ def test_loaded_rows_pass_as_they_are_while_no_deletion_is_remembered() -> None:
     tombstones, _ = guard()
     ops = [loaded(ANA, MONDAY, 1, 1)]
     assert tombstones.screen(ops) is ops
+
+
+def test_a_deletion_written_again_is_remembered_once() -> None:
+    # A retried or replayed batch: the same deletion (same read-time version) again.
+    tombstones, clock = guard()
+    batch = [deletion(ANA, 100, {"day": MONDAY}), deletion(ANA, 100)]
+    tombstones.screen(batch)
+    clock.at += 5
+    tombstones.screen(batch)
+    assert len(tombstones) == 2
+    tombstones.screen([deletion(ANA, 101)])  # a later deletion of the partition
+    assert len(tombstones) == 3
+
+
+def test_a_whole_partition_deletion_is_remembered_with_a_masked_clustering_column() -> None:
+    # Its bounds name no clustering column, so the sinks apply it: it must screen too. A
+    # bound on the masked column is refused by the sinks, and not remembered.
+    masked = build_layout(build_schemas(rows())[0][T1], {"seq": "text"})
+    tombstones = RangeTombstones("test", lambda _ks, _t: masked)
+    tombstones.screen([deletion(BEN, 100, {"day": MONDAY, "seq": "token"})])
+    assert len(tombstones) == 0
+    tombstones.screen([deletion(ANA, 100)])
+    assert tombstones.screen([loaded(ANA, MONDAY, "token", 50)]) == []
+
+
+def test_a_table_without_clustering_columns() -> None:
+    ks = "shop"
+    table_row = {"keyspace_name": ks, "table_name": "people", "id": uuid.UUID(int=7),
+                 "cdc": True, "flags": {"compound"}}
+    schema = build_schemas(SchemaRows(
+        all_tables=[table_row], tables=[table_row], views=[], types=[], dropped_columns=[],
+        columns=[{"keyspace_name": ks, "table_name": "people", "column_name": name,
+                  "kind": kind, "type": "text", "position": position,
+                  "clustering_order": "none"}
+                 for name, kind, position in (("id", "partition_key", 0),
+                                              ("name", "regular", -1))]))[0][uuid.UUID(int=7)]
+    tombstones = RangeTombstones("test", lambda _ks, _t: build_layout(schema))
+
+    def person(key: str, version: int) -> RowUpsert:
+        return RowUpsert(ks, "people", {"id": key}, {"name": "n"}, version, INITIAL_LOAD)
+
+    deleted = RangeDelete(ks, "people", {"id": "a"}, ClusteringBound({}, True),
+                          ClusteringBound({}, True), 100, CAPTURED, True)
+    assert tombstones.screen([deleted, person("a", 99), person("b", 99), person("a", 101)]) == [
+        deleted, person("b", 99), person("a", 101)]
