@@ -36,7 +36,11 @@ dropped would no longer be read, and their rows would never expire in the destin
 schedule records every count it is written with (partition bucket -1, hour 0: one row per
 count, the count as its key, no TTL), and a schedule writer or source configured below the
 highest recorded count stops with `BucketCountError` before it writes or reads anything.
-(Schedules written before that record existed have none: nothing to compare with.)
+(Schedules written before that record existed have none: nothing to compare with.) To lower
+it all the same, once no entry is left in the buckets to drop (entries last a day past their
+due time, and rows can have TTLs of years): stop every pipeline, then, as the operator,
+`DELETE FROM <keyspace>.expiry_schedule WHERE bucket = -1 AND hour = 0` and start them with
+the new count.
 """
 
 from __future__ import annotations
@@ -97,8 +101,8 @@ class ExpirySettings:
     def __post_init__(self) -> None:
         if not self.keyspace:
             raise ValueError("ExpirySettings.keyspace must be a keyspace name")
-        if self.buckets < 1 or self.max_records < 1:
-            raise ValueError("ExpirySettings.buckets and max_records must be >= 1")
+        if not 1 <= self.buckets < 2**31 or self.max_records < 1:  # bucket: a CQL int
+            raise ValueError("ExpirySettings: buckets must be 1 to 2**31 - 1, max_records >= 1")
         if self.poll_seconds <= 0 or self.grace_seconds < 0 or self.lookback_seconds < 0:
             raise ValueError("ExpirySettings: poll_seconds > 0, grace and lookback >= 0")
 
@@ -132,11 +136,10 @@ def check_bucket_count(session, settings: ExpirySettings, consistency: int) -> N
                 for row in session.execute(select, _COUNTS_PARTITION)), default=0)
     if used > settings.buckets:
         raise BucketCountError(
-            f"ttl_expiry.buckets is {settings.buckets}, but {settings.keyspace}.{TABLE} holds "
-            f"entries written with {used} buckets: the entries of buckets {settings.buckets}.."
-            f"{used - 1} would never be read, and their rows would not expire in the "
-            f"destinations. Set ttl_expiry.buckets to {used} or more (it may be raised, never "
-            "lowered).")
+            f"ttl_expiry.buckets is {settings.buckets}, but {settings.keyspace}.{TABLE} was "
+            f"written with {used} buckets: entries in buckets {settings.buckets}..{used - 1} "
+            f"would never be read, and their rows would not expire in the destinations. Set "
+            f"ttl_expiry.buckets to {used} or more (it may be raised, never lowered).")
 
 
 def codec_of(table: TableSchema) -> KeyCodec:

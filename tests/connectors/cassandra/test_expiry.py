@@ -175,7 +175,7 @@ def test_a_bucket_count_below_one_the_schedule_was_written_with_stops_both_sides
     ExpirySchedule(sess, four).add([(table, {"id": i}, False, int((now - 1) * 1e6))
                                     for i in range(40)])
     two = dataclasses.replace(four, buckets=2)
-    lowered = r"ttl_expiry.buckets is 2, but .* written with 4 buckets: the entries of buckets 2..3"
+    lowered = r"ttl_expiry.buckets is 2, but .* written with 4 buckets: entries in buckets 2..3"
     with pytest.raises(BucketCountError, match=lowered):
         ExpirySchedule(sess, two)
     with pytest.raises(BucketCountError, match=lowered):
@@ -189,6 +189,6 @@ def test_a_bucket_count_below_one_the_schedule_was_written_with_stops_both_sides
     due = [d.key["id"] for name in source.list_parts()
            for d in source.build_part("step", name, None).next_batch()]
     assert sorted(due) == list(range(40))
-    # Back at 4, the count written last, is now below the 8 recorded.
+    # 4, the count the entries were written with, is now below the 8 recorded.
     with pytest.raises(BucketCountError, match="written with 8 buckets"):
         ExpirySource(lambda: sess, lambda _id: table, four).list_parts()
