@@ -122,6 +122,12 @@ class RowReader:
                 self._session, table, self._consistency)
         return queries
 
+    def exists(self, table: TableSchema) -> bool:
+        """Whether a table of TABLE's name is in the driver's view of the cluster's schema
+        (which the driver keeps current from the cluster's schema events)."""
+        keyspace = self._session.cluster.metadata.keyspaces.get(table.keyspace)
+        return keyspace is not None and table.name in keyspace.tables
+
     def row(self, table: TableSchema, key: Mapping[str, Any]) -> Image | None:
         READS.labels("row").inc()
         q = self._for(table)
@@ -227,6 +233,10 @@ def _shadowed(write_times: Iterable[int], tombstone: int) -> bool:
     return bool(times) and max(times) <= tombstone
 
 
+class _TableGone(LookupError):
+    """The table of a read refused by Cassandra is no longer in the schema."""
+
+
 class RowImages:
     """event -> row operations, reading through a RowReader (one per worker)."""
 
@@ -255,7 +265,10 @@ class RowImages:
             table = self._table_of(event)
             if not isinstance(table, TableSchema):
                 return []  # the table was dropped since: its destination rows stay as they were
-            return self._with_current_schema(event, table, self._expired)[0]
+            try:
+                return self._with_current_schema(event, table, self._expired)[0]
+            except _TableGone:
+                return []  # dropped while this process knew it: its rows stay as they were
         table = self._table_of(event)
         if table is None:
             raise LookupError(f"no schema for {event.keyspace}.{event.table} ({event.table_id})")
@@ -274,7 +287,8 @@ class RowImages:
                              read: Callable[[Any, TableSchema], list[RowOp]]
                              ) -> tuple[list[RowOp], TableSchema]:
         """(READ(item, table), the table read with). Prepared reads naming a column dropped
-        since fail (InvalidRequest): then the schema is read again, and so is the row."""
+        since fail (InvalidRequest): then the schema is read again, and so is the row.
+        Raises _TableGone if the table was dropped meanwhile."""
         try:
             return read(item, table), table
         except InvalidRequest:
@@ -282,9 +296,14 @@ class RowImages:
                 raise
             self._refresh()
             fresh = self._table_of(item)
-            if not isinstance(fresh, TableSchema) or fresh is table:
-                raise
-            return read(item, fresh), fresh
+            if isinstance(fresh, TableSchema) and fresh is not table:
+                return read(item, fresh), fresh
+            # The registry keeps a dropped table's last version (old entries still decode):
+            # the driver's schema tells whether it still exists.
+            if not self._reader.exists(table):
+                raise _TableGone(f"{table.keyspace}.{table.name} ({table.id}) was dropped; "
+                                 "its rows cannot be read back") from None
+            raise
 
     def can_read_at_once(self, event: ChangeEvent) -> bool:
         """Whether EVENT's image may come from `read_at_once`: a change of a whole row of a

@@ -432,3 +432,6 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     (again,) = images.operations(due)
     assert isinstance(again, RowUpsert)
     assert again.values == {"name": "Ana", "tags": None, "attrs": None}
+    # The table dropped since, as this process still knows it: nothing to re-read.
+    sess.execute(f"DROP TABLE {ks}.patients")
+    assert images.operations(due) == []
