@@ -296,8 +296,15 @@ def test_images_say_when_their_cells_or_liveness_expire_and_expired_rows_read_as
         "UPDATE {ks}.visits USING TTL 1 SET clinic = 'West' WHERE patient = 9",
         "UPDATE {ks}.visits USING TTL 600 SET clinic = 'East' WHERE patient = 8",
     ]
-    captured = capture.run(lambda: [sess.execute(s.format(ks=ks)) for s in statements],
-                           ["patients", "visits"])
+    written = []
+
+    def write() -> None:
+        written.append(time.time())
+        for statement in statements:
+            sess.execute(statement.format(ks=ks))
+        written.append(time.time())
+
+    captured = capture.run(write, ["patients", "visits"])
     registry = capture.registry()
     images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
                        lambda e: registry.table(e.table_id))
@@ -311,7 +318,10 @@ def test_images_say_when_their_cells_or_liveness_expire_and_expired_rows_read_as
     assert 599 <= left("patients", (1,)) <= 601
     assert 299 <= left("patients", (2,)) <= 301  # the least TTL: the name's
     assert 899 <= left("patients", (3,)) <= 901  # a collection element's
-    assert 119 <= left("patients", (4,)) <= 122  # the liveness (no column has a TTL)
+    # The liveness (no column has a TTL): its end is the write's (seconds, from the commit log),
+    # not the read's, so it is checked against when the rows were written.
+    liveness_end = ops[("patients", (4,))].expires / 1_000_000
+    assert written[0] + 119 <= liveness_end <= written[1] + 122
     assert ops[("patients", (5,))].expires is None
     assert ops[("visits", (8,))].static and 599 <= left("visits", (8,)) <= 601
 
