@@ -64,7 +64,8 @@ class Runtime:
     def row_images(self) -> RowImages:
         level = ConsistencyLevel.name_to_value[self.settings.cassandra.consistency]
         return RowImages(RowReader(self.session, consistency=level), self._current_table,
-                         refresh=self.refresh_schemas, history=self.schemas.history)
+                         refresh=self.refresh_schemas, history=self.schemas.history,
+                         exists=self.schemas.exists)
 
     def _current_table(self, event):
         # A dropped column or a switched cdc flag makes no event the decoder cannot read, so

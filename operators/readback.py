@@ -122,12 +122,6 @@ class RowReader:
                 self._session, table, self._consistency)
         return queries
 
-    def exists(self, table: TableSchema) -> bool:
-        """Whether a table of TABLE's name is in the driver's view of the cluster's schema
-        (which the driver keeps current from the cluster's schema events)."""
-        keyspace = self._session.cluster.metadata.keyspaces.get(table.keyspace)
-        return keyspace is not None and table.name in keyspace.tables
-
     def row(self, table: TableSchema, key: Mapping[str, Any]) -> Image | None:
         READS.labels("row").inc()
         q = self._for(table)
@@ -233,8 +227,8 @@ def _shadowed(write_times: Iterable[int], tombstone: int) -> bool:
     return bool(times) and max(times) <= tombstone
 
 
-class _TableGone(LookupError):
-    """The table of a read refused by Cassandra is no longer in the schema."""
+class TableDropped(LookupError):
+    """The table of a read Cassandra refused was dropped: its rows cannot be read back."""
 
 
 class RowImages:
@@ -244,9 +238,12 @@ class RowImages:
                  *, attempts: int = 3, backoff_s: float = 0.05,
                  refresh: Callable[[], object] | None = None,
                  history: Callable[[UUID], Sequence[TableSchema]] | None = None,
+                 exists: Callable[[UUID], bool] | None = None,
                  clock: ReadClock | None = None) -> None:
         """refresh(): re-read the schema now if it changed (schema evolution: an event naming
         a column the schema lacks, a read refused because a column was dropped).
+        exists(table_id): whether the table is in the schema as last read (a refused read of
+        a table that is not raises TableDropped; without it, the refusal itself).
         history(table_id): every version of a table, oldest first; with it, the first change
         captured after a table was switched to cdc = true also brings every row of the table
         (rows written before the switch were never captured)."""
@@ -256,6 +253,7 @@ class RowImages:
         self._backoff = backoff_s
         self._refresh = refresh
         self._history = history
+        self._exists = exists
         self._clock = clock or ReadClock()
         self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
         self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
@@ -267,8 +265,10 @@ class RowImages:
                 return []  # the table was dropped since: its destination rows stay as they were
             try:
                 return self._with_current_schema(event, table, self._expired)[0]
-            except _TableGone:
-                return []  # dropped while this process knew it: its rows stay as they were
+            except TableDropped as dropped:
+                # Dropped while this process knew it: its destination rows stay as they were.
+                log.info("TTL expiry re-read skipped: %s", dropped)
+                return []
         table = self._table_of(event)
         if table is None:
             raise LookupError(f"no schema for {event.keyspace}.{event.table} ({event.table_id})")
@@ -288,7 +288,7 @@ class RowImages:
                              ) -> tuple[list[RowOp], TableSchema]:
         """(READ(item, table), the table read with). Prepared reads naming a column dropped
         since fail (InvalidRequest): then the schema is read again, and so is the row.
-        Raises _TableGone if the table was dropped meanwhile."""
+        Raises TableDropped if the table was dropped meanwhile."""
         try:
             return read(item, table), table
         except InvalidRequest:
@@ -299,9 +299,9 @@ class RowImages:
             if isinstance(fresh, TableSchema) and fresh is not table:
                 return read(item, fresh), fresh
             # The registry keeps a dropped table's last version (old entries still decode):
-            # the driver's schema tells whether it still exists.
-            if not self._reader.exists(table):
-                raise _TableGone(f"{table.keyspace}.{table.name} ({table.id}) was dropped; "
+            # whether it is still in system_schema tells.
+            if self._exists is not None and not self._exists(table.id):
+                raise TableDropped(f"{table.keyspace}.{table.name} ({table.id}) was dropped; "
                                  "its rows cannot be read back") from None
             raise
 

@@ -364,6 +364,7 @@ class SchemaRegistry:
         self._clock = clock
         self._lock = threading.RLock()
         self._current: dict[UUID, TableSchema] = {}
+        self._live: frozenset[UUID] = frozenset()  # the ids in system_schema at the last read
         self._ignored: dict[UUID, IgnoredTable] = {}
         self._history: dict[UUID, list[TableSchema]] = {}
         self._loaded = False
@@ -402,6 +403,7 @@ class SchemaRegistry:
                     changed = True
                 self._current[table_id] = versions[-1]
             # A table that disappeared keeps its last version: old entries still decode.
+            self._live = frozenset(tables)
             if self._ignored != ignored:
                 changed = True
             self._ignored = ignored
@@ -469,6 +471,14 @@ class SchemaRegistry:
             if schema is not None:
                 return schema
             return self._ignored.get(table_id)
+
+    def exists(self, table_id: UUID) -> bool:
+        """Whether the table was in system_schema when it was last read (`table` still gives
+        the last version of a dropped one)."""
+        with self._lock:
+            if not self._loaded:
+                self.load()
+            return table_id in self._live
 
     def history(self, table_id: UUID) -> tuple[TableSchema, ...]:
         """Every version seen, oldest first (the last is the current one)."""

@@ -422,20 +422,26 @@ def test_rows_a_tombstone_covers_are_not_sent_back_from_a_replica_without_it(
 
 
 def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_schema(
-    cassandra_keyspace
+    cassandra_clusters, cassandra_keyspace
 ):
     """The row's prepared read names a column dropped since (Cassandra refuses it): the
-    schema is read again and so is the row, as for changes; the re-read is not lost."""
+    schema is read again and so is the row, as for changes; the re-read is not lost. Once the
+    table is dropped, a re-read gives nothing and a change fails naming the drop."""
     from connectors.cassandra.expiry import ExpiryDue
     from connectors.cassandra.schema import SchemaRegistry
+    from operators.readback import TableDropped
 
     sess, ks = cassandra_keyspace(7)
     sess.execute(SCHEMA[0].format(ks=ks))
-    sess.execute(f"INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 60.0)")
+    capture = CdcCapture(sess, ks, cassandra_clusters[7].cdc_raw_dirs[0])
+    (change,) = capture.run(lambda: sess.execute(
+        f"INSERT INTO {ks}.patients (id, name, weight) VALUES (1, 'Ana', 60.0)"),
+        ["patients"]).events
     registry = SchemaRegistry.from_session(sess, [ks.strip('"')], min_refresh_interval=0.0)
     (patients,) = [t for t in registry.tables() if t.name == "patients"]
     images = RowImages(RowReader(sess, consistency=ConsistencyLevel.ONE),
-                       lambda item: registry.table(item.table_id), refresh=registry.refresh)
+                       lambda item: registry.table(item.table_id), refresh=registry.refresh,
+                       exists=registry.exists)
     due = ExpiryDue(patients.id, {"id": 1}, {"id": 1}, False, 0)
     assert images.operations(due)[0].values["weight"] == 60.0  # prepared, with weight
     sess.execute(f"ALTER TABLE {ks}.patients DROP weight")
@@ -445,3 +451,5 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     # The table dropped since, as this process still knows it: nothing to re-read.
     sess.execute(f"DROP TABLE {ks}.patients")
     assert images.operations(due) == []
+    with pytest.raises(TableDropped, match=r"patients .* was dropped"):
+        images.operations(change)
