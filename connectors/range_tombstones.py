@@ -26,17 +26,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client import Counter
 
 from connectors.clustering import ClusteringColumn, UnsupportedRange, in_range
-from operators.row_ops import INITIAL_LOAD_NODE, RangeDelete, RowOp, RowUpsert
+from operators.row_ops import (
+    INITIAL_LOAD_NODE,
+    RangeDelete,
+    RowOp,
+    RowUpsert,
+    source_node_of,
+)
 
 __all__ = ["RangeTombstones"]
 
-_node_of = attrgetter("source.node")
 
 DROPPED = Counter("cdc_sink_loaded_rows_deleted_since_total",
                   "Initial-load rows a sink dropped: a range or partition deletion made after "
@@ -89,7 +93,7 @@ class RangeTombstones:
         """OPS without the initial-load upserts a remembered deletion covers; the range
         deletions among OPS are remembered (before the operations after them are screened)."""
         if RangeDelete not in set(map(type, ops)) and (
-                not self._order or INITIAL_LOAD_NODE not in set(map(_node_of, ops))):
+                not self._order or INITIAL_LOAD_NODE not in set(map(source_node_of, ops))):
             return ops  # the usual batch: nothing to remember, nothing loaded to screen
         self._forget(self._clock() - self._window)
         kept: list[RowOp] = []

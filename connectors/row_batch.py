@@ -18,7 +18,14 @@ from typing import Any
 from connectors.cassandra.events import Position
 from connectors.row_sink import Image, RejectedValueError, key_fingerprint
 from connectors.type_map import ValueRefused, identity
-from operators.row_ops import NOT_IN_COMMIT_LOG, RangeDelete, RowDelete, RowOp, RowUpsert
+from operators.row_ops import (
+    NOT_IN_COMMIT_LOG,
+    RangeDelete,
+    RowDelete,
+    RowOp,
+    RowUpsert,
+    source_node_of,
+)
 
 _CONVERSION_ERRORS = (ValueRefused, ValueError, TypeError, OverflowError, AttributeError)
 
@@ -316,7 +323,6 @@ class Gatherer:
         return converted
 
 
-_source_node = attrgetter("source.node")
 _source_at = attrgetter("source.position.segment_id", "source.position.offset")
 
 
@@ -326,7 +332,7 @@ def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
     Rows of the initial load and of TTL expiry have no commit-log position: they record no
     progress (Source.in_commit_log)."""
     ops = ops if isinstance(ops, list) else list(ops)
-    nodes = list(map(_source_node, ops))
+    nodes = list(map(source_node_of, ops))
     at = list(map(_source_at, ops))  # (segment id, offset): compared as tuples, in C
     distinct = set(nodes)
     highest: dict[str, Position] = {}

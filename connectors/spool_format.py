@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 from connectors.cassandra.events import Position
-from operators.row_ops import RowDelete, RowUpsert, Source
+from operators.row_ops import RowDelete, RowUpsert, Source, source_node_of
 
 __all__ = ["SpoolFormatError", "decode_batch", "encode_batch"]
 
@@ -36,7 +36,7 @@ _UPSERT, _DELETE = 1, 0
 _keyspace, _table, _key = attrgetter("keyspace"), attrgetter("table"), attrgetter("key")
 _values, _version, _static = attrgetter("values"), attrgetter("version"), attrgetter("static")
 _expires = attrgetter("expires")
-_node, _segment = attrgetter("source.node"), attrgetter("source.position.segment_id")
+_segment = attrgetter("source.position.segment_id")
 _offset = attrgetter("source.position.offset")
 
 
@@ -81,7 +81,8 @@ def encode_batch(batch: list[Any]) -> bytes:
         expires = [op.expires if up else None for op, up in zip(batch, upsert, strict=True)]
     columns = (flags, list(map(_keyspace, batch)), list(map(_table, batch)),
                list(map(_key, batch)), values, list(map(_version, batch)),
-               list(map(_node, batch)), list(map(_segment, batch)), list(map(_offset, batch)),
+               list(map(source_node_of, batch)), list(map(_segment, batch)),
+               list(map(_offset, batch)),
                list(map(_static, batch)), expires)
     return ROWS + pickle.dumps(columns, protocol=_PROTOCOL)
 
