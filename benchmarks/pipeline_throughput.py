@@ -61,6 +61,7 @@ from psycopg import sql  # noqa: E402
 
 from benchmarks import cdc_load  # noqa: E402
 from benchmarks.cdc_mirror import Mirror  # noqa: E402
+from benchmarks.sink_bench import load_average as load  # noqa: E402
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor  # noqa: E402
 from connectors.postgres import table_names  # noqa: E402
 from connectors.secrets import SecretResolver  # noqa: E402
@@ -110,9 +111,6 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 # --- the stack ----------------------------------------------------------------------------------

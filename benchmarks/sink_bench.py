@@ -24,6 +24,11 @@ from operators.row_ops import RowUpsert, Source
 TABLE = "items"
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load, printed beside figures (the machines are shared)."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=10_000)

@@ -42,14 +42,20 @@ import time
 import uuid
 from collections.abc import Callable
 
-from benchmarks.sink_bench import TABLE, clickhouse_sink_part, postgres_sink_part, upserts
+from benchmarks.sink_bench import (
+    TABLE,
+    clickhouse_sink_part,
+    load_average,
+    postgres_sink_part,
+    upserts,
+)
 
 CASES = ("new", "newer", "stale")
 TARGET = 0.5
 
 
 def _load() -> str:
-    return "load " + "/".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"load {load_average()}"
 
 
 def _raw_values(rows: int, version: int) -> list[tuple]:

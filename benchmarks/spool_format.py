@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import datetime
-import os
 import pickle
 import random
 import time
 import uuid
 
+from benchmarks.sink_bench import load_average
 from connectors.cassandra.events import Position
 from connectors.spool_format import decode_batch, encode_batch
 from operators.row_ops import RowDelete, RowUpsert, Source
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     ops = batch(args.rows, args.deletes, random.Random(1))
     print(f"{args.rows:,} row operations ({args.deletes:.0%} deletes), best of {args.repeat}, "
-          f"load {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"load {load_average()}")
     pickled = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
     tagged = encode_batch(ops)
     assert decode_batch(tagged) == ops == pickle.loads(pickled)  # noqa: S301 - made here
