@@ -337,6 +337,22 @@ def test_a_loaded_row_that_arrives_after_the_deletion_of_its_partition_stays_del
         ("late", 2, "x", "written after")]
 
 
+def test_loaded_rows_inside_a_deleted_range_stay_deleted_and_others_land(
+        part, settings, conn) -> None:
+    """A clustering range and a partition deletion with its static row, each ahead of loaded
+    images read before them: inside the range (and the static row) they stay deleted, the
+    rest of the partition lands."""
+    part.write_batch([rng("asc_t", {"p": "r"}, {"a": 2}, True, {"a": 3}, True, 20),
+                      rng("asc_t", {"p": "s"}, {}, True, {}, True, 20, include_static=True)])
+    part.write_batch(
+        [up("asc_t", {"p": "r", "a": a, "b": "x"}, {"v": "loaded"}, 10, source=INITIAL_LOAD)
+         for a in (1, 2, 3, 4)]
+        + [up("asc_t", {"p": "s"}, {"s": "loaded"}, 10, static=True, source=INITIAL_LOAD),
+           up("asc_t", {"p": "t"}, {"s": "loaded"}, 10, static=True, source=INITIAL_LOAD)])
+    assert live(conn, settings.schema, "asc_t", "p, a, b", "p, a") == [
+        ("r", 1, "x"), ("r", 4, "x"), ("t", None, None)]
+
+
 def _timeuuid(count_100ns: int, seq: int = 0) -> uuid.UUID:
     return uuid.UUID(fields=(count_100ns & 0xFFFFFFFF, (count_100ns >> 32) & 0xFFFF,
                              0x1000 | ((count_100ns >> 48) & 0x0FFF), 0x80 | (seq >> 8),
