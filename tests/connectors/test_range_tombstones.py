@@ -9,11 +9,13 @@ import uuid
 import pytest
 
 from connectors.cassandra.events import Position
-from connectors.cassandra.schema import SchemaRows, build_schemas
+from connectors.cassandra.schema import build_schemas
 from connectors.postgres._layout import build_layout
 from connectors.range_tombstones import DROPPED, RangeTombstones
 from operators.row_ops import INITIAL_LOAD, ClusteringBound, RangeDelete, RowUpsert, Source
 from tests.connectors.cassandra.test_schema import T1, rows
+from tests.connectors.postgres.conftest import KS, TABLES
+from tests.manual_clock import ManualClock
 
 # shop.orders: partition (customer uuid, region text), clustering (day date DESC, seq int ASC),
 # static note.
@@ -23,16 +25,8 @@ ANA, BEN = uuid.UUID(int=1), uuid.UUID(int=2)
 MONDAY, TUESDAY = datetime.date(2026, 11, 23), datetime.date(2026, 11, 24)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = 1000.0
-
-    def __call__(self) -> float:
-        return self.at
-
-
-def guard(**kw) -> tuple[RangeTombstones, Clock]:
-    clock = Clock()
+def guard(**kw) -> tuple[RangeTombstones, ManualClock]:
+    clock = ManualClock(1000.0)
     return RangeTombstones("test", lambda _ks, _t: LAYOUT, clock=clock, **kw), clock
 
 
@@ -88,10 +82,10 @@ def test_only_rows_after_the_deletion_in_the_batch_are_screened() -> None:
 def test_deletions_are_forgotten_after_the_window_or_beyond_the_limit() -> None:
     tombstones, clock = guard(window_s=60, max_entries=2)
     tombstones.screen([deletion(ANA, 100)])
-    clock.at += 30
+    clock.now += 30
     tombstones.screen([deletion(BEN, 100)])
     assert tombstones.screen([loaded(ANA, MONDAY, 1, 1)]) == []
-    clock.at += 31  # ANA's is 61 s old, BEN's 31 s
+    clock.now += 31  # ANA's is 61 s old, BEN's 31 s
     assert tombstones.screen([loaded(ANA, MONDAY, 1, 1)]) == [loaded(ANA, MONDAY, 1, 1)]
     assert tombstones.screen([loaded(BEN, MONDAY, 1, 1)]) == []
     assert len(tombstones) == 1
@@ -123,7 +117,7 @@ def test_a_deletion_written_again_is_remembered_once() -> None:
     tombstones, clock = guard()
     batch = [deletion(ANA, 100, {"day": MONDAY}), deletion(ANA, 100)]
     tombstones.screen(batch)
-    clock.at += 5
+    clock.now += 5
     tombstones.screen(batch)
     assert len(tombstones) == 2
     tombstones.screen([deletion(ANA, 101)])  # a later deletion of the partition
@@ -142,22 +136,13 @@ def test_a_whole_partition_deletion_is_remembered_with_a_masked_clustering_colum
 
 
 def test_a_table_without_clustering_columns() -> None:
-    ks = "shop"
-    table_row = {"keyspace_name": ks, "table_name": "people", "id": uuid.UUID(int=7),
-                 "cdc": True, "flags": {"compound"}}
-    schema = build_schemas(SchemaRows(
-        all_tables=[table_row], tables=[table_row], views=[], types=[], dropped_columns=[],
-        columns=[{"keyspace_name": ks, "table_name": "people", "column_name": name,
-                  "kind": kind, "type": "text", "position": position,
-                  "clustering_order": "none"}
-                 for name, kind, position in (("id", "partition_key", 0),
-                                              ("name", "regular", -1))]))[0][uuid.UUID(int=7)]
-    tombstones = RangeTombstones("test", lambda _ks, _t: build_layout(schema))
+    kv = build_layout(TABLES[(KS, "kv")])  # k int partition key, no clustering
+    tombstones = RangeTombstones("test", lambda _ks, _t: kv)
 
-    def person(key: str, version: int) -> RowUpsert:
-        return RowUpsert(ks, "people", {"id": key}, {"name": "n"}, version, INITIAL_LOAD)
+    def row(key: int, version: int) -> RowUpsert:
+        return RowUpsert(KS, "kv", {"k": key}, {"v": "n"}, version, INITIAL_LOAD)
 
-    deleted = RangeDelete(ks, "people", {"id": "a"}, ClusteringBound({}, True),
+    deleted = RangeDelete(KS, "kv", {"k": 1}, ClusteringBound({}, True),
                           ClusteringBound({}, True), 100, CAPTURED, True)
-    assert tombstones.screen([deleted, person("a", 99), person("b", 99), person("a", 101)]) == [
-        deleted, person("b", 99), person("a", 101)]
+    assert tombstones.screen([deleted, row(1, 99), row(2, 99), row(1, 101)]) == [
+        deleted, row(2, 99), row(1, 101)]

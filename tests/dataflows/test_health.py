@@ -11,18 +11,11 @@ import pytest
 from connectors.health import Health
 from dataflows.health import serve, serve_from_environment
 from devstack.bytewax_cluster import free_ports
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_ready_once_every_capture_polled_and_no_destination_in_trouble():
-    clock = Clock()
+    clock = ManualClock()
     health = Health(stall_after=60, clock=clock)
     assert health.report()[:2] == (True, True)  # nothing owned: ready
     health.trouble("capture n1", "not polled yet")

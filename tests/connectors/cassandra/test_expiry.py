@@ -20,6 +20,7 @@ from connectors.cassandra.expiry import (
     schema_statements,
 )
 from connectors.cassandra.schema import SchemaRows, TableSchema, build_schemas
+from tests.manual_clock import ManualClock
 
 
 def table_schema(columns: list[tuple[str, str, str, int]]) -> TableSchema:
@@ -52,14 +53,6 @@ def test_keys_come_back_as_they_went_in():
     assert codec.encode(key) != codec.encode({**key, "codes": [1, -2]})
 
 
-class Clock:
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def __call__(self) -> float:
-        return self.at
-
-
 @pytest.fixture
 def schedule_keyspace(cassandra_keyspace):
     """A fresh keyspace holding a schedule table the pipeline role may use."""
@@ -76,7 +69,7 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
     settings = ExpirySettings(keyspace=keyspace, buckets=2, grace_seconds=0,
                               lookback_seconds=3 * 3600, max_records=7)
     start = 1_800_000_000.0  # seconds; entries spread over the three hours after it
-    clock = Clock(start - 1)
+    clock = ManualClock(start - 1)
     ExpirySchedule(sess, settings, clock=clock).add(
         [(table, {"id": i}, False, int((start + 400 * i) * 1_000_000)) for i in range(30)]
         + [(table, {"id": 99}, True, int((start + 100) * 1_000_000))])
@@ -92,9 +85,9 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
                 found += batch
         return found
 
-    clock.at = start - 1
+    clock.now = start - 1
     assert drain() == []  # nothing due yet
-    clock.at = start + 400 * 12 + 0.5  # entries 0..12 and the static one are due
+    clock.now = start + 400 * 12 + 0.5  # entries 0..12 and the static one are due
     first = drain()
     assert sorted(d.key["id"] for d in first if not d.static) == list(range(13))
     (static,) = [d for d in first if d.static]
@@ -104,7 +97,7 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
     parts = {name: source.build_part("step", name, part.snapshot())
              for name, part in parts.items()}
     assert drain() == []
-    clock.at = start + 400 * 30
+    clock.now = start + 400 * 30
     rest = drain()
     assert sorted(d.key["id"] for d in rest) == list(range(13, 30))
     assert {d.due // HOUR_MS for d in first + rest} == {
@@ -133,11 +126,11 @@ def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keysp
     now = datetime.now(UTC).timestamp()
     due = 2**31 - 1 - 3600  # an hour before the 2038 limit
     ExpirySchedule(sess, settings).add([(table, {"id": 1}, False, due * 1_000_000)])
-    clock = Clock(due - 10)
+    clock = ManualClock(due - 10)
     part = ExpirySource(lambda: sess, lambda _id: table, settings, clock=clock).build_part(
         "step", "expiry-0", (int(due - 60) * 1000, uuid.UUID(int=0), b"", False))
     assert part.next_batch() == []
-    clock.at = due + 1
+    clock.now = due + 1
     assert [d.key for d in part.next_batch()] == [{"id": 1}]
     assert now < due
 
@@ -149,20 +142,20 @@ def test_an_entry_written_after_its_due_time_is_read_at_the_next_poll(schedule_k
     table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
     settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0,
                               lookback_seconds=3600)
-    clock = Clock(1_800_000_000.25)
+    clock = ManualClock(1_800_000_000.25)
     part = ExpirySource(lambda: sess, lambda _id: table, settings, clock=clock).build_part(
         "step", "expiry-0", None)
     assert part.next_batch() == []  # the cursor is now at the clock
     schedule = ExpirySchedule(sess, settings, clock=clock)
-    schedule.add([(table, {"id": 1}, False, int((clock.at - 600) * 1_000_000))])
-    schedule.add([(table, {"id": 2}, False, int((clock.at + 30) * 1_000_000) + k)
+    schedule.add([(table, {"id": 1}, False, int((clock.now - 600) * 1_000_000))])
+    schedule.add([(table, {"id": 2}, False, int((clock.now + 30) * 1_000_000) + k)
                   for k in (0, 1_000, 2_000)])
     entries = [r for r in sess.execute(f"SELECT bucket FROM {keyspace}.expiry_schedule")
                if r.bucket >= 0]  # not the bucket counts' record
     assert len(entries) == 2
-    clock.at += 2.0  # "now": at most two seconds on (whole seconds, at least one ahead)
+    clock.now += 2.0  # "now": at most two seconds on (whole seconds, at least one ahead)
     assert [d.key for d in part.next_batch()] == [{"id": 1}]
-    clock.at += 31.0
+    clock.now += 31.0
     assert [d.key for d in part.next_batch()] == [{"id": 2}]
 
 
@@ -183,7 +176,7 @@ def test_a_bucket_count_below_one_the_schedule_was_written_with_stops_both_sides
     # Raised, every entry is still read once; the recorded counts are not entries.
     eight = dataclasses.replace(four, buckets=8)
     ExpirySchedule(sess, eight)
-    later = Clock(now + 5)  # entries are due a second after they are written, at the earliest
+    later = ManualClock(now + 5)  # entries are due a second after they are written, at the earliest
     source = ExpirySource(lambda: sess, lambda _id: table, eight, clock=later)
     assert len(source.list_parts()) == 8
     due = [d.key["id"] for name in source.list_parts()

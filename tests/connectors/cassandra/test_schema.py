@@ -29,6 +29,7 @@ from connectors.cassandra.values import (
     parse_cql_type,
     value_decoder,
 )
+from tests.manual_clock import ManualClock
 
 UDTS = {
     "address": UdtDefinition("shop", "address", ("street", "zip", "tags"),
@@ -288,15 +289,8 @@ class FakeFetch:
         return self.versions[min(self.calls, len(self.versions)) - 1]
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_registry_loads_lazily_and_throttles_refreshes() -> None:
-    fetch, clock = FakeFetch(rows()), Clock()
+    fetch, clock = FakeFetch(rows()), ManualClock()
     registry = SchemaRegistry(fetch, min_refresh_interval=5, clock=clock)
     assert fetch.calls == 0  # no I/O at construction
     assert isinstance(registry.table(T1), TableSchema)
@@ -313,7 +307,7 @@ def test_a_throttled_refresh_still_reads_a_schema_that_moved() -> None:
     """Schema evolution: a table created or altered just after the last read must not wait
     out the throttle (its changes would be undecodable); a dropped table's id, found missing
     once, is not probed for again within the interval."""
-    fetch, clock = FakeFetch(rows(), rows(cdc=False)), Clock()
+    fetch, clock = FakeFetch(rows(), rows(cdc=False)), ManualClock()
     version = {"v": 1, "probes": 0}
 
     def probe() -> int:
@@ -332,7 +326,7 @@ def test_a_throttled_refresh_still_reads_a_schema_that_moved() -> None:
 
 
 def test_refresh_if_changed_probes_at_most_once_per_max_age() -> None:
-    fetch, clock = FakeFetch(rows(cdc=False), rows()), Clock()
+    fetch, clock = FakeFetch(rows(cdc=False), rows()), ManualClock()
     version = {"v": 1, "probes": 0}
 
     def probe() -> int:
@@ -358,7 +352,7 @@ def test_registry_keeps_history_of_dropped_columns_and_tables() -> None:
                         "dropped_time": 1_700_000_000_000, "kind": "regular",
                         "type": "map<text, int>"}])
     v3 = SchemaRows(all_tables=[], tables=[], views=[], columns=[], types=[], dropped_columns=[])
-    fetch, clock = FakeFetch(v1, v2, v3), Clock()
+    fetch, clock = FakeFetch(v1, v2, v3), ManualClock()
     registry = SchemaRegistry(fetch, min_refresh_interval=0, clock=clock)
     first = registry.table(T1)
     gen1 = registry.generation
