@@ -55,6 +55,11 @@ _R1_FIELDS = {
 }
 
 
+# R1's columns, in the order encode_batch writes them and _rows reads them back.
+_R1_COLUMNS = ("upsert flags", "keyspace", "table", "key", "values", "version", "source node",
+               "source segment", "source offset", "static", "expires")
+
+
 def _check_stored(stored: dict[type, tuple[str, ...]]) -> None:
     for cls, names in stored.items():
         now = tuple(f.name for f in dataclasses.fields(cls))
@@ -102,7 +107,7 @@ def decode_batch(payload: bytes) -> list[Any]:
 
 
 def _rows(columns: tuple) -> list[RowUpsert | RowDelete]:
-    if len(columns) != 11 or len({len(column) for column in columns}) != 1 or \
+    if len(columns) != len(_R1_COLUMNS) or len({len(column) for column in columns}) != 1 or \
             not set(columns[0]) <= {_UPSERT, _DELETE}:
         raise SpoolFormatError("an R1 spooled batch whose columns do not match (count, "
                                "lengths or kinds): it was not written by this format")
