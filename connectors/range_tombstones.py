@@ -83,7 +83,7 @@ class RangeTombstones:
         self._max = max_entries
         self._clock = clock
         self._order: deque[_Tombstone] = deque()  # oldest first
-        self._by_partition: dict[tuple[tuple[str, str], str], list[_Tombstone]] = {}
+        self._by_partition: dict[tuple[tuple[str, str], bytes], list[_Tombstone]] = {}
         self._clustering: dict[tuple[str, str], tuple[Any, tuple[ClusteringColumn, ...]]] = {}
 
     def __len__(self) -> int:
