@@ -9,7 +9,6 @@ order is gone), which it says by name.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,12 +44,15 @@ def _parts(operation: RowOp) -> list[Mapping[str, Any]]:
 
 
 def _rebuild(operation: RowOp, parts: list[dict[str, Any]]) -> RowOp:
-    if isinstance(operation, RowUpsert):
-        return dataclasses.replace(operation, key=parts[0], values=parts[1])
-    if isinstance(operation, RowDelete):
-        return dataclasses.replace(operation, key=parts[0])
-    assert isinstance(operation, RangeDelete)
-    return dataclasses.replace(
-        operation, partition_key=parts[0],
-        start=ClusteringBound(parts[1], operation.start.inclusive),
-        end=ClusteringBound(parts[2], operation.end.inclusive))
+    # Constructors, not dataclasses.replace: that looks up the fields on every call, and this
+    # runs once per operation (a third of masking's time went there).
+    o = operation
+    if isinstance(o, RowUpsert):
+        return RowUpsert(o.keyspace, o.table, parts[0], parts[1], o.version, o.source, o.static,
+                         o.expires)
+    if isinstance(o, RowDelete):
+        return RowDelete(o.keyspace, o.table, parts[0], o.version, o.source, o.static)
+    assert isinstance(o, RangeDelete)
+    return RangeDelete(o.keyspace, o.table, parts[0], ClusteringBound(parts[1], o.start.inclusive),
+                       ClusteringBound(parts[2], o.end.inclusive), o.version, o.source,
+                       o.include_static)

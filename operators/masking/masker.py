@@ -56,13 +56,33 @@ AuditHook = Callable[[BatchAudit], None]
 
 @dataclass(slots=True)
 class _Pending:
-    """A tokenized column value waiting for the batch's tokens."""
+    """A tokenized collection (or non-text) value waiting for the batch's tokens."""
 
-    row: dict[str, Any]
     column: str
+    out: list[Any]  # its column's masked values
+    at: int  # its row's place in them
     shape: Shape
     leaves: list[bytes | None]
+    start: int  # its first token's place in the batch's requests
+
+
+@dataclass(slots=True)
+class _PendingTexts:
+    """A tokenized column's text values, waiting for their tokens (consecutive requests)."""
+
+    column: str
+    out: list[Any]
+    at: list[int]  # the rows holding a text value, in order
     start: int
+
+
+@dataclass(slots=True)
+class _Group:
+    """Rows of a batch with the same columns (in the same order), masked column by column."""
+
+    columns: tuple[str, ...]
+    rows: list[int]  # their places in the batch
+    masked: list[Sequence[Any]]  # per column, the masked values of those rows
 
 
 class Masker:
@@ -134,46 +154,47 @@ class Masker:
         a value) if any value cannot be masked; then nothing of the batch is returned."""
         if not rows:
             return []
-        masked_rows: list[dict[str, Any]] = []
+        # Column by column, not value by value: a column's rule and strategy are looked at once
+        # per batch, and passed-through columns are not touched at all. A batch's rows share a
+        # few column sets (an operation's key, its values), so rows are grouped by theirs.
+        places: dict[tuple[str, ...], list[int]] = {}
+        for place, row in enumerate(rows):
+            places.setdefault(tuple(row), []).append(place)
         counts: dict[str, list[int]] = {}
         rules: dict[str, ColumnRule] = {}
+        texts: list[_PendingTexts] = []
         pending: list[_Pending] = []
         requests: list[TokenRequest] = []
-
-        for row in rows:
-            masked: dict[str, Any] = {}
-            for column, value in row.items():
+        groups: list[_Group] = []
+        for columns, members in places.items():
+            if len(members) == len(rows):
+                mappings: Sequence[Mapping[str, Any]] = rows
+            else:
+                mappings = [rows[place] for place in members]
+            group = _Group(columns, members, [])
+            groups.append(group)
+            if not columns:
+                continue
+            by_column = zip(*[m.values() for m in mappings], strict=True)
+            for column, values in zip(columns, by_column, strict=True):
                 rule = rules.get(column)
                 if rule is None:
                     rule = rules[column] = self.rule_for(keyspace, table, column)
+                nulls = values.count(None)
                 tally = counts.setdefault(column, [0, 0])
-                if value is None:
-                    tally[1] += 1
-                    masked[column] = None
-                    continue
-                tally[0] += 1
-                strategy = rule.strategy
-                if strategy is Strategy.PASS:
-                    masked[column] = value
-                elif strategy is Strategy.REDACT:
-                    masked[column] = None
-                else:
-                    shape, leaves = self._split(keyspace, table, column, strategy, value)
-                    if strategy is Strategy.HMAC:
-                        key = self._key()
-                        digests = [None if leaf is None else hmac_hex(key, leaf) for leaf in leaves]
-                        masked[column] = rebuild(shape, digests)
-                    else:
-                        assert rule.context is not None
-                        pending.append(_Pending(masked, column, shape, leaves, len(requests)))
-                        requests.extend(
-                            TokenRequest(rule.context, leaf) for leaf in leaves if leaf is not None
-                        )
-                        masked[column] = None  # filled in below, or the batch fails
-            masked_rows.append(masked)
+                tally[0] += len(values) - nulls
+                tally[1] += nulls
+                group.masked.append(self._mask_column(
+                    keyspace, table, column, rule, values, nulls, texts, pending, requests))
 
         if requests:
-            self._fill_tokens(keyspace, table, pending, requests)
+            self._fill_tokens(keyspace, table, texts, pending, requests)
+
+        masked_rows: list[dict[str, Any]] = [{} for _ in rows]
+        for group in groups:
+            if group.columns:
+                for place, values in zip(group.rows, zip(*group.masked, strict=True), strict=True):
+                    masked_rows[place] = dict(zip(group.columns, values, strict=True))
 
         if self._audit is not None:
             self._audit(BatchAudit(keyspace, table, len(rows), tuple(
@@ -182,6 +203,53 @@ class Masker:
                 for column, (values, nulls) in sorted(counts.items())
             )))
         return masked_rows
+
+    def _mask_column(
+        self, keyspace: str, table: str, column: str, rule: ColumnRule,
+        values: tuple[Any, ...], nulls: int, texts: list[_PendingTexts],
+        pending: list[_Pending], requests: list[TokenRequest],
+    ) -> Sequence[Any]:
+        """One column's values of a group, masked; tokenized ones are None until the batch's
+        tokens arrive (queued in texts and pending, their requests in requests)."""
+        strategy = rule.strategy
+        if strategy is Strategy.PASS or nulls == len(values):
+            return values
+        if strategy is Strategy.REDACT:
+            return [None] * len(values)
+        if strategy is Strategy.HMAC:
+            key = self._key()
+            return [
+                None if value is None
+                else hmac_hex(key, value.encode("utf-8", "surrogatepass")) if type(value) is str
+                else rebuild(*self._hmac_leaves(key, keyspace, table, column, strategy, value))
+                for value in values
+            ]
+        assert rule.context is not None
+        context = rule.context
+        out: list[Any] = [None] * len(values)
+        # Text values (the common case) are consecutive requests; anything else is split into
+        # its leaves and queued on its own.
+        at = [place for place, value in enumerate(values) if type(value) is str]
+        if at:
+            texts.append(_PendingTexts(column, out, at, len(requests)))
+            requests.extend([
+                TokenRequest(context, values[place].encode("utf-8", "surrogatepass"))
+                for place in at
+            ])
+        if len(at) + nulls < len(values):
+            for place, value in enumerate(values):
+                if value is None or type(value) is str:
+                    continue
+                shape, leaves = self._split(keyspace, table, column, strategy, value)
+                pending.append(_Pending(column, out, place, shape, leaves, len(requests)))
+                requests.extend(TokenRequest(context, leaf) for leaf in leaves if leaf is not None)
+        return out
+
+    def _hmac_leaves(
+        self, key: bytes, keyspace: str, table: str, column: str, strategy: Strategy, value: Any
+    ) -> tuple[Shape, list[str | None]]:
+        shape, leaves = self._split(keyspace, table, column, strategy, value)
+        return shape, [None if leaf is None else hmac_hex(key, leaf) for leaf in leaves]
 
     @staticmethod
     def _split(
@@ -196,10 +264,11 @@ class Masker:
             ) from None
 
     def _fill_tokens(
-        self, keyspace: str, table: str, pending: list[_Pending], requests: list[TokenRequest]
+        self, keyspace: str, table: str, texts: list[_PendingTexts], pending: list[_Pending],
+        requests: list[TokenRequest],
     ) -> None:
         assert self._tokenizer is not None
-        columns = ", ".join(sorted({p.column for p in pending}))
+        columns = ", ".join(sorted({p.column for p in texts} | {p.column for p in pending}))
         try:
             tokens = self._tokenizer.tokenize(requests)
         except TokenizationError as error:
@@ -213,6 +282,12 @@ class Masker:
                 f"{keyspace}.{table}: the tokenizer returned {len(tokens)} tokens for "
                 f"{len(requests)} values"
             )
+        for text in texts:
+            out = text.out
+            for place, token in zip(
+                text.at, tokens[text.start:text.start + len(text.at)], strict=True
+            ):
+                out[place] = token
         for item in pending:
             masked: list[str | None] = []
             at = item.start
@@ -222,4 +297,4 @@ class Masker:
                 else:
                     masked.append(tokens[at])
                     at += 1
-            item.row[item.column] = rebuild(item.shape, masked)
+            item.out[item.at] = rebuild(item.shape, masked)

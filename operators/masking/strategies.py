@@ -137,7 +137,8 @@ def canonical_json(value: Any) -> bytes:
 
 
 def hmac_hex(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    # The one-shot form: the same digest as hmac.new(...).hexdigest(), without a Python object.
+    return hmac.digest(key, data, hashlib.sha256).hex()
 
 
 # --- element-wise decomposition -----------------------------------------------------------------

@@ -25,6 +25,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -47,6 +48,9 @@ class CachedTokenizer:
         # Old holds at most a generation, young fewer: together at most max_entries.
         self._generation = (max_entries + 1) // 2
         self._key = os.urandom(32)
+        # Per context, a hasher keyed and fed with the context: a copy of it hashes a value
+        # (half the cost of a new keyed hasher). Contexts are the policy's: a handful.
+        self._contexts: dict[str, Any] = {}
         self._young: dict[bytes, str] = {}
         self._old: dict[bytes, str] = {}
         self._lock = threading.Lock()  # masking may run on several worker threads
@@ -83,9 +87,14 @@ class CachedTokenizer:
             self._old, self._young = self._young, {}
 
     def _digest(self, request: TokenRequest) -> bytes:
-        context = request.context.encode("utf-8")
-        return hashlib.blake2b(len(context).to_bytes(4, "big") + context + request.plaintext,
-                               key=self._key, digest_size=16).digest()
+        hasher = self._contexts.get(request.context)
+        if hasher is None:
+            context = request.context.encode("utf-8")
+            hasher = self._contexts[request.context] = hashlib.blake2b(
+                len(context).to_bytes(4, "big") + context, key=self._key, digest_size=16)
+        hasher = hasher.copy()
+        hasher.update(request.plaintext)
+        return hasher.digest()
 
     def tokenize(self, requests: Sequence[TokenRequest]) -> list[str]:
         digests = [self._digest(r) for r in requests]
