@@ -42,6 +42,7 @@ from connectors.cassandra.images import (
     upsert_of,
 )
 from connectors.cassandra.schema import ClusteringOrder, ColumnKind, TableSchema
+from connectors.cassandra.session import tuple_rows
 from connectors.clustering import ClusteringColumn, UnsupportedRange, in_range
 from operators.row_ops import (
     EXPIRY,
@@ -114,6 +115,10 @@ class RowReader:
         self._session = session
         self._consistency = consistency
         self._queries: dict[int, _TableQueries] = {}
+        self._tuples = tuple_rows(session)
+
+    def _execute(self, statement, params: Sequence[Any] | None = None):
+        return self._session.execute(statement, params, execution_profile=self._tuples)
 
     def _for(self, table: TableSchema) -> _TableQueries:
         queries = self._queries.get(id(table))
@@ -125,7 +130,7 @@ class RowReader:
     def row(self, table: TableSchema, key: Mapping[str, Any]) -> Image | None:
         READS.labels("row").inc()
         q = self._for(table)
-        found = self._session.execute(q.row, [key[c] for c in q.key_columns]).one()
+        found = self._execute(q.row, [key[c] for c in q.key_columns]).one()
         return None if found is None else q.image(found, q.regular + q.static)
 
     def rows(self, table: TableSchema, keys: Sequence[Any]) -> list[Image]:
@@ -141,14 +146,13 @@ class RowReader:
                 f"WHERE {protect_name(column)} IN ?")
             q.rows_in.consistency_level = self._consistency
         return [q.image(found, q.regular + q.static)
-                for found in self._session.execute(q.rows_in, [list(keys)])]
+                for found in self._execute(q.rows_in, [list(keys)])]
 
     def partition(self, table: TableSchema, partition_key: Mapping[str, Any]) -> Iterable[Image]:
         READS.labels("partition").inc()
         q = self._for(table)
         # Paged by the driver: a wide partition streams, it is not loaded whole.
-        for found in self._session.execute(q.partition,
-                                           [partition_key[c] for c in q.partition_columns]):
+        for found in self._execute(q.partition, [partition_key[c] for c in q.partition_columns]):
             yield q.image(found, q.regular + q.static)
 
     def table_rows(self, table: TableSchema) -> Iterable[Image]:
@@ -160,7 +164,7 @@ class RowReader:
             q.everything = self._session.prepare(  # quoted by protect_name (select_items)
                 f"SELECT {', '.join(items)} FROM {q.name}")  # noqa: S608
             q.everything.consistency_level = self._consistency
-        for found in self._session.execute(q.everything):
+        for found in self._execute(q.everything):
             yield q.image(found, q.regular + q.static)
 
     def statics(self, table: TableSchema, partition_key: Mapping[str, Any]) -> Image | None:
@@ -168,7 +172,7 @@ class RowReader:
         if q.statics is None:
             return None
         READS.labels("static").inc()
-        found = self._session.execute(
+        found = self._execute(
             q.statics, [partition_key[c] for c in q.partition_columns]).one()
         if found is None:
             return None

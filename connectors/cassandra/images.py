@@ -52,9 +52,9 @@ def select_items(key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> l
 
 
 def image_of(row, key_columns: Sequence[str], columns: Sequence[ColumnSpec]) -> Image:
-    """The Image of a row read with select_items(key_columns, columns) (extra trailing
-    items are ignored)."""
-    key = {name: getattr(row, name) for name in key_columns}
+    """The Image of a row (a tuple, or any sequence) read with select_items(key_columns,
+    columns) (extra trailing items are ignored)."""
+    key = dict(zip(key_columns, row, strict=False))  # the key columns come first
     values, times, ttls = {}, {}, {}
     ttl_base = len(key_columns) + 2 * len(columns)
     for index, column in enumerate(columns):

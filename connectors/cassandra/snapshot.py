@@ -54,6 +54,7 @@ from connectors.cassandra.images import (
     upsert_of,
 )
 from connectors.cassandra.schema import ColumnKind, TableSchema
+from connectors.cassandra.session import tuple_rows
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class SnapshotPartition(StatefulSourcePartition):
         if self.done:
             return  # finished before a restart: nothing to prepare
         self._session = session
+        self._tuples = tuple_rows(session)
         self._key_columns = [c.name for c in table.partition_key + table.clustering]
         self._partition_columns = [c.name for c in table.partition_key]
         self._clustering_columns = [c.name for c in table.clustering]
@@ -180,7 +182,8 @@ class SnapshotPartition(StatefulSourcePartition):
         if self.done:
             raise StopIteration
         result = self._session.execute(self._statement, self._params,
-                                       paging_state=self._paging_state)
+                                       paging_state=self._paging_state,
+                                       execution_profile=self._tuples)
         page = [(row[-1], image_of(row, self._key_columns, self._columns))
                 for row in result.current_rows]
         self._paging_state = result.paging_state
