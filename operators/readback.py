@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 STALE_READS = Counter("cdc_readback_stale_reads",
                       "Row images sent although the read did not yet reflect the change")
 READS = Counter("cdc_readback_reads", "Reads of current rows from Cassandra", ["scope"])
+DROPPED_TABLE_CHANGES = Counter(
+    "cdc_readback_dropped_table_changes",
+    "Changes skipped because their table was dropped before they could be read back",
+    ["table"])
 
 
 class _TableQueries:
@@ -261,6 +265,7 @@ class RowImages:
         self._clock = clock or ReadClock()
         self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
         self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
+        self._dropped: set[UUID] = set()  # tables whose skipped changes were logged
 
     def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp]:
         if isinstance(event, ExpiryDue):
@@ -281,7 +286,20 @@ class RowImages:
             # process): read with the schema that has it, or its value would be missed.
             self._refresh()
             table = self._table_of(event) or table
-        ops, table = self._with_current_schema(event, table, self._operations)
+        try:
+            ops, table = self._with_current_schema(event, table, self._operations)
+        except TableDropped as dropped:
+            # Its rows are gone with it, and nothing can read them back: the destination
+            # keeps the table as it was (docs/schema-evolution.md). Without this, every
+            # restart failed on the same changes until the commit log moved past them.
+            name = f"{table.keyspace}.{table.name}"
+            DROPPED_TABLE_CHANGES.labels(name).inc()
+            if table.id not in self._dropped:
+                self._dropped.add(table.id)
+                log.warning("changes of %s skipped from here on, their table is gone: %s "
+                            "(counted in cdc_readback_dropped_table_changes_total)", name,
+                            dropped)
+            return []
         if self._history is not None and self._checked.get(table.id) is not table:
             self._checked[table.id] = table
             ops += self._switched_on(table, Source(event.node, event.position))
