@@ -85,7 +85,7 @@ def upsert_of(table: TableSchema, image: Image, source: Source, *,
     """The row upsert of an image: its regular columns (statics too if asked), versioned by
     VERSION (the read's time), or without one by their largest write time. A row holding only
     its primary key shows no write time; it exists, and version_if_unknown() says as of when."""
-    regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
+    regular = table.regular_names
     values = {n: v for n, v in image.values.items() if with_statics or n in regular}
     expires = expires_at((t for n, t in image.ttls.items() if with_statics or n in regular),
                          version)

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
 from uuid import UUID
@@ -119,6 +120,11 @@ class TableSchema:
     is_counter: bool = False
     is_view: bool = False
     signature: tuple = field(default=(), repr=False)
+
+    @cached_property
+    def regular_names(self) -> frozenset[str]:
+        """The names of its regular columns (kept: read for every row image)."""
+        return frozenset(n for n, c in self.columns.items() if c.kind is ColumnKind.REGULAR)
 
     def column(self, name: str) -> ColumnSpec | DroppedColumn | None:
         """A regular or static column, else the dropped column of that name, else None."""
