@@ -30,7 +30,7 @@ from operators.masking.tokenizer import TokenRequest
 MIB = 2**20
 
 
-class _Shaped:
+class ShapedTokens:
     """Tokens of OpenBao's length, without OpenBao."""
 
     def tokenize(self, requests):
@@ -53,7 +53,7 @@ def dedup(buckets: int, per_bucket: int) -> tuple[int, float]:
 def tokens(max_entries: int) -> tuple[int, float, float]:
     gc.collect()
     tracemalloc.start()
-    cache = CachedTokenizer(_Shaped(), max_entries=max_entries)
+    cache = CachedTokenizer(ShapedTokens(), max_entries=max_entries)
     for start in range(0, 6 * max_entries, 500):
         cache.tokenize([TokenRequest("ks.t.name", f"value {i}".encode())
                         for i in range(start, start + 500)])

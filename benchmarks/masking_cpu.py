@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import cProfile
-import hashlib
 import os
 import pstats
 import time
 
 from benchmarks import cdc_load
+from benchmarks.cache_memory import ShapedTokens
 from connectors.cassandra.events import Position
 from operators.mask_ops import mask_operations
 from operators.masking import Masker, MaskingPolicy
@@ -38,13 +38,6 @@ from operators.row_ops import RowUpsert, Source
 
 KEYSPACE, TABLE = "bench", "patients"
 VALUE_COLUMNS = ("first_name", "last_name", "email", "mrn", "visits", "weight_kg", "admitted_at")
-
-
-class _Shaped:
-    """Tokens of OpenBao's shape, without OpenBao."""
-
-    def tokenize(self, requests):
-        return ["vault:v1:" + hashlib.sha256(r.plaintext).hexdigest()[:52] for r in requests]
 
 
 class _RandomKey:
@@ -62,7 +55,7 @@ def _masker() -> Masker:
         "tokenize": {"mount": "transit", "key": "cdc-tokenization"},
         "tables": {KEYSPACE: {TABLE: {"columns": cdc_load.masking_columns()}}},
     })
-    return Masker(policy, _RandomKey(), CachedTokenizer(_Shaped(), max_entries=100_000))
+    return Masker(policy, _RandomKey(), CachedTokenizer(ShapedTokens(), max_entries=100_000))
 
 
 def _batches(count: int, size: int) -> list[list[RowUpsert]]:
