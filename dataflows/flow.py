@@ -5,6 +5,7 @@
       └─ change events
            -> dedup (keyed by partition bucket: order per partition kept)
            -> row images (read back from Cassandra, docs/adr/0003)
+              ├─ changes of a table dropped before they were read back ──> dead letter
               + the initial load, if enabled (existing rows by token range, same operations)
            -> masking (a micro-batch per call; keys too)
            -> keyed by Cassandra partition -> each destination (its own branch: PostgreSQL,
@@ -36,6 +37,7 @@ from dataflows.runtime import Runtime
 from operators.dedup import deduplicate
 from operators.mask_ops import mask_operations
 from operators.masking.errors import ConfigError
+from operators.readback import UnreadableChange
 from operators.row_ops import RangeDelete, RowOp
 
 
@@ -56,7 +58,6 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
 
     split = op.branch("changes_or_dead_letters", captured,
                       lambda item: isinstance(item, ChangeEvent))
-    op.output("dead_letter", split.falses, DeadLetterSink(settings.dead_letter_dir))
     changes = split.trues
     if settings.cassandra.tables:
         # The capture decodes every CDC table of the keyspaces (a mutation may hold several);
@@ -76,7 +77,16 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     # flow is being defined.
     # A micro-batch at a time: reads of different partitions in flight together
     # (operators/image_batches.py); each partition's events still in order.
-    ops = op.flat_map_batch("row_images", deduped, lambda batch: runtime.image_batches(batch))
+    images = op.flat_map_batch("row_images", deduped,
+                               lambda batch: runtime.image_batches(batch))
+    # Changes whose table was dropped before they were read back cannot become operations:
+    # they join the capture's dead letters, whole.
+    readable = op.branch("images_or_dead_letters", images,
+                         lambda item: not isinstance(item[1], UnreadableChange))
+    ops = readable.trues
+    op.output("dead_letter", op.merge(
+        "dead_letters", split.falses, op.map("unreadable", readable.falses, lambda item: item[1])),
+        DeadLetterSink(settings.dead_letter_dir))
     if settings.initial_load.enabled:
         # The rows that already exist, as (bucket, operation) too. The capture's cursors above
         # were fixed before the load reads anything: see dataflows/initial_load.py.

@@ -23,10 +23,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra.cluster import NoHostAvailable
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
@@ -61,8 +63,8 @@ STALE_READS = Counter("cdc_readback_stale_reads",
 READS = Counter("cdc_readback_reads", "Reads of current rows from Cassandra", ["scope"])
 DROPPED_TABLE_CHANGES = Counter(
     "cdc_readback_dropped_table_changes",
-    "Changes skipped because their table was dropped before they could be read back",
-    ["table"])
+    "Changes sent to the dead letters because their table was dropped before they could be "
+    "read back", ["table"])
 
 
 class _TableQueries:
@@ -239,6 +241,16 @@ class TableDropped(LookupError):
     """The table of a read Cassandra refused was dropped: its rows cannot be read back."""
 
 
+@dataclass(frozen=True)
+class UnreadableChange:
+    """A change whose row cannot be read back, because its table is gone from the schema, for
+    the dead-letter branch: kept whole (its cells, deletions and commit-log position), so an
+    operator can see and replay what did not reach the destinations (a delete too)."""
+
+    event: ChangeEvent
+    reason: str
+
+
 class RowImages:
     """event -> row operations, reading through a RowReader (one per worker)."""
 
@@ -265,9 +277,9 @@ class RowImages:
         self._clock = clock or ReadClock()
         self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
         self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
-        self._dropped: set[UUID] = set()  # tables whose skipped changes were logged
+        self._dropped: set[UUID] = set()  # tables whose dead-lettered changes were logged
 
-    def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp]:
+    def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp | UnreadableChange]:
         if isinstance(event, ExpiryDue):
             table = self._table_of(event)
             if not isinstance(table, TableSchema):
@@ -289,17 +301,17 @@ class RowImages:
         try:
             ops, table = self._with_current_schema(event, table, self._operations)
         except TableDropped as dropped:
-            # Its rows are gone with it, and nothing can read them back: the destination
-            # keeps the table as it was (docs/schema-evolution.md). Without this, every
-            # restart failed on the same changes until the commit log moved past them.
+            # Nothing can read its rows back. Failing the batch would fail again after every
+            # restart, so the change goes to the dead letters whole: a table wrongly taken
+            # for dropped (a node's schema lagging) loses nothing there either.
             name = f"{table.keyspace}.{table.name}"
             DROPPED_TABLE_CHANGES.labels(name).inc()
             if table.id not in self._dropped:
                 self._dropped.add(table.id)
-                log.warning("changes of %s skipped from here on, their table is gone: %s "
-                            "(counted in cdc_readback_dropped_table_changes_total)", name,
-                            dropped)
-            return []
+                log.warning("changes of %s go to the dead letters from here on, their table "
+                            "is gone: %s (counted in cdc_readback_dropped_table_changes_total)",
+                            name, dropped)
+            return [UnreadableChange(event, str(dropped))]
         if self._history is not None and self._checked.get(table.id) is not table:
             self._checked[table.id] = table
             ops += self._switched_on(table, Source(event.node, event.position))
@@ -313,19 +325,35 @@ class RowImages:
         Raises TableDropped if the table was dropped meanwhile."""
         try:
             return read(item, table), table
-        except InvalidRequest:
+        except (InvalidRequest, NoHostAvailable) as error:
             if self._refresh is None:
                 raise
-            self._refresh()
-            fresh = self._table_of(item)
-            if isinstance(fresh, TableSchema) and fresh is not table:
-                return read(item, fresh), fresh
+            if isinstance(error, InvalidRequest):
+                self._refresh()
+                fresh = self._table_of(item)
+                if isinstance(fresh, TableSchema) and fresh is not table:
+                    return read(item, fresh), fresh
             # The registry keeps a dropped table's last version (old entries still decode):
-            # whether it is still in system_schema tells.
-            if self._exists is not None and not self._exists(table.id):
+            # whether it is still in system_schema tells. Any other refusal, and any other
+            # NoHostAvailable (Cassandra down), is raised as it was.
+            if self._gone(table):
                 raise TableDropped(f"{table.keyspace}.{table.name} ({table.id}) was dropped; "
-                                 "its rows cannot be read back") from None
+                                   "its rows cannot be read back") from None
             raise
+
+    def _gone(self, table: TableSchema, *, attempts: int = 6, wait_s: float = 0.5) -> bool:
+        """Whether TABLE is no longer in the schema. A read refused while the table is being
+        dropped (a prepare fails with "Unknown CF" on every host) can come before
+        system_schema says so: it is asked again for a few seconds before answering no."""
+        if self._refresh is None or self._exists is None:
+            return False
+        for attempt in range(attempts):
+            self._refresh()
+            if not self._exists(table.id):
+                return True
+            if attempt + 1 < attempts:
+                time.sleep(wait_s)
+        return False
 
     def can_read_at_once(self, event: ChangeEvent) -> bool:
         """Whether EVENT's image may come from `read_at_once`: a change of a whole row of a
@@ -365,6 +393,10 @@ class RowImages:
             results = list(map_chunks(read, work))
         except InvalidRequest:  # a column dropped since: `operations` refreshes the schema
             return [None] * len(events)
+        except NoHostAvailable:
+            if any(self._gone(table) for table in wanted):
+                return [None] * len(events)  # `operations` sends the dropped table's away
+            raise
         images: dict[tuple[UUID, Any], tuple[Image, int]] = {}
         for table, as_of, found in results:
             column = table.partition_key[0].name

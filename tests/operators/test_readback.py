@@ -8,6 +8,7 @@ ADR's rules (version guard, tombstones); the result must equal SELECT, row for r
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 
@@ -15,7 +16,8 @@ import pytest
 from cassandra import ConsistencyLevel
 from prometheus_client import REGISTRY
 
-from operators.readback import RowImages, RowReader
+from connectors.dead_letter import to_line
+from operators.readback import RowImages, RowReader, UnreadableChange
 from operators.row_ops import RangeDelete, RowDelete, RowUpsert
 from tests.connectors.cassandra.cdc_capture import CdcCapture
 
@@ -428,7 +430,7 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
 ):
     """The row's prepared read names a column dropped since (Cassandra refuses it): the
     schema is read again and so is the row, as for changes; the re-read is not lost. Once the
-    table is dropped, a re-read gives nothing, and a change is skipped, counted and logged."""
+    table is dropped, a re-read gives nothing, and a change goes to the dead letters whole."""
     from connectors.cassandra.expiry import ExpiryDue
     from connectors.cassandra.schema import SchemaRegistry
 
@@ -452,14 +454,21 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     # The table dropped since, as this process still knows it: nothing to re-read.
     sess.execute(f"DROP TABLE {ks}.patients")
     assert images.operations(due) == []
-    # A change of it cannot be read back either: skipped, counted and logged once, not a
-    # failed batch (every restart failed on it again until the commit log moved past it).
+    # A change of it cannot be read back either: it goes to the dead letters whole, counted,
+    # logged once; not a failed batch (every restart failed on it again).
     label = {"table": ks.strip('"') + ".patients"}
-    skipped = REGISTRY.get_sample_value("cdc_readback_dropped_table_changes_total", label) or 0
+    before = REGISTRY.get_sample_value("cdc_readback_dropped_table_changes_total", label) or 0
     with caplog.at_level(logging.WARNING, logger="operators.readback"):
-        assert images.operations(change) == []
-        assert images.operations(change) == []
+        (first,) = images.operations(change)
+        (unreadable,) = images.operations(change)
+    assert isinstance(first, UnreadableChange) and first.event is change
     assert REGISTRY.get_sample_value("cdc_readback_dropped_table_changes_total",
-                                     label) == skipped + 2
+                                     label) == before + 2
     (warning,) = [r for r in caplog.records if "table is gone" in r.getMessage()]
     assert "patients" in warning.getMessage() and "was dropped" in warning.getMessage()
+    assert "patients" in unreadable.reason and "was dropped" in unreadable.reason
+    line = json.loads(to_line(unreadable))  # as the dead-letter file keeps it
+    assert line["type"] == "UnreadableChange"
+    assert line["event"]["position"] == {"segment_id": change.position.segment_id,
+                                         "offset": change.position.offset}
+    assert line["event"]["cells"]["weight"][0] == 60.0
