@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import is_
 from typing import Any, Protocol
 
 from operators.masking.errors import MaskingError, TokenizationError
@@ -180,7 +182,9 @@ class Masker:
                 rule = rules.get(column)
                 if rule is None:
                     rule = rules[column] = self.rule_for(keyspace, table, column)
-                nulls = values.count(None)
+                # By identity: count(None) would use ==, and a value equal to None would
+                # then pass unmasked as a NULL.
+                nulls = sum(map(is_, values, repeat(None)))
                 tally = counts.setdefault(column, [0, 0])
                 tally[0] += len(values) - nulls
                 tally[1] += nulls

@@ -12,6 +12,7 @@ import pytest
 from connectors.cassandra.events import Position
 from operators.mask_ops import mask_operations
 from operators.masking import Masker, MaskingPolicy
+from operators.masking.strategies import hmac_hex
 from operators.row_ops import ClusteringBound, RangeDelete, RowDelete, RowUpsert, Source
 
 SOURCE = Source("node-7", Position(12, 345))
@@ -65,3 +66,32 @@ def test_a_batch_keeps_its_order_and_masks_every_operation() -> None:
     assert [op.version for op in masked] == [99, 98, 97, 99]
     assert [op.values for op in masked if isinstance(op, RowUpsert)] == [
         {"diagnosis": None, "visits": 3}, {"diagnosis": None, "visits": 4}]
+
+
+class _EqualsNone(str):
+    """A text value that claims to equal None (== only; it is not None)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_a_value_that_compares_equal_to_none_is_still_masked() -> None:
+    key = "k" * 40
+
+    class Key:
+        def resolve(self, reference: str) -> str:
+            return key
+
+    policy = MaskingPolicy.from_mapping({"version": 1, "hmac": {"key": "env:UNUSED"},
+                                         "tables": {"ks": {"t": {"columns": {
+                                             "id": {"class": "none", "reason": "a key"},
+                                             "email": {"class": "email", "strategy": "hmac"}}}}}})
+    audits = []
+    masker = Masker(policy, Key(), audit=audits.append)
+    value = _EqualsNone("ana@example.org")
+    [masked] = masker.mask_rows("ks", "t", [{"id": 1, "email": value}])
+    assert masked["email"] == hmac_hex(key.encode(), b"ana@example.org")
+    [email] = [c for c in audits[0].columns if c.column == "email"]
+    assert (email.values, email.nulls) == (1, 0)
