@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +96,44 @@ def captured_table(cassandra_keyspace, cassandra_clusters, ddl: str,
     info = cassandra_clusters[version]
     store = LocalSegmentStore(info.cdc_raw_dirs[0])
     return CapturedTable(sess, ks, ks.strip('"'), info, store, end_cursor(store))
+
+
+def follow_until_stopped(monkeypatch) -> threading.Event:
+    """Makes the flows built next follow the commit log until the returned event is set; then
+    each capture partition ends once it has read everything durable (so run_main returns)."""
+    from dataflows import flow as flow_module
+
+    stop = threading.Event()
+
+    class StoppableSource(flow_module.CdcSource):
+        def build_part(self, step_id, for_part, resume_state):
+            part = super().build_part(step_id, for_part, resume_state)
+            batch = part.next_batch
+
+            def next_batch():
+                if stop.is_set():
+                    part._until_caught_up = True
+                return batch()
+
+            part.next_batch = next_batch
+            return part
+
+    monkeypatch.setattr(flow_module, "CdcSource", StoppableSource)
+    return stop
+
+
+def run_in_thread(dataflow) -> tuple[threading.Thread, list[BaseException]]:
+    """run_main(DATAFLOW) on a started daemon thread; what it raised lands in the list."""
+    from bytewax.testing import run_main
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_main(dataflow)
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            failures.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, failures

@@ -10,22 +10,21 @@ in the dead-letter files.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
-from bytewax.testing import run_main
 from cassandra.concurrent import execute_concurrent_with_args
 from psycopg import sql
 
-from dataflows import flow as flow_module
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
+    follow_until_stopped,
     postgres_destination,
+    run_in_thread,
 )
 from tests.dataflows.test_flow_fanout import wait_durable
 
@@ -77,33 +76,9 @@ def test_a_table_dropped_while_running_goes_to_the_dead_letters_and_the_flow_goe
         "dead_letter_dir": str(tmp_path / "dead-letter"),
         "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
     })
-    stop = threading.Event()
-
-    class StoppableSource(flow_module.CdcSource):
-        def build_part(self, step_id, for_part, resume_state):
-            part = super().build_part(step_id, for_part, resume_state)
-            batch = part.next_batch
-
-            def next_batch():
-                if stop.is_set():
-                    part._until_caught_up = True
-                return batch()
-
-            part.next_batch = next_batch
-            return part
-
-    monkeypatch.setattr(flow_module, "CdcSource", StoppableSource)
+    stop = follow_until_stopped(monkeypatch)
     dataflow = build(settings, runtime=Runtime(settings), initial={"c7-node1": start})
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_main(dataflow)
-        except BaseException as error:  # noqa: BLE001 - reported by the test
-            failures.append(error)
-
-    pipeline = threading.Thread(target=run, daemon=True)
-    pipeline.start()
+    pipeline, failures = run_in_thread(dataflow)
     try:
         # The pipeline knows the table: its first row has arrived.
         sess.execute(f"INSERT INTO {ks}.doomed (id, v) VALUES (0, 'first')")

@@ -16,10 +16,8 @@ import threading
 import time
 import uuid
 
-from bytewax.testing import run_main
 from psycopg import sql
 
-from dataflows import flow as flow_module
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
@@ -27,8 +25,10 @@ from tests.dataflows.pipeline_files import (
     captured_table,
     cassandra_section,
     clickhouse_destination,
+    follow_until_stopped,
     oracle_masker,
     postgres_destination,
+    run_in_thread,
 )
 from tests.dataflows.test_flow_fanout import wait_durable
 
@@ -109,35 +109,11 @@ def test_live_add_drop_and_cdc_switch(tmp_path, monkeypatch, cassandra_clusters,
 
     # The pipeline follows the commit log until the test says stop; then each partition ends
     # once it has read everything durable.
-    stop = threading.Event()
-
-    class StoppableSource(flow_module.CdcSource):
-        def build_part(self, step_id, for_part, resume_state):
-            part = super().build_part(step_id, for_part, resume_state)
-            batch = part.next_batch
-
-            def next_batch():
-                if stop.is_set():
-                    part._until_caught_up = True
-                return batch()
-
-            part.next_batch = next_batch
-            return part
-
-    monkeypatch.setattr(flow_module, "CdcSource", StoppableSource)
+    stop = follow_until_stopped(monkeypatch)
     runtime = Runtime(settings)
     dataflow = build(settings, runtime=runtime, initial={"c7-node1": start})
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_main(dataflow)
-        except BaseException as error:  # noqa: BLE001 - reported by the test
-            failures.append(error)
-
-    pipeline = threading.Thread(target=run, daemon=True)
     writer = _Writer(sess, ks)
-    pipeline.start()
+    pipeline, failures = run_in_thread(dataflow)
     writer.start()
     try:
         time.sleep(2.0)
