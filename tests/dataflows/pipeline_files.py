@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,22 @@ class CapturedTable:
             node["start_at"] = {"segment_id": self.start.segment_id,
                                 "offset": self.start.offset}
         return node
+
+    def settings(self, tmp_path, openbao_env, columns: dict[str, dict], destinations: list,
+                 **sections: Any):
+        """The pipeline's settings for this node: a masking policy of COLUMNS (table -> column
+        rules) written under TMP_PATH, dead letters there, DESTINATIONS; SECTIONS: other
+        top-level keys (batching, spool_dir, ...)."""
+        from dataflows.config import parse
+
+        policy = tmp_path / "masking.json"
+        policy.write_text(json.dumps(masking_policy(self.bare, columns)))
+        return parse({
+            "cassandra": cassandra_section(self.info, self.bare, self.node(),
+                                           openbao_env["BAO_CACERT"]),
+            "masking_policy": str(policy), "dead_letter_dir": str(tmp_path / "dead-letter"),
+            "destinations": destinations, **sections,
+        })
 
 
 def captured_table(cassandra_keyspace, cassandra_clusters, ddl: str,

@@ -16,12 +16,10 @@ import uuid
 from cassandra.concurrent import execute_concurrent_with_args
 from psycopg import sql
 
-from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
     captured_table,
-    cassandra_section,
     follow_until_stopped,
     postgres_destination,
     run_in_thread,
@@ -59,25 +57,14 @@ def test_a_table_dropped_while_running_goes_to_the_dead_letters_and_the_flow_goe
     table = captured_table(
         cassandra_keyspace, cassandra_clusters,
         "CREATE TABLE {ks}.doomed (id int PRIMARY KEY, v text) WITH cdc = true")
-    sess, ks, bare, info = table.session, table.keyspace, table.bare, table.info
+    sess, ks, bare = table.session, table.keyspace, table.bare
     sess.execute(f"CREATE TABLE {ks}.kept (id int PRIMARY KEY, v text) WITH cdc = true")
     store, start = table.store, table.start
-    policy_file = tmp_path / "masking.json"
-    policy_file.write_text(json.dumps({"masking": {
-        "version": 1,
-        "hmac": {"key": "openbao:cdc/masking#hmac_key"},
-        "tables": {bare: {t: {"columns": {"id": NONE, "v": NONE}} for t in ("doomed", "kept")}},
-    }}))
-    settings = parse({
-        "cassandra": cassandra_section(
-            info, bare, {"name": "c7-node1", "cdc_raw": str(store.directory)},
-            openbao_env["BAO_CACERT"]),
-        "masking_policy": str(policy_file),
-        "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
-    })
+    settings = table.settings(
+        tmp_path, openbao_env, {t: {"id": NONE, "v": NONE} for t in ("doomed", "kept")},
+        [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])])
     stop = follow_until_stopped(monkeypatch)
-    dataflow = build(settings, runtime=Runtime(settings), initial={"c7-node1": start})
+    dataflow = build(settings, runtime=Runtime(settings))
     pipeline, failures = run_in_thread(dataflow)
     try:
         # The pipeline knows the table: its first row has arrived.

@@ -60,7 +60,7 @@ def test_commit_log_to_postgres_masked_and_exact(
         cassandra_keyspace, cassandra_clusters,
         "CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
         "diagnosis text, weight double, marker text) WITH cdc = true")
-    sess, ks, bare, info = table.session, table.keyspace, table.bare, table.info
+    sess, ks, bare = table.session, table.keyspace, table.bare
     store, start = table.store, table.start
 
     insert = sess.prepare(f"INSERT INTO {ks}.patients (id, first_name, email, diagnosis, weight) "
@@ -75,20 +75,12 @@ def test_commit_log_to_postgres_masked_and_exact(
     sess.execute(f"INSERT INTO {ks}.patients (id, marker) VALUES (1000, %s)", (marker,))
     wait_durable(store, start, marker.encode())
 
-    policy_file = tmp_path / "masking.json"
-    policy_file.write_text(json.dumps(masking_policy(bare, {"patients": COLUMN_RULES})))
-    settings = parse({
-        "cassandra": cassandra_section(
-            info, bare, {"name": "c7-node1", "cdc_raw": str(store.directory)},
-            openbao_env["BAO_CACERT"]),
-        "masking_policy": str(policy_file),
-        "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
-                         clickhouse_destination(openbao_env["BAO_CACERT"])],
-    })
+    settings = table.settings(
+        tmp_path, openbao_env, {"patients": COLUMN_RULES},
+        [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
+         clickhouse_destination(openbao_env["BAO_CACERT"])])
     runtime = Runtime(settings)
-    run_main(build(settings, runtime=runtime, until_caught_up=True,
-                   initial={"c7-node1": start}))
+    run_main(build(settings, runtime=runtime, until_caught_up=True))
 
     # Cassandra's state, through the same masking.
     columns = ["id", "first_name", "email", "diagnosis", "weight", "marker"]

@@ -11,19 +11,16 @@ in the rows table and gone from the views).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 
 from psycopg import sql
 
-from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
     captured_table,
-    cassandra_section,
     clickhouse_destination,
     follow_until_stopped,
     oracle_masker,
@@ -38,15 +35,6 @@ RULES = {
                "ssn": {"class": "ssn", "strategy": "hmac"}},
     "late": {"id": NONE, "v": NONE},
 }
-
-
-def _policy(keyspace: str) -> dict:
-    return {"masking": {
-        "version": 1,
-        "hmac": {"key": "openbao:cdc/masking#hmac_key"},
-        "tokenize": {"mount": "transit", "key": "cdc-tokenization"},
-        "tables": {keyspace: {t: {"columns": c} for t, c in RULES.items()}},
-    }}
 
 
 class _Writer(threading.Thread):
@@ -92,26 +80,19 @@ def test_live_add_drop_and_cdc_switch(tmp_path, monkeypatch, cassandra_clusters,
         cassandra_keyspace, cassandra_clusters,
         "CREATE TABLE {ks}.visits (id int PRIMARY KEY, note text, weight double, "
         "marker text) WITH cdc = true")
-    sess, ks, bare, info = table.session, table.keyspace, table.bare, table.info
+    sess, ks, bare = table.session, table.keyspace, table.bare
     store, start = table.store, table.start
 
-    policy_file = tmp_path / "masking.json"
-    policy_file.write_text(json.dumps(_policy(bare)))
-    settings = parse({
-        "cassandra": cassandra_section(
-            info, bare, {"name": "c7-node1", "cdc_raw": str(store.directory)},
-            openbao_env["BAO_CACERT"]),
-        "masking_policy": str(policy_file),
-        "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
-                         clickhouse_destination(openbao_env["BAO_CACERT"])],
-    })
+    settings = table.settings(
+        tmp_path, openbao_env, RULES,
+        [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"]),
+         clickhouse_destination(openbao_env["BAO_CACERT"])])
 
     # The pipeline follows the commit log until the test says stop; then each partition ends
     # once it has read everything durable.
     stop = follow_until_stopped(monkeypatch)
     runtime = Runtime(settings)
-    dataflow = build(settings, runtime=runtime, initial={"c7-node1": start})
+    dataflow = build(settings, runtime=runtime)
     writer = _Writer(sess, ks)
     pipeline, failures = run_in_thread(dataflow)
     writer.start()

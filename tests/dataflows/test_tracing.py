@@ -9,13 +9,10 @@ from bytewax.testing import run_main
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from connectors import tracing
-from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
     captured_table,
-    cassandra_section,
-    masking_policy,
     postgres_destination,
 )
 from tests.dataflows.test_flow_fanout import COLUMN_RULES, wait_durable
@@ -58,21 +55,16 @@ def test_each_step_of_a_run_makes_spans_whose_counts_add_up(
         cassandra_keyspace, cassandra_clusters,
         "CREATE TABLE {ks}.patients (id int PRIMARY KEY, first_name text, email text, "
         "diagnosis text, weight double, marker text) WITH cdc = true")
-    sess, ks, bare = table.session, table.keyspace, table.bare
+    sess, ks = table.session, table.keyspace
     for i in range(250):
         sess.execute(f"INSERT INTO {ks}.patients (id, first_name, email) VALUES (%s, %s, %s)",
                      (i, f"N{i}", f"p{i}@example.org"))
     sess.execute(f"INSERT INTO {ks}.patients (id, marker) VALUES (1000, 'end-of-load')")
     wait_durable(table.store, table.start, b"end-of-load")
-    policy = tmp_path / "masking.json"
-    policy.write_text(json.dumps(masking_policy(bare, {"patients": COLUMN_RULES})))
-    settings = parse({
-        "cassandra": cassandra_section(table.info, bare, table.node(), openbao_env["BAO_CACERT"]),
-        "batching": {"max_records": 100},
-        "masking_policy": str(policy), "dead_letter_dir": str(tmp_path / "dead-letter"),
-        "spool_dir": str(tmp_path / "spool"),
-        "destinations": [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
-    })
+    settings = table.settings(
+        tmp_path, openbao_env, {"patients": COLUMN_RULES},
+        [postgres_destination(postgres_schema, openbao_env["BAO_CACERT"])],
+        batching={"max_records": 100}, spool_dir=str(tmp_path / "spool"))
     run_main(build(settings, runtime=Runtime(settings), until_caught_up=True))
     tracing.flush()
 
