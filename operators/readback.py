@@ -508,7 +508,7 @@ class RowImages:
         # so it is left out (a stale read), not sent back in versioned by this read.
         tombstone = event.deletion.marked_for_delete_at
         covered = self._covered(table, ops[0], whole)
-        regular = {c.name for c in table.columns.values() if c.kind is ColumnKind.REGULAR}
+        regular = table.regular_names
         as_of = self._clock.now()
         for image in self._reader.partition(table, event.partition_key):
             if covered(image.key) and _shadowed(
