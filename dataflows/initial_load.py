@@ -1,8 +1,9 @@
 """The initial load as a branch of the pipeline's flow (connectors/cassandra/snapshot.py).
 
-It emits what the row-images step emits, keyed the same way: (bucket, RowOp) with dedup's bucket
-of the row's (table, partition key), so flow.py merges it into the operations before masking.
-(Nothing routes by that key until the sinks: a loaded row is masked on the worker that read it.)
+It emits (key, RowOp) pairs like the row-images step, so flow.py merges it into the operations
+before masking. Nothing routes by that key (the sinks key operations by partition after masking,
+and a loaded row is masked on the worker that read it), so every loaded row has the same one,
+LOADED.
 
 Why a row written during the load is not missed: the capture's starting cursor ("latest": the
 end of each node's commit log) is fixed when the flow is built, before the load reads anything,
@@ -23,11 +24,6 @@ the row's next change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from cassandra import ConsistencyLevel
@@ -35,23 +31,14 @@ from cassandra import ConsistencyLevel
 from connectors.cassandra.schema import TableSchema
 from connectors.cassandra.snapshot import SnapshotSource
 from dataflows.runtime import Runtime
-from operators.dedup import bucket_of, deduplicate
 from operators.row_ops import RowOp
 
-BUCKETS = deduplicate.__kwdefaults__["buckets"]  # the flow's dedup buckets (its default)
+LOADED = "initial-load"
+"""The key of every loaded operation (see the module docstring)."""
 
 
-@dataclass(frozen=True)
-class _PartitionOf:
-    """What bucket_of reads of a change event, for a loaded row."""
-
-    table_id: UUID
-    partition_key: Mapping[str, Any]
-
-
-def initial_load(step_id: str, flow: Dataflow, runtime: Runtime, *,
-                 buckets: int = BUCKETS) -> op.KeyedStream[RowOp]:
-    """Add the load of the configured tables to FLOW: a stream of (bucket, RowOp)."""
+def initial_load(step_id: str, flow: Dataflow, runtime: Runtime) -> op.KeyedStream[RowOp]:
+    """Add the load of the configured tables to FLOW: a stream of (LOADED, RowOp)."""
     settings = runtime.settings
     load = settings.initial_load
     wanted = set(settings.cassandra.tables)
@@ -65,9 +52,4 @@ def initial_load(step_id: str, flow: Dataflow, runtime: Runtime, *,
         lambda: runtime.session, tables, splits=load.splits, page_size=load.page_size,
         consistency=ConsistencyLevel.name_to_value[settings.cassandra.consistency]))
 
-    def bucket(operation: RowOp) -> str:
-        table = runtime.table(operation.keyspace, operation.table)
-        partition = {c.name: operation.key[c.name] for c in table.partition_key}
-        return bucket_of(_PartitionOf(table.id, partition), buckets)  # type: ignore[arg-type]
-
-    return op.key_on(f"{step_id}_key", rows, bucket)
+    return op.key_on(f"{step_id}_key", rows, lambda _operation: LOADED)
