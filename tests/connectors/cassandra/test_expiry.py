@@ -185,3 +185,11 @@ def test_a_bucket_count_below_one_the_schedule_was_written_with_stops_both_sides
     # 4, the count the entries were written with, is now below the 8 recorded.
     with pytest.raises(BucketCountError, match="written with 8 buckets"):
         ExpirySource(lambda: sess, lambda _id: table, four).list_parts()
+
+
+@pytest.mark.parametrize("buckets", [0, 2**31])
+def test_a_bucket_count_outside_a_cql_int_is_refused(buckets: int) -> None:
+    # The bucket is a CQL int column of the schedule (and the configuration caps it at 256).
+    with pytest.raises(ValueError, match=r"buckets must be 1 to 2\*\*31 - 1"):
+        ExpirySettings(keyspace="ks", buckets=buckets)
+    assert ExpirySettings(keyspace="ks", buckets=2**31 - 1).buckets == 2**31 - 1
