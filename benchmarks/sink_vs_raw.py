@@ -19,9 +19,11 @@ The raw path does less than the sink must: PostgreSQL's COPY neither upserts nor
 neither raw path converts driver values or records progress. The ratio is sink/raw per pair, then
 the median; every figure is printed with os.getloadavg() (the machines are shared).
 
-PostgreSQL also gets a reference line, "upsert alone": right after the sink's "newer" case, the
-same rows (one version higher) are staged untimed, and only the server's INSERT ... ON CONFLICT
-DO UPDATE WHERE version <= from the stage is timed. No sink code runs in it: it is the most any
+PostgreSQL also gets two reference lines, "merge alone" and "on conflict alone": right after the
+sink's "newer" case, the same rows (one version higher) are staged untimed, and only the
+server's version-guarded upsert from the stage is timed, as MERGE ... WHEN MATCHED AND version
+<= (what the sink runs on PostgreSQL 15+) and as INSERT ... ON CONFLICT DO UPDATE WHERE version
+<= (its fallback, and the TimescaleDB sink's). No sink code runs in them: they are the most a
 version-guarded write of existing rows reaches on this server, next to the same raw COPY.
 """
 
@@ -139,9 +141,11 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
                 rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
                 timed.ratios.setdefault(case, []).append(rate / raw_rate)
                 if case == "newer":
-                    alone = _upsert_alone(part, timed, args.rows, table, names, types,
-                                          _raw_values(args.rows, version + 1))
-                    timed.ratios.setdefault("upsert alone", []).append(alone / raw_rate)
+                    for statement in ("merge", "on conflict"):
+                        alone = _upsert_alone(part, timed, args.rows, table, names, types,
+                                              _raw_values(args.rows, version + 1), statement)
+                        timed.ratios.setdefault(f"{statement} alone", []).append(
+                            alone / raw_rate)
     finally:
         with part._pool.connection() as conn:  # noqa: SLF001
             conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(raw_table))
@@ -157,13 +161,29 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
 
 
 def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types: list[str],
-                  values: list[tuple]) -> float:
-    """Rows/s of the server's version-guarded upsert of VALUES (staged untimed) into TABLE."""
+                  values: list[tuple], statement: str) -> float:
+    """Rows/s of the server's version-guarded upsert of VALUES (staged untimed) into TABLE, by
+    STATEMENT: "merge" or "on conflict"."""
     from psycopg import sql
 
     columns = sql.SQL(", ").join(map(sql.Identifier, names))
-    updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                                 for n in names[2:])
+    if statement == "merge":
+        upsert = sql.SQL(
+            "MERGE INTO cdc.{} AS t USING bench_stage AS s ON t.tenant = s.tenant AND t.id = s.id"
+            " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {},"
+            " _cdc_updated_at = now() WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
+            table, sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(n))
+                                      for n in names[2:]),
+            columns, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
+                                        for n in names))
+    else:
+        upsert = sql.SQL(
+            "INSERT INTO cdc.{} AS t ({}) SELECT {} FROM bench_stage ON CONFLICT (tenant, id)"
+            " DO UPDATE SET {}, _cdc_updated_at = now()"
+            " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
+            table, columns, columns,
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
+                               for n in names[2:]))
     with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
         # A session's temp table keeps its rows across transactions: staged and committed
         # first, so the timing holds the upsert and its commit only, as the raw one holds its
@@ -178,15 +198,11 @@ def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types
                 copy.write_row(row)
         conn.commit()
 
-        def upsert() -> None:
+        def run() -> None:
             with conn.transaction():
-                conn.execute(sql.SQL(
-                    "INSERT INTO cdc.{} AS t ({}) SELECT {} FROM bench_stage ON CONFLICT"
-                    " (tenant, id) DO UPDATE SET {}, _cdc_updated_at = now()"
-                    " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
-                    table, columns, columns, updates))
+                conn.execute(upsert)
 
-        return timed.time("upsert alone", rows, upsert)
+        return timed.time(f"{statement} alone", rows, run)
 
 
 def clickhouse_bench(args: argparse.Namespace) -> list[str]:

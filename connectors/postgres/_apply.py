@@ -3,12 +3,18 @@
 Operations are applied in their order, per table: row upserts and deletes gather per
 destination table (the latest image of each key wins: highest version, ties to the later
 operation); a RangeDelete first writes what gathered for its table, then tombstones the stored
-rows of its range. Writing = COPY into a temporary staging table, then
-INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE ... WHERE stored._cdc_version <=
-EXCLUDED._cdc_version, so an older image can neither overwrite nor resurrect a row. Two fast
-paths keep that: a batch whose keys are all new goes by plain COPY straight into the table (in a
-savepoint: a stored key makes it fail and the batch takes the upsert; `DirectCopy`), and COPY is
-binary when every value is checked to have an exact binary form (`_binary_types`), else text.
+rows of its range. Writing = COPY into a temporary staging table, then a version-guarded upsert
+from it: MERGE ... WHEN MATCHED AND stored._cdc_version <= staged._cdc_version THEN UPDATE ...
+WHEN NOT MATCHED THEN INSERT (PostgreSQL 15+, `merge`), else INSERT ... SELECT ... ON CONFLICT
+(key) DO UPDATE ... WHERE stored._cdc_version <= EXCLUDED._cdc_version; either way an older
+image can neither overwrite nor resurrect a row. MERGE takes less server time (ON CONFLICT
+inserts speculatively and meets each conflict; benchmarks/sink_vs_raw.py times both), but it
+does not insert speculatively: a key another transaction inserts meanwhile makes it fail
+(unique violation), and the batch's upsert is then redone by ON CONFLICT, in a savepoint of the
+same transaction. Two fast paths keep the guarantee: a batch whose keys are all new goes by
+plain COPY straight into the table (in a savepoint: a stored key makes it fail and the batch
+takes the upsert; `DirectCopy`), and COPY is binary when every value is checked to have an
+exact binary form (`_binary_types`), else text.
 The highest source position per node goes to _cdc_progress in the same transaction.
 """
 
@@ -143,12 +149,13 @@ class _Batch(Gatherer):
 
     def __init__(self, conn: psycopg.Connection, schema: str,
                  layout_of: Callable[[str, str], TableLayout],
-                 direct: DirectCopy | None = None):
+                 direct: DirectCopy | None = None, merge: bool = False):
         super().__init__(layout_of)
         self.conn = conn
         self.schema = schema
         self.staged: set[str] = set()
         self.direct = direct
+        self.merge = merge
 
     # --- range deletes -------------------------------------------------------------------
 
@@ -238,14 +245,36 @@ class _Batch(Gatherer):
                 self._copy(stage, cols, rows, None, False)
             except psycopg.errors.DataError as error:
                 raise _refused(error, target, rows) from None
-        key = sql.SQL(", ").join(sql.Identifier(c.pg_name) for c in target.key)
-        updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                   for n in names[len(target.key):]]
-        updates.append(sql.SQL("_cdc_updated_at = now()"))
+        self._upsert(target, names, stage)
+
+    def _upsert(self, target: Target, names: list[str], stage: sql.Composable) -> None:
+        """The version-guarded upsert of the staged rows into TARGET's table."""
+        table = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(target.name))
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        keys = [sql.Identifier(c.pg_name) for c in target.key]
+        values = [sql.Identifier(n) for n in names[len(target.key):]]
+        if self.merge:
+            try:
+                with self._savepoint():
+                    self.conn.execute(sql.SQL(
+                        "MERGE INTO {} AS t USING {} AS s ON {}"
+                        " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {}"
+                        " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
+                        table, stage,
+                        sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys),
+                        sql.SQL(", ").join([sql.SQL("{0} = s.{0}").format(v) for v in values]
+                                           + [sql.SQL("_cdc_updated_at = now()")]),
+                        cols, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
+                                                 for n in names)))
+                return
+            except psycopg.errors.UniqueViolation:
+                pass  # a key inserted by another transaction meanwhile: ON CONFLICT below
         self.conn.execute(sql.SQL(
-            "INSERT INTO {}.{} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
+            "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
             " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
-            schema, table, cols, cols, stage, key, sql.SQL(", ").join(updates)))
+            table, cols, cols, stage, sql.SQL(", ").join(keys),
+            sql.SQL(", ").join([sql.SQL("{0} = EXCLUDED.{0}").format(v) for v in values]
+                               + [sql.SQL("_cdc_updated_at = now()")])))
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -288,13 +317,15 @@ def _refused(error: psycopg.Error, target: Target, rows: Sequence[tuple]
 
 def apply_batch(conn: psycopg.Connection, schema: str,
                 layout_of: Callable[[str, str], TableLayout], ops: Sequence[RowOp],
-                step_id: str, partition: int, direct: DirectCopy | None = None) -> None:
+                step_id: str, partition: int, direct: DirectCopy | None = None,
+                merge: bool = False) -> None:
     """Apply OPS in the caller's open transaction on CONN; record progress in it too.
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
     direct: the partition's DirectCopy (kept across batches); None: always stage and upsert.
+    merge: upsert staged rows by MERGE (the server must be PostgreSQL 15 or later).
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
-    _Batch(conn, schema, layout_of, direct).apply(ops)
+    _Batch(conn, schema, layout_of, direct, merge).apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)
             for node, p in sorted(highest_positions(ops).items())]
     if rows:

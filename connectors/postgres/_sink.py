@@ -32,6 +32,7 @@ __all__ = ["PostgresSink", "stable_partition"]
 
 log = logging.getLogger(__name__)
 
+_MERGE_SINCE = 150000  # server_version of PostgreSQL 15, the first with MERGE
 
 
 def _transient(error: BaseException) -> bool:
@@ -56,7 +57,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: PostgresSinkSettings, new_pool: Callable[[], ConnectionPool],
                  step_id: str, partition: int, layout_of: LayoutCache[TableLayout],
                  sleep: Callable[[float], None] = time.sleep,
-                 table_hook: TableHook | None = None):
+                 table_hook: TableHook | None = None, merge: bool = False):
         self._settings = settings
         self._new_pool = new_pool
         self._pool = new_pool()
@@ -67,6 +68,7 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._sleep = sleep
         self._table_hook = table_hook
         self._direct = DirectCopy()  # which tables take a plain COPY first
+        self._merge = merge  # upsert by MERGE where the server has it (PostgreSQL 15+)
         self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
 
     def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> list[RowOp]:
@@ -86,7 +88,8 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
             ops = self._ensure(conn, ops)
             with conn.transaction():
                 apply_batch(conn, self._settings.schema, self._layout_of, ops,
-                            self._step_id, self._partition, self._direct)
+                            self._step_id, self._partition, self._direct,
+                            merge=self._merge and conn.info.server_version >= _MERGE_SINCE)
 
     def _apply(self, ops: list[RowOp]) -> None:
         with_retries(lambda: self._apply_once(ops), transient=_transient,
@@ -136,6 +139,8 @@ class PostgresSink(RowOpSink[TableLayout]):
     partition so a row's operations stay in order on one partition.
     table_hook(conn, schema, layout): extra idempotent DDL run after a table's CREATEs, in
     their transaction (see `TableHook`; the TimescaleDB sink's seam). Default: none.
+    merge: upsert stored rows by MERGE on PostgreSQL 15 and later (connectors/postgres/_apply.py);
+    False keeps INSERT ... ON CONFLICT everywhere.
     Nothing is connected or resolved here: `build_part` does it.
     """
 
@@ -143,10 +148,11 @@ class PostgresSink(RowOpSink[TableLayout]):
                  masked_types_of: MaskedTypesLookup | None = None,
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver,
                  table_hook: TableHook | None = None, *,
-                 schema_refresh: Callable[[], object] | None = None):
+                 schema_refresh: Callable[[], object] | None = None, merge: bool = True):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
                          schema_refresh=schema_refresh)
         self._table_hook = table_hook
+        self._merge = merge
 
     layout_builder = staticmethod(build_layout)
     layout_error = LayoutError
@@ -167,4 +173,5 @@ class PostgresSink(RowOpSink[TableLayout]):
                 check=ConnectionPool.check_connection, name=f"{step_id}-{for_part}", open=True)
 
         return _PostgresPartition(self._settings, new_pool, step_id, int(for_part),
-                                  self._layouts(), table_hook=self._table_hook)
+                                  self._layouts(), table_hook=self._table_hook,
+                                  merge=self._merge)

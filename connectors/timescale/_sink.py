@@ -173,5 +173,10 @@ class TimescaleSink(PostgresSink):
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver, *,
                  schema_refresh: Callable[[], object] | None = None):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
-                         table_hook=make_hook(timescale), schema_refresh=schema_refresh)
+                         table_hook=make_hook(timescale), schema_refresh=schema_refresh,
+                         # INSERT ... ON CONFLICT: what compressed chunks accept since
+                         # TimescaleDB 2.11 (MIN_VERSION_COMPRESSED_UPSERTS). Some TimescaleDB
+                         # releases refuse MERGE on hypertables (timescale/timescaledb#4930,
+                         # lifted by #5150): not a statement to rely on across versions.
+                         merge=False)
         self.timescale = timescale

@@ -1,13 +1,18 @@
 """The PostgreSQL sink's fast paths keep its guarantees: a batch of new keys goes by plain COPY
 into the table, a batch meeting stored keys falls back to the staged, version-guarded upsert
-(in the same transaction, nothing of the failed attempt kept), and a value the binary COPY
-cannot write is redone as text COPY, whose refusal names the column."""
+(in the same transaction, nothing of the failed attempt kept), the upsert by MERGE gives way to
+INSERT ... ON CONFLICT when another transaction takes a key under it, and a value the binary
+COPY cannot write is redone as text COPY, whose refusal names the column."""
 
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from connectors.postgres import RejectedValueError
 from connectors.postgres._apply import DirectCopy, _binary_types
@@ -54,6 +59,42 @@ def test_new_keys_by_copy_then_stored_keys_by_guarded_upsert(bin_part, settings,
     before = stored(conn, settings.schema)
     bin_part.write_batch([up("bin", {"k": k}, {"n": k, "v": f"v{k}"}, 10) for k in range(300)])
     assert stored(conn, settings.schema) == before
+
+
+def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
+        bin_part, settings, conn, pg_password) -> None:
+    # MERGE (PostgreSQL 15+) does not insert speculatively: a key another transaction inserts
+    # after MERGE looked for it raises a unique violation instead of being updated. The sink
+    # then redoes the batch's upsert by INSERT ... ON CONFLICT, in the same transaction.
+    bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
+    bin_part.write_batch([up("bin", {"k": 1}, {"n": 2, "v": "b"}, 20)])  # a conflict: the next
+    # batch skips the plain COPY and goes straight to the staged upsert.
+    other = psycopg.connect(**settings.connection_kwargs(pg_password))
+    table = sql.Identifier(settings.schema, f"{KS}__bin")
+    other.execute(sql.SQL("INSERT INTO {} (k, n, v, _cdc_version, _cdc_deleted) VALUES "
+                          "(2, -1, 'other', 1, false)").format(table))  # not committed yet
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            bin_part.write_batch([up("bin", {"k": 2}, {"n": 2, "v": "sink"}, 5)])
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            failed.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s",
+            (other.info.backend_pid,)).fetchone():
+        time.sleep(0.05)
+    assert writer.is_alive(), "the sink's write did not wait for the other transaction's key"
+    other.commit()
+    other.close()
+    writer.join(10)
+    assert not failed, failed
+    got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
+    assert got == {1: (2, "b", 20, False), 2: (2, "sink", 5, False)}
 
 
 def test_value_binary_copy_refuses_is_named_by_text_copy(bin_part, settings, conn) -> None:
