@@ -12,8 +12,8 @@ Privileges, as `start()` sets them (idempotently) - the pipeline gets what it ne
 - role `cdc_pipeline` (LOGIN, NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS):
   - CONNECT on database `cdc`: the only database it can open (PUBLIC loses CONNECT and
     TEMPORARY on `cdc`, `postgres` and `template1`, so no other role gets in by default either).
-  - TEMPORARY on database `cdc`: the fast upsert path COPYs into a temp table, then
-    INSERT ... SELECT ... ON CONFLICT into the target.
+  - TEMPORARY on database `cdc`: the fast upsert path COPYs into a temp table, then MERGEs it
+    into the target (INSERT ... SELECT ... ON CONFLICT where MERGE cannot serve).
   - USAGE, CREATE on schema `cdc`: it creates (and so owns) its own sink tables there; owning
     them is what lets it write, alter and drop them without any table-level grant.
   - search_path = cdc in database `cdc`, so unqualified names land in its schema.

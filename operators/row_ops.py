@@ -45,8 +45,8 @@ EXPIRY = Source(EXPIRY_NODE, Position(0, 0))
 """The source of rows read again when their TTL ran out (connectors/cassandra/expiry.py)."""
 NOT_IN_COMMIT_LOG = frozenset({INITIAL_LOAD_NODE, EXPIRY_NODE})
 """The nodes of sources without a commit-log position (see Source.in_commit_log)."""
-# The node an operation came from (C-level, for loops over whole batches: row_batch,
-# spool_format, range_tombstones).
+# The node an operation came from (C-level, for loops over whole batches: spool_format,
+# range_tombstones).
 source_node_of = attrgetter("source.node")
 
 

@@ -7,14 +7,14 @@ rows of its range. Writing = COPY into a temporary staging table, then a version
 from it: MERGE ... WHEN MATCHED AND stored._cdc_version <= staged._cdc_version THEN UPDATE ...
 WHEN NOT MATCHED THEN INSERT (PostgreSQL 15+, `merge`), else INSERT ... SELECT ... ON CONFLICT
 (key) DO UPDATE ... WHERE stored._cdc_version <= EXCLUDED._cdc_version; either way an older
-image can neither overwrite nor resurrect a row. MERGE takes less server time (ON CONFLICT
-inserts speculatively and meets each conflict; benchmarks/sink_vs_raw.py times both), but it
-does not insert speculatively: a key another transaction inserts meanwhile makes it fail
-(unique violation), and the batch's upsert is then redone by ON CONFLICT, in a savepoint of the
-same transaction. Two fast paths keep the guarantee: a batch whose keys are all new goes by
-plain COPY straight into the table (in a savepoint: a stored key makes it fail and the batch
-takes the upsert; `DirectCopy`), and COPY is binary when every value is checked to have an
-exact binary form (`_binary_types`), else text.
+image can neither overwrite nor resurrect a row. MERGE took less server time than ON CONFLICT
+for stored rows (benchmarks/sink_vs_raw.py times both), but it does not insert speculatively: a
+key another transaction inserts after MERGE looked for it fails the statement (unique
+violation). The caller then redoes the batch without it (connectors/postgres/_sink.py). Two fast
+paths keep the guarantee: a batch whose keys are all new goes by plain COPY straight into the
+table (in a savepoint: a stored key makes it fail and the batch takes the upsert;
+`DirectCopy`), and COPY is binary when every value is checked to have an exact binary form
+(`_binary_types`), else text.
 The highest source position per node goes to _cdc_progress in the same transaction.
 """
 
@@ -254,21 +254,17 @@ class _Batch(Gatherer):
         keys = [sql.Identifier(c.pg_name) for c in target.key]
         values = [sql.Identifier(n) for n in names[len(target.key):]]
         if self.merge:
-            try:
-                with self._savepoint():
-                    self.conn.execute(sql.SQL(
-                        "MERGE INTO {} AS t USING {} AS s ON {}"
-                        " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {}"
-                        " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
-                        table, stage,
-                        sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys),
-                        sql.SQL(", ").join([sql.SQL("{0} = s.{0}").format(v) for v in values]
-                                           + [sql.SQL("_cdc_updated_at = now()")]),
-                        cols, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
-                                                 for n in names)))
-                return
-            except psycopg.errors.UniqueViolation:
-                pass  # a key inserted by another transaction meanwhile: ON CONFLICT below
+            self.conn.execute(sql.SQL(
+                "MERGE INTO {} AS t USING {} AS s ON {}"
+                " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {}"
+                " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
+                table, stage,
+                sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys),
+                sql.SQL(", ").join([sql.SQL("{0} = s.{0}").format(v) for v in values]
+                                   + [sql.SQL("_cdc_updated_at = now()")]),
+                cols, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
+                                         for n in names)))
+            return
         self.conn.execute(sql.SQL(
             "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
             " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
@@ -323,7 +319,8 @@ def apply_batch(conn: psycopg.Connection, schema: str,
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
     direct: the partition's DirectCopy (kept across batches); None: always stage and upsert.
-    merge: upsert staged rows by MERGE (the server must be PostgreSQL 15 or later).
+    merge: upsert staged rows by MERGE (the server must be PostgreSQL 15 or later); a key
+    another transaction inserts meanwhile then raises UniqueViolation (redo the batch without).
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
     _Batch(conn, schema, layout_of, direct, merge).apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)

@@ -86,10 +86,28 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def _apply_once(self, ops: list[RowOp]) -> None:
         with self._pool.connection() as conn:
             ops = self._ensure(conn, ops)
-            with conn.transaction():
-                apply_batch(conn, self._settings.schema, self._layout_of, ops,
-                            self._step_id, self._partition, self._direct,
-                            merge=self._merge and conn.info.server_version >= _MERGE_SINCE)
+            merge = self._merge and conn.info.server_version >= _MERGE_SINCE
+            try:
+                self._write(conn, ops, merge=merge)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported) as error:
+                if not merge:
+                    raise
+                if isinstance(error, psycopg.errors.FeatureNotSupported):
+                    # A server (or a table, e.g. one with rules) that refuses MERGE: this
+                    # partition upserts by ON CONFLICT from now on.
+                    self._merge = False
+                    log.warning("postgres sink %s/%s: the server refuses MERGE (SQLSTATE %s); "
+                                "upserting by INSERT ... ON CONFLICT", self._step_id,
+                                self._partition, error.sqlstate)
+                # MERGE does not insert speculatively: a key another transaction inserted
+                # after MERGE looked for it fails the statement, and the transaction with it
+                # (rare: sink partitions own their keys). The batch again, by ON CONFLICT.
+                self._write(conn, ops, merge=False)
+
+    def _write(self, conn: psycopg.Connection, ops: list[RowOp], *, merge: bool) -> None:
+        with conn.transaction():
+            apply_batch(conn, self._settings.schema, self._layout_of, ops, self._step_id,
+                        self._partition, self._direct, merge=merge)
 
     def _apply(self, ops: list[RowOp]) -> None:
         with_retries(lambda: self._apply_once(ops), transient=_transient,
@@ -139,8 +157,9 @@ class PostgresSink(RowOpSink[TableLayout]):
     partition so a row's operations stay in order on one partition.
     table_hook(conn, schema, layout): extra idempotent DDL run after a table's CREATEs, in
     their transaction (see `TableHook`; the TimescaleDB sink's seam). Default: none.
-    merge: upsert stored rows by MERGE on PostgreSQL 15 and later (connectors/postgres/_apply.py);
-    False keeps INSERT ... ON CONFLICT everywhere.
+    merge: upsert staged rows by MERGE on PostgreSQL 15 and later (connectors/postgres/_apply.py),
+    a batch that meets a concurrently inserted key redone by INSERT ... ON CONFLICT; False keeps
+    ON CONFLICT everywhere.
     Nothing is connected or resolved here: `build_part` does it.
     """
 

@@ -175,8 +175,9 @@ class TimescaleSink(PostgresSink):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
                          table_hook=make_hook(timescale), schema_refresh=schema_refresh,
                          # INSERT ... ON CONFLICT: what compressed chunks accept since
-                         # TimescaleDB 2.11 (MIN_VERSION_COMPRESSED_UPSERTS). Some TimescaleDB
-                         # releases refuse MERGE on hypertables (timescale/timescaledb#4930,
-                         # lifted by #5150): not a statement to rely on across versions.
+                         # TimescaleDB 2.11 (MIN_VERSION_COMPRESSED_UPSERTS). MERGE with an
+                         # UPDATE action is refused on hypertables with compression enabled
+                         # (timescale/timescaledb#6214, still so in 2.29), and some releases
+                         # refused MERGE on any hypertable (#4930, lifted by #5150).
                          merge=False)
         self.timescale = timescale

@@ -64,37 +64,63 @@ def test_new_keys_by_copy_then_stored_keys_by_guarded_upsert(bin_part, settings,
 def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
         bin_part, settings, conn, pg_password) -> None:
     # MERGE (PostgreSQL 15+) does not insert speculatively: a key another transaction inserts
-    # after MERGE looked for it raises a unique violation instead of being updated. The sink
-    # then redoes the batch's upsert by INSERT ... ON CONFLICT, in the same transaction.
+    # after MERGE looked for it raises a unique violation instead of meeting the version guard.
+    # The sink then redoes the whole batch by INSERT ... ON CONFLICT.
+    assert conn.info.server_version >= 150000  # the stack's server: the sink MERGEs
+    bin_part._direct = None  # noqa: SLF001 - straight to the staged upsert (no plain COPY try)
     bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
-    bin_part.write_batch([up("bin", {"k": 1}, {"n": 2, "v": "b"}, 20)])  # a conflict: the next
-    # batch skips the plain COPY and goes straight to the staged upsert.
     other = psycopg.connect(**settings.connection_kwargs(pg_password))
-    table = sql.Identifier(settings.schema, f"{KS}__bin")
-    other.execute(sql.SQL("INSERT INTO {} (k, n, v, _cdc_version, _cdc_deleted) VALUES "
-                          "(2, -1, 'other', 1, false)").format(table))  # not committed yet
     failed: list[BaseException] = []
 
     def write() -> None:
         try:
-            bin_part.write_batch([up("bin", {"k": 2}, {"n": 2, "v": "sink"}, 5)])
+            bin_part.write_batch([up("bin", {"k": 1}, {"n": 2, "v": "b"}, 20),
+                                  up("bin", {"k": 2}, {"n": 2, "v": "sink"}, 5)])
         except BaseException as error:  # noqa: BLE001 - asserted below
             failed.append(error)
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not conn.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s",
-            (other.info.backend_pid,)).fetchone():
-        time.sleep(0.05)
-    assert writer.is_alive(), "the sink's write did not wait for the other transaction's key"
-    other.commit()
-    other.close()
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        # Newer than the sink's image of key 2: the guard must keep it, fallback or not.
+        other.execute(sql.SQL("INSERT INTO {} (k, n, v, _cdc_version, _cdc_deleted) VALUES "
+                              "(2, -1, 'other', 100, false)").format(
+            sql.Identifier(settings.schema, f"{KS}__bin")))  # not committed yet
+        writer.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND"
+                " wait_event_type = 'Lock' AND wait_event = 'transactionid' AND pid <> %s",
+                (other.info.backend_pid,)).fetchone():
+            time.sleep(0.05)
+        assert writer.is_alive(), "the sink's write did not wait for the other transaction"
+        other.commit()
+    finally:
+        other.rollback()
+        other.close()
     writer.join(10)
-    assert not failed, failed
+    assert not writer.is_alive() and not failed, failed
     got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
-    assert got == {1: (2, "b", 20, False), 2: (2, "sink", 5, False)}
+    assert got == {1: (2, "b", 20, False), 2: (-1, "other", 100, False)}
+
+
+def test_a_table_refusing_merge_is_upserted_by_on_conflict(bin_part, settings, conn,
+                                                           caplog) -> None:
+    # PostgreSQL refuses MERGE on a relation with rules (ON CONFLICT only minds INSERT and
+    # UPDATE rules): the batch goes by ON CONFLICT, and so does every later one, with one
+    # warning.
+    bin_part._direct = None  # noqa: SLF001 - straight to the staged upsert (no plain COPY try)
+    bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
+    conn.execute(sql.SQL("CREATE RULE keep_rows AS ON DELETE TO {} DO INSTEAD NOTHING").format(
+        sql.Identifier(settings.schema, f"{KS}__bin")))
+    with caplog.at_level("WARNING", logger="connectors.postgres._sink"):
+        bin_part.write_batch([up("bin", {"k": 1}, {"n": 2, "v": "b"}, 20),
+                              up("bin", {"k": 2}, {"n": 2, "v": "c"}, 20)])
+        bin_part.write_batch([up("bin", {"k": 1}, {"n": 3, "v": "old"}, 15),
+                              up("bin", {"k": 3}, {"n": 3, "v": "d"}, 30)])
+    got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
+    assert got == {1: (2, "b", 20, False), 2: (2, "c", 20, False), 3: (3, "d", 30, False)}
+    refusals = [r for r in caplog.records if "refuses MERGE" in r.getMessage()]
+    assert len(refusals) == 1
 
 
 def test_value_binary_copy_refuses_is_named_by_text_copy(bin_part, settings, conn) -> None:
