@@ -21,10 +21,12 @@ the median; every figure is printed with os.getloadavg() (the machines are share
 
 PostgreSQL also gets two reference lines, "merge alone" and "on conflict alone": right after the
 sink's "newer" case, the same rows (one version higher) are staged untimed, and only the
-server's version-guarded upsert from the stage is timed, as MERGE ... WHEN MATCHED AND version
-<= (what the sink runs on PostgreSQL 15+) and as INSERT ... ON CONFLICT DO UPDATE WHERE version
-<= (its fallback, and the TimescaleDB sink's). No sink code runs in them: they are the most a
-version-guarded write of existing rows reaches on this server, next to the same raw COPY.
+server's version-guarded upsert from the stage is timed, the sink's own statement
+(connectors/postgres/_apply.py, upsert_statement): as MERGE ... WHEN MATCHED AND version <= (what
+the sink runs on PostgreSQL 15+) and as INSERT ... ON CONFLICT DO UPDATE WHERE version <= (its
+fallback, and the TimescaleDB sink's). None of the sink's Python work runs in them: they are
+the most a version-guarded write of existing rows reaches on this server, next to the same raw
+COPY.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class _Timed:
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
             lines.append(f"{self.name}: {case} {rate:>10,.0f} rows/s  ratio {ratio:.2f} of raw"
-                         " (reference: the server alone, no sink code)")
+                         " (reference: the sink's statement alone, none of its Python work)")
         return lines
 
 
@@ -169,24 +171,12 @@ def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types
     STATEMENT: "merge" or "on conflict"."""
     from psycopg import sql
 
+    from connectors.postgres._apply import upsert_statement
+
     columns = sql.SQL(", ").join(map(sql.Identifier, names))
-    if statement == "merge":
-        upsert = sql.SQL(
-            "MERGE INTO cdc.{} AS t USING bench_stage AS s ON t.tenant = s.tenant AND t.id = s.id"
-            " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {},"
-            " _cdc_updated_at = now() WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
-            table, sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(n))
-                                      for n in names[2:]),
-            columns, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
-                                        for n in names))
-    else:
-        upsert = sql.SQL(
-            "INSERT INTO cdc.{} AS t ({}) SELECT {} FROM bench_stage ON CONFLICT (tenant, id)"
-            " DO UPDATE SET {}, _cdc_updated_at = now()"
-            " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
-            table, columns, columns,
-            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                               for n in names[2:]))
+    # The sink's own statement text; only the sink's Python work is left out.
+    upsert = upsert_statement(sql.SQL("cdc.{}").format(table), sql.Identifier("bench_stage"),
+                              names[:2], names[2:], merge=statement == "merge")
     with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
         # A session's temp table keeps its rows across transactions: staged and committed
         # first, so the timing holds the upsert and its commit only, as the raw one holds its

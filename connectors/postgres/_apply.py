@@ -42,7 +42,8 @@ from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
 
-__all__ = ["DirectCopy", "RejectedValueError", "apply_batch", "key_fingerprint"]
+__all__ = ["DirectCopy", "RejectedValueError", "apply_batch", "key_fingerprint",
+           "upsert_statement"]
 
 _COPY_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 
@@ -249,28 +250,9 @@ class _Batch(Gatherer):
 
     def _upsert(self, target: Target, names: list[str], stage: sql.Composable) -> None:
         """The version-guarded upsert of the staged rows into TARGET's table."""
-        table = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(target.name))
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-        keys = [sql.Identifier(c.pg_name) for c in target.key]
-        values = [sql.Identifier(n) for n in names[len(target.key):]]
-        if self.merge:
-            self.conn.execute(sql.SQL(
-                "MERGE INTO {} AS t USING {} AS s ON {}"
-                " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {}"
-                " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
-                table, stage,
-                sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(k) for k in keys),
-                sql.SQL(", ").join([sql.SQL("{0} = s.{0}").format(v) for v in values]
-                                   + [sql.SQL("_cdc_updated_at = now()")]),
-                cols, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n))
-                                         for n in names)))
-            return
-        self.conn.execute(sql.SQL(
-            "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
-            " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
-            table, cols, cols, stage, sql.SQL(", ").join(keys),
-            sql.SQL(", ").join([sql.SQL("{0} = EXCLUDED.{0}").format(v) for v in values]
-                               + [sql.SQL("_cdc_updated_at = now()")])))
+        self.conn.execute(upsert_statement(
+            sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(target.name)),
+            stage, [c.pg_name for c in target.key], names[len(target.key):], merge=self.merge))
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -292,6 +274,33 @@ class _Batch(Gatherer):
             write = copy.write_row
             for row in rows:
                 write(row)
+
+
+def upsert_statement(table: sql.Composable, stage: sql.Composable, keys: Sequence[str],
+                     values: Sequence[str], *, merge: bool) -> sql.Composed:
+    """The version-guarded upsert of STAGE's rows into TABLE (both already qualified and
+    quoted): KEYS are the primary-key columns, VALUES the others written (the bookkeeping
+    columns included); _cdc_updated_at is set on update. MERGE if MERGE (PostgreSQL 15+), else
+    INSERT ... ON CONFLICT (see the module docstring)."""
+    names = [*keys, *values]
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    if merge:
+        return sql.SQL(
+            "MERGE INTO {} AS t USING {} AS s ON {}"
+            " WHEN MATCHED AND t._cdc_version <= s._cdc_version THEN UPDATE SET {}"
+            " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(
+            table, stage,
+            sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k))
+                                  for k in keys),
+            sql.SQL(", ").join([sql.SQL("{0} = s.{0}").format(sql.Identifier(v)) for v in values]
+                               + [sql.SQL("_cdc_updated_at = now()")]),
+            cols, sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n)) for n in names))
+    return sql.SQL(
+        "INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
+        " WHERE t._cdc_version <= EXCLUDED._cdc_version").format(
+        table, cols, cols, stage, sql.SQL(", ").join(map(sql.Identifier, keys)),
+        sql.SQL(", ").join([sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(v))
+                            for v in values] + [sql.SQL("_cdc_updated_at = now()")]))
 
 
 def _refused(error: psycopg.Error, target: Target, rows: Sequence[tuple]
