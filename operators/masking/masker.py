@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from operators.masking.errors import MaskingError, TokenizationError
 from operators.masking.policy import Basis, ColumnRule, DataClass, MaskingPolicy, Strategy
-from operators.masking.strategies import HMAC_MIN_KEY_BYTES, Shape, hmac_hex, rebuild, split
+from operators.masking.strategies import (
+    HMAC_MIN_KEY_BYTES,
+    Shape,
+    hmac_hex,
+    rebuild,
+    split,
+    text_bytes,
+)
 from operators.masking.tokenizer import Tokenizer, TokenRequest
 
 __all__ = ["AuditHook", "BatchAudit", "ColumnCount", "Masker", "SecretSource"]
@@ -224,7 +231,7 @@ class Masker:
             key = self._key()
             return [
                 None if value is None
-                else hmac_hex(key, value.encode("utf-8", "surrogatepass")) if type(value) is str
+                else hmac_hex(key, text_bytes(value)) if type(value) is str
                 else rebuild(*self._hmac_leaves(key, keyspace, table, column, strategy, value))
                 for value in values
             ]
@@ -236,10 +243,8 @@ class Masker:
         at = [place for place, value in enumerate(values) if type(value) is str]
         if at:
             texts.append(_PendingTexts(column, out, at, len(requests)))
-            requests.extend([
-                TokenRequest(context, values[place].encode("utf-8", "surrogatepass"))
-                for place in at
-            ])
+            requests.extend(map(TokenRequest, repeat(context),
+                                map(text_bytes, [values[place] for place in at])))
         if len(at) + nulls < len(values):
             for place, value in enumerate(values):
                 if value is None or type(value) is str:

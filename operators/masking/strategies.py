@@ -46,6 +46,7 @@ import math
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
+from operator import methodcaller
 from typing import Any, Literal, Protocol
 
 from cassandra import util as cassandra_util
@@ -96,10 +97,15 @@ def _text_form(value: Any) -> str:
     raise UnsupportedValue(f"no canonical form for a value of type {type(value).__name__}")
 
 
+text_bytes = methodcaller("encode", "utf-8", "surrogatepass")
+"""The canonical bytes of a str (canonical_bytes), as a C-level callable for whole columns
+(operators/masking/masker.py)."""
+
+
 def canonical_bytes(value: Any) -> bytes:
     """The bytes a scalar value is hashed or tokenized as (see the module docstring)."""
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        return text_bytes(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     return _text_form(value).encode("utf-8")

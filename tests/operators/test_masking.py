@@ -379,6 +379,19 @@ def test_collections_are_masked_element_wise(masker, openbao_hmac_key):
     assert driver_types == {"email": out["email"], "first_name": out["first_name"]}
 
 
+def test_a_lone_surrogate_is_masked_as_its_surrogatepass_bytes_alone_or_in_a_list(
+        masker, openbao_hmac_key, openbao_env):
+    # Text columns take a fast path of their own (whole columns at once); it must give the
+    # bytes the element-wise path gives: UTF-8 with surrogates passed through, not replaced.
+    odd = "x\udcffy"
+    data = odd.encode("utf-8", "surrogatepass")
+    (out,) = masker.mask_rows("clinic", "patients", [
+        {"first_name": odd, "phones": [odd], "mrn": odd}])
+    assert out["first_name"] == reference_hmac(openbao_hmac_key, data)
+    assert out["phones"] == [reference_hmac(openbao_hmac_key, data)]
+    assert transit_decrypt(openbao_env, "clinic.patients.mrn", out["mrn"]) == data
+
+
 def test_tokenized_collections_keep_nulls_in_place(masker, openbao_env):
     (out,) = masker.mask_rows("clinic", "patients", [
         {"mrn": ["A-1", None, "A-2", "A-1"], "ssn": "123-45-6789"}])
