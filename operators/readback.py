@@ -65,6 +65,10 @@ DROPPED_TABLE_CHANGES = Counter(
     "cdc_readback_dropped_table_changes",
     "Changes sent to the dead letters because their table was dropped before they could be "
     "read back", ["table"])
+DROPPED_TABLE_EXPIRIES = Counter(
+    "cdc_readback_dropped_table_expiries",
+    "TTL expiries not read again because their table was dropped (its destination rows stay "
+    "as they were)", ["table"])
 
 
 class _TableQueries:
@@ -277,18 +281,27 @@ class RowImages:
         self._clock = clock or ReadClock()
         self._checked: dict[UUID, TableSchema] = {}  # table id -> version checked for a switch
         self._backfilled: set[TableSchema] = set()  # versions whose switch was backfilled
-        self._dropped: set[UUID] = set()  # tables whose dead-lettered changes were logged
+        self._noted: set[tuple[str, UUID]] = set()  # (counter, table id) already logged
 
     def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp | UnreadableChange]:
         if isinstance(event, ExpiryDue):
             table = self._table_of(event)
             if not isinstance(table, TableSchema):
-                return []  # the table was dropped since: its destination rows stay as they were
+                # Dropped before this process read the schema: nothing names it but its id.
+                name = str(event.table_id)
+                self._note_dropped(DROPPED_TABLE_EXPIRIES, event.table_id, name,
+                                   f"TTL expiries of table {name} are not read again from here "
+                                   "on, the table is gone (its destination rows stay as they "
+                                   "were)")
+                return []
             try:
                 return self._with_current_schema(event, table, self._expired)[0]
             except TableDropped as dropped:
-                # Dropped while this process knew it: its destination rows stay as they were.
-                log.info("TTL expiry re-read skipped: %s", dropped)
+                name = f"{table.keyspace}.{table.name}"
+                self._note_dropped(DROPPED_TABLE_EXPIRIES, table.id, name,
+                                   f"TTL expiries of {name} are not read again from here on, "
+                                   f"its table is gone (its destination rows stay as they "
+                                   f"were): {dropped}")
                 return []
         table = self._table_of(event)
         if table is None:
@@ -305,17 +318,24 @@ class RowImages:
             # restart, so the change goes to the dead letters whole: a table wrongly taken
             # for dropped (a node's schema lagging) loses nothing there either.
             name = f"{table.keyspace}.{table.name}"
-            DROPPED_TABLE_CHANGES.labels(name).inc()
-            if table.id not in self._dropped:
-                self._dropped.add(table.id)
-                log.warning("changes of %s go to the dead letters from here on, their table "
-                            "is gone: %s (counted in cdc_readback_dropped_table_changes_total)",
-                            name, dropped)
+            self._note_dropped(DROPPED_TABLE_CHANGES, table.id, name,
+                               f"changes of {name} go to the dead letters from here on, their "
+                               f"table is gone: {dropped}")
             return [UnreadableChange(event, str(dropped))]
         if self._history is not None and self._checked.get(table.id) is not table:
             self._checked[table.id] = table
             ops += self._switched_on(table, Source(event.node, event.position))
         return ops
+
+    def _note_dropped(self, counter: Counter, table_id: UUID, name: str, message: str) -> None:
+        """Count one item of a dropped table in COUNTER (labelled NAME); the first of each
+        table logs MESSAGE as a warning, naming the counter: one line per table, not one per
+        change or expiry."""
+        counter.labels(name).inc()
+        metric = counter.describe()[0].name
+        if (metric, table_id) not in self._noted:
+            self._noted.add((metric, table_id))
+            log.warning("%s (counted in %s_total)", message, metric)
 
     def _with_current_schema(self, item: ChangeEvent | ExpiryDue, table: TableSchema,
                              read: Callable[[Any, TableSchema], list[RowOp]]

@@ -451,12 +451,21 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     (again,) = images.operations(due)
     assert isinstance(again, RowUpsert)
     assert again.values == {"name": "Ana", "tags": None, "attrs": None}
-    # The table dropped since, as this process still knows it: nothing to re-read.
+    # The table dropped since, as this process still knows it: nothing to re-read; counted,
+    # and logged once for the table, not once per expiry.
     sess.execute(f"DROP TABLE {ks}.patients")
-    assert images.operations(due) == []
+    label = {"table": ks.strip('"') + ".patients"}
+    expiries = REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total", label) or 0
+    with caplog.at_level(logging.WARNING, logger="operators.readback"):
+        assert images.operations(due) == []
+        assert images.operations(due) == []
+    assert REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total",
+                                     label) == expiries + 2
+    (skipped,) = [r for r in caplog.records if "TTL expiries" in r.getMessage()]
+    assert "patients" in skipped.getMessage() and "was dropped" in skipped.getMessage()
+    caplog.clear()
     # A change of it cannot be read back either: it goes to the dead letters whole, counted,
     # logged once; not a failed batch (every restart failed on it again).
-    label = {"table": ks.strip('"') + ".patients"}
     before = REGISTRY.get_sample_value("cdc_readback_dropped_table_changes_total", label) or 0
     with caplog.at_level(logging.WARNING, logger="operators.readback"):
         (first,) = images.operations(change)
