@@ -10,9 +10,9 @@ in the dead-letter files.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
+import psycopg
 from cassandra.concurrent import execute_concurrent_with_args
 from psycopg import sql
 
@@ -25,6 +25,7 @@ from tests.dataflows.pipeline_files import (
     run_in_thread,
 )
 from tests.dataflows.test_flow_fanout import wait_durable
+from tests.waiting import wait_for
 
 NONE = {"class": "none", "reason": "test data, no personal data"}
 BURST = 200
@@ -39,16 +40,16 @@ def _rows(postgres_schema: str, view: str) -> dict[int, str]:
 
 
 def _wait_for(what: str, check, failures: list, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until CHECK() holds, the pipeline not having failed meanwhile."""
+
+    def holds() -> bool:
         assert not failures, failures
         try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001, S110 - the view may not exist yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{what} after {timeout} s")
+            return check()
+        except psycopg.errors.UndefinedTable:  # its view is made with the first row
+            return False
+
+    wait_for(holds, what, timeout)
 
 
 def test_a_table_dropped_while_running_goes_to_the_dead_letters_and_the_flow_goes_on(
@@ -69,7 +70,7 @@ def test_a_table_dropped_while_running_goes_to_the_dead_letters_and_the_flow_goe
     try:
         # The pipeline knows the table: its first row has arrived.
         sess.execute(f"INSERT INTO {ks}.doomed (id, v) VALUES (0, 'first')")
-        _wait_for("the first row was not in PostgreSQL",
+        _wait_for("the first row in PostgreSQL",
                   lambda: _rows(postgres_schema, f"{bare}__doomed__current") == {0: "first"},
                   failures)
         # The burst (all at once), and the drop right after it: the commit log is synced once
@@ -85,7 +86,7 @@ def test_a_table_dropped_while_running_goes_to_the_dead_letters_and_the_flow_goe
         marker = uuid.uuid4().hex
         sess.execute(f"INSERT INTO {ks}.kept (id, v) VALUES (-1, %s)", (marker,))
         wait_durable(store, start, marker.encode())
-        _wait_for("the rows written after the drop did not arrive",
+        _wait_for("the rows written after the drop in PostgreSQL",
                   lambda: len(_rows(postgres_schema, f"{bare}__kept__current")) == 11,
                   failures)
     finally:

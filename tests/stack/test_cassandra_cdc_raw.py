@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import waiting
+
 SEGMENT = re.compile(r"^CommitLog-(\d+)-(\d+)\.log$")
 INDEX = re.compile(r"^CommitLog-(\d+)-(\d+)_cdc\.idx$")
 SYNC_WAIT = 15.0  # seconds: many commitlog_sync_periods (1 s) on a busy 2-core machine
@@ -58,13 +60,7 @@ def changed_since(cdc_raw: Path, before: dict[int, IndexState]) -> list[IndexSta
 
 
 def wait_for(condition, what: str, timeout: float = SYNC_WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+    return waiting.wait_for(condition, what, timeout)
 
 
 @pytest.fixture(params=[7, 8], ids=["commitlog-v7", "commitlog-v8"])

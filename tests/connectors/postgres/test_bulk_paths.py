@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-import time
 
 import psycopg
 import pytest
@@ -18,6 +17,7 @@ from connectors.postgres import RejectedValueError
 from connectors.postgres._apply import DirectCopy, _binary_types
 from tests.connectors.postgres.conftest import KS, column, make_sink, rows, schemas
 from tests.connectors.postgres.test_sink import delete, up
+from tests.waiting import wait_for
 
 # Only types with a binary COPY form: the binary path is taken.
 TABLES = schemas([
@@ -86,12 +86,11 @@ def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
                               "(2, -1, 'other', 100, false)").format(
             sql.Identifier(settings.schema, f"{KS}__bin")))  # not committed yet
         writer.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND"
-                " wait_event_type = 'Lock' AND wait_event = 'transactionid' AND pid <> %s",
-                (other.info.backend_pid,)).fetchone():
-            time.sleep(0.05)
+        wait_for(lambda: conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND"
+            " wait_event_type = 'Lock' AND wait_event = 'transactionid' AND pid <> %s",
+            (other.info.backend_pid,)).fetchone(),
+            "the sink's write waiting for the other transaction's key", 10, interval=0.05)
         assert writer.is_alive(), "the sink's write did not wait for the other transaction"
         other.commit()
     finally:
