@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:
 from cassandra.metadata import protect_name  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from benchmarks import cdc_load  # noqa: E402
+from benchmarks import cdc_load, cpu_meter  # noqa: E402
 from benchmarks.cdc_mirror import Mirror  # noqa: E402
 from benchmarks.sink_bench import load_average as load  # noqa: E402
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor  # noqa: E402
@@ -399,18 +399,32 @@ def _errors(results: list[cdc_load.WriteResult]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(merged.items())) or "no errors"
 
 
+def _cpu(figures: Figures, what: str, used: dict[str, float], rate: float | None) -> None:
+    """Cores per group (benchmarks/cpu_meter.py); with RATE (per second), also what the
+    machine's busy time and each group's come to per item."""
+    note = ""
+    if rate:
+        note = "CPU-ms per item: " + ", ".join(
+            f"{group} {cores / rate * 1000:.2f}" for group, cores in used.items())
+    figures.add(what, cpu_meter.describe(used), note)
+
+
 def phase1(bench: Bench, figures: Figures) -> float:
     args = bench.args
     print(f"phase 1: {args.writers} writers x {args.concurrency} in flight, "
           f"{args.duration:.0f} s flat out (load {load()})", flush=True)
+    meter = cpu_meter.Meter()
+    meter.start()
     results = cdc_load.write_parallel(
         version=args.version, keyspace=bench.name, table=TABLES[1], writers=args.writers,
         duration=args.duration, concurrency=args.concurrency)
+    used = meter.stop()
     written = sum(r.written for r in results)
     rate = written / max(r.elapsed for r in results)
     figures.add("Cassandra sustained writes/s", f"{rate:,.0f}",
                 f"{written:,} inserts in {args.duration:.0f} s, {_errors(results)}, "
                 f"load {load()}")
+    _cpu(figures, "phase 1 CPU (the writers are in other)", used, rate)
     return rate
 
 
@@ -436,6 +450,8 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         print(f"phase 2: pipeline {run_name(workers)} on the backlog (load {load()})", flush=True)
         began = time.monotonic()
         process = bench.start_pipeline(table, starts, cdc_raw, workers, label)
+        meter = cpu_meter.Meter(lambda process=process: {"pipeline": process.pids})
+        meter.start()
         peak = [0.0]
 
         def sample(_now, _count, process=process, peak=peak) -> None:
@@ -445,6 +461,7 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
             first_at, first_count, done_at, count = wait_for_rows(
                 bench, process, table, expected, label, on_sample=sample)
             cpu = cpu_seconds(process)
+            used = meter.stop()
         finally:
             bench.stop_pipeline(process)
         if done_at is None:
@@ -462,6 +479,7 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         if cassandra_rate:
             figures.add(f"ratio pipeline/Cassandra {run_name(workers)}",
                         f"{total / cassandra_rate:.2f}", "target >= 1.0")
+        _cpu(figures, f"phase 2 CPU {run_name(workers)}", used, total)
         rates[workers] = total
     return rates
 
@@ -534,9 +552,12 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
         startup = _warm_up(bench, process, table, label)
         poller = Poller(bench, table, 0, total, args.poll)
         poller.start()
+        meter = cpu_meter.Meter(lambda: {"pipeline": process.pids})
+        meter.start()
         results = cdc_load.write_parallel(
             version=args.version, keyspace=bench.name, table=table, writers=args.writers,
             count=total, rate=rate, concurrency=args.concurrency, record_times=True)
+        used = meter.stop()  # while the rows are written: writers and pipeline together
         written = sum(r.written for r in results)
         achieved = written / max(r.elapsed for r in results)
         stalled_since, low = time.monotonic(), poller.low
@@ -560,6 +581,8 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
     figures.add("live write rate (writes/s)", f"{achieved:,.0f}",
                 f"target {rate:,.0f}; {written:,} rows, {_errors(results)}; pipeline start-up "
                 f"{startup:.1f} s (first row visible)")
+    _cpu(figures, "phase 3 CPU while writing (the writers are in other)", used,
+         achieved)
     target = sync_ms / 1000 + 1
     if latencies:
         p50, p95, p99 = (_percentile(latencies, q) for q in (0.5, 0.95, 0.99))
