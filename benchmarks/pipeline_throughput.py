@@ -96,7 +96,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rss-interval", type=float, default=5.0)
     parser.add_argument("--poll", type=float, default=0.1,
                         help="phase 3's PostgreSQL poll interval, seconds")
-    parser.add_argument("--max-records", type=int, default=500,
+    parser.add_argument("--max-records", type=int, default=1000,
                         help="the pipeline's batching.max_records (100..1000)")
     parser.add_argument("--skip-phases", default="",
                         help="comma-separated phase numbers to skip (1-4)")
