@@ -85,6 +85,11 @@ class _Timed:
         print(f"  {self.name:10s} {case:6s} {rate:>10,.0f} rows/s  ({_load()})", flush=True)
         return rate
 
+    def pair(self, case: str, rate: float, raw_rate: float) -> None:
+        """A sink rate timed elsewhere (by another _Timed), paired with this one's raw."""
+        self.rates.setdefault(case, []).append(rate)
+        self.ratios.setdefault(case, []).append(rate / raw_rate)
+
     def report(self, rows: int) -> list[str]:
         raw = statistics.median(self.rates["raw"])
         lines = [f"{self.name}: raw {raw:,.0f} rows/s (median, {rows} rows/batch)"]
@@ -214,6 +219,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
              "Nullable(Int64)", "Nullable(UUID)", "Int64", "UInt8", "String", "Int64", "Int32"]
     at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
     timed = _Timed("clickhouse")
+    by_rows = _Timed("clickhouse, against a row insert")
     try:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         admin.command(f"CREATE TABLE {raw_table} AS {table}")
@@ -223,20 +229,30 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
                    [i * 0.5 for i in range(n)], [at_ms] * n,
                    [uuid.UUID(int=i) for i in range(n)], [1] * n, [0] * n,
                    [b"n1"] * n, [1] * n, list(range(1, n + 1))]
+        # The same rows as the driver's default form takes them: row tuples, text as str.
+        rows = [(f"t{i % 50}", i, f"item {i}", i, i * 0.5, at_ms, uuid.UUID(int=i), 1, 0,
+                 "n1", 1, i + 1) for i in range(n)]
 
         def raw() -> None:
             part._client.insert(raw_table, columns, column_names=names,  # noqa: SLF001
                                 column_type_names=types, column_oriented=True)
 
+        def raw_rows() -> None:
+            part._client.insert(raw_table, rows, column_names=names,  # noqa: SLF001
+                                column_type_names=types)
+
         for run in range(args.repeat):
             admin.command(f"TRUNCATE TABLE {table}")
             for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
                                   ("stale", 11 + run * 10)):
-                admin.command(f"TRUNCATE TABLE {raw_table}")
-                raw_rate = timed.time("raw", args.rows, raw)
+                rates = {}
+                for name, action in (("raw", raw), ("rows", raw_rows))[::1 - 2 * (run % 2)]:
+                    admin.command(f"TRUNCATE TABLE {raw_table}")
+                    rates[name] = (timed if name == "raw" else by_rows).time("raw", n, action)
                 ops = upserts(ks, args.rows, version)
                 rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
-                timed.ratios.setdefault(case, []).append(rate / raw_rate)
+                timed.ratios.setdefault(case, []).append(rate / rates["raw"])
+                by_rows.pair(case, rate, rates["rows"])
     finally:
         for suffix in ("__current", "", "__raw"):
             admin.command(f"DROP TABLE IF EXISTS {q('cdc')}.{q(f'{ks}__{TABLE}{suffix}')}")
@@ -244,9 +260,12 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
                       " step_id = %(s)s", parameters={"s": step})
         admin.close()
         part.close()
-    return timed.report(args.rows) + [
+    return timed.report(args.rows) + by_rows.report(args.rows) + [
         "clickhouse: raw = one column-oriented insert of the same rows into a table AS the"
-        " sink's; the sink also converts, gathers per key and inserts a progress row"]
+        " sink's, text already bytes; the sink also converts, gathers per key and inserts a"
+        " progress row",
+        "clickhouse, against a row insert: raw = the same rows as row tuples of Python values"
+        " (text as str), the driver's default form of a batched insert; same sink runs"]
 
 
 def main() -> None:
