@@ -166,6 +166,16 @@ def _convert(column: list, convert: Callable, convert_whole: Callable,
     return list(map(convert_whole, column))
 
 
+def _distinct(key_columns: list[list], count: int) -> bool:
+    """Whether the COUNT keys these columns hold are all different. A last column whose values
+    are all different already says so (a table's only key column, or a clustering column that
+    tells rows apart): one set of values instead of a tuple per key, about a tenth of the time
+    over 10k keys."""
+    if len(set(key_columns[-1])) == count:
+        return True
+    return len(key_columns) > 1 and len(set(zip(*key_columns, strict=True))) == count
+
+
 _NAN = ("NaN",)  # stands for a NaN float in a dict key (a tuple: no column value is one)
 
 
@@ -263,12 +273,10 @@ class Gatherer:
             for op in ops:
                 self._row_slowly(target, op)
             raise
-        width = len(target.key)
-        if target._batch is None and not target._images and not target.nan_keys:  # noqa: SLF001
-            keys = list(zip(*batch[:width], strict=True))
-            if len(set(keys)) == len(keys):
-                target._batch = batch  # noqa: SLF001 - distinct keys: every row is an image
-                return
+        if target._batch is None and not target._images and not target.nan_keys and \
+                _distinct(batch[:len(target.key)], len(ops)):  # noqa: SLF001
+            target._batch = batch  # noqa: SLF001 - distinct keys: every row is an image
+            return
         target.images  # noqa: B018 - earlier batch first, in order
         target.add_columns(batch)
 

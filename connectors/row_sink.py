@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
@@ -80,7 +80,7 @@ class RowOpSink(FixedPartitionedSink, Generic[Layout]):
 class LayoutCache(Generic[Layout]):
     """One sink partition's (keyspace, table) -> layout, memoised; call it like a function.
 
-    Schema evolution: `revalidate(ops)`, once per batch before it is written, looks each
+    Schema evolution: `revalidate(ops, tables)`, once per batch before it is written, looks each
     table of the batch up once (not per row) and compares the TableSchema's identity (the
     registry makes a new object per schema version): a new version gets a new layout object,
     which tells the partition to evolve the destination table before writing. A batch writing
@@ -98,9 +98,10 @@ class LayoutCache(Generic[Layout]):
         """(OPS as they can be written (`revalidate`), the layouts whose destination tables
         must be created or evolved before they are: new to this partition, or a schema
         change). Call `ensured(layout)` once that is done."""
-        ops = self.revalidate(ops)
+        tables = dict.fromkeys(map(_table_of, ops))  # in order; one pass over the batch
+        ops = self.revalidate(ops, tables)
         stale = []
-        for name in dict.fromkeys((op.keyspace, op.table) for op in ops):
+        for name in tables:
             layout = self(*name)
             if self._ensured.get(name) is not layout:
                 stale.append(layout)
@@ -130,15 +131,14 @@ class LayoutCache(Generic[Layout]):
         found = self._entries[(keyspace, table)] = (schema, layout, frozenset(schema.columns))
         return found
 
-    def revalidate(self, ops: list[RowOp]) -> list[RowOp]:
-        """Bring the layouts of the tables OPS touch up to their current schemas; OPS, less
-        the values of columns Cassandra dropped after they were read (a column neither
-        current nor dropped stays: the batch then fails naming it)."""
+    def revalidate(self, ops: list[RowOp], tables: Collection[tuple[str, str]]) -> list[RowOp]:
+        """Bring the layouts of TABLES, the (keyspace, table) pairs OPS touch, up to their
+        current schemas; OPS, less the values of columns Cassandra dropped after they were read
+        (a column neither current nor dropped stays: the batch then fails naming it)."""
         written: dict[tuple[str, str], set[str]] = {}
-        tables = set(map(_table_of, ops))
         if len(tables) == 1:  # the usual batch: the columns written, by C-level loops
-            written[tables.pop()] = set().union(*(op.values for op in ops
-                                                  if isinstance(op, RowUpsert)))
+            written[next(iter(tables))] = set().union(*(op.values for op in ops
+                                                        if isinstance(op, RowUpsert)))
         else:
             for op in ops:
                 names = written.get((op.keyspace, op.table))

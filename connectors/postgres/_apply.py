@@ -95,12 +95,17 @@ def _binary_types(types: list[str], columns: list[list]) -> list[str] | None:
         if check is None:
             continue
         allowed, values_ok = check
-        if not all(map(is_not, column, repeat(None))):
+        kinds = set(map(type, column))  # one pass tells both the types and any NULL
+        if not allowed.issuperset(kinds):
+            if _NONE_TYPE not in kinds or not allowed.issuperset(kinds - {_NONE_TYPE}):
+                return None
             column = [v for v in column if v is not None]  # noqa: PLW2901 - the non-null ones
-        if column and (not allowed.issuperset(map(type, column)) or
-                       (values_ok is not None and not values_ok(column))):
+        if column and values_ok is not None and not values_ok(column):
             return None
     return types
+
+
+_NONE_TYPE = type(None)
 
 
 _PROBE_ROWS = 256

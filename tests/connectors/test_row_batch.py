@@ -240,3 +240,25 @@ def test_keys_and_values_that_are_not_dicts_gather_the_same(sink: str) -> None:
                        MappingProxyType(dict(op.values)), op.version, op.source)
              if isinstance(op, RowUpsert) else op for op in ops]
     assert _gather(sink, views).written == _gather(sink, ops).written
+
+
+@pytest.mark.parametrize(("columns", "distinct"), [
+    ([["p0", "p0", "p1"], [1, 2, 1]], True),  # the last column repeats, the keys do not
+    ([["p0", "p1", "p2"], [1, 2, 3]], True),  # the last column alone tells them apart
+    ([["p0", "p1", "p0"], [1, 2, 1]], False),  # (p0, 1) twice
+    ([[1, 2, 1]], False),  # one key column, repeated
+    ([[1, 2, 3]], True),
+    ([[0.0, -0.0]], False),  # equal keys as Python (and the destinations) compare them
+])
+def test_distinct_keys(columns: list[list], distinct: bool) -> None:
+    assert row_batch._distinct(columns, len(columns[0])) is distinct  # noqa: SLF001
+
+
+def test_keys_distinct_only_as_a_whole_are_gathered_as_the_row_rule() -> None:
+    keys = [(p, c) for c in range(2) for p in ("p0", "p1", "p2")]
+    ops = [RowUpsert(KS, "t", {"p": p, "c": c}, {"name": p}, 1, Source("n1", Position(1, i + 1)))
+           for i, (p, c) in enumerate(keys)]
+    for sink in sorted(LAYOUTS):
+        ((name, (images, _)),) = _gather(sink, ops).written.items()
+        assert images == _expected(Target(name, *_target_columns(sink, static=False)), ops)
+        assert len(images) == 6

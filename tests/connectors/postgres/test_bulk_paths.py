@@ -157,6 +157,12 @@ def test_direct_copy_backs_off_after_conflicts() -> None:
     ("smallint", [70000], False),
     ("bigint", [2**63], False),
     ("integer", [True], False),
+    # NULLs beside: the other values are still checked (types and ranges), NULLs alone pass
+    ("integer", [None, True], False),
+    ("bigint", [None, "1"], False),
+    ("integer", [None, 2**31], False),
+    ("timestamptz", [None, datetime.datetime(2020, 1, 1)], False),
+    ("bigint", [None, None], True),
     ("real", [0.5, float(1 << 24)], True),
     ("real", [1e300], False),  # binary: infinity; text: refused by the server
     ("real", [0.1], False),  # not exact in 32 bits: the server rounds its text
