@@ -5,11 +5,16 @@ pipeline: a throughput or latency figure only means something next to how busy t
 and who was busy. `Meter.start()` / `Meter.stop()` read /proc/stat (the whole machine) and
 /proc/<pid>/stat of every process, and give cores used per group over the interval:
 
-- "machine": every core's busy time (not idle, not waiting for I/O);
-- the stack's servers, told apart by their command lines (`SERVERS`);
-- any group of process trees the caller names (the pipeline's processes);
+- "machine": every core's busy time (user, nice, system, irq, softirq; not idle, not waiting
+  for I/O, and not steal: time the hypervisor gave to other machines);
+- the stack's servers, told apart by their programs (`SERVERS`);
+- any group of process trees the caller names (the pipeline's processes): a process in a named
+  tree counts there, even if it is also one of the servers;
 - "other": the machine's busy time nobody above accounts for: the load generator, the
-  benchmark itself, processes that ended within the interval, the kernel.
+  benchmark itself, processes that ended within the interval, the kernel's own threads.
+
+A process is known by its pid and its start time, so a pid reused within the interval is a new
+process, counted from zero.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ SERVERS: tuple[tuple[str, bytes, bytes], ...] = (
     ("openbao", b"bao", b"\x00server"),
 )
 
+Process = tuple[int, int]  # (pid, start time in clock ticks since boot): unique over time
+
+
+def cores_available() -> int:
+    """The cores this process may run on (a container's limit, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def machine_busy_seconds(stat: str | None = None) -> float:
+    """CPU-seconds every core spent busy since boot, from the first line of /proc/stat: user,
+    nice, system, irq and softirq (guest time is already inside user time)."""
+    fields = (stat if stat is not None else Path("/proc/stat").read_text()).split("\n", 1)[0]
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields.split()[1:8])
+    return (user + nice + system + irq + softirq) / _TICK
+
 
 def server_of(cmdline: bytes) -> str | None:
     """The stack server a command line (/proc/<pid>/cmdline) runs, or None."""
@@ -41,16 +61,14 @@ def server_of(cmdline: bytes) -> str | None:
     return None
 
 
-def machine_busy_seconds(stat: str | None = None) -> float:
-    """CPU-seconds every core spent busy since boot: the first line of /proc/stat less idle
-    and iowait (guest time is already inside user time)."""
-    fields = (stat if stat is not None else Path("/proc/stat").read_text()).split("\n", 1)[0]
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields.split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / _TICK
+@dataclass(frozen=True)
+class ProcessInfo:
+    parent: int
+    cmdline: bytes
+    seconds: float  # CPU time (user + system) used so far
 
 
-def _processes() -> dict[int, tuple[int, bytes, float]]:
-    """pid -> (parent pid, command line, CPU-seconds used so far) of every process."""
+def _processes() -> dict[Process, ProcessInfo]:
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -60,72 +78,88 @@ def _processes() -> dict[int, tuple[int, bytes, float]]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:  # ended meanwhile
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (int(fields[1]), cmdline,
-                                  (int(fields[11]) + int(fields[12])) / _TICK)
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold ")"
+        found[(int(entry.name), int(fields[19]))] = ProcessInfo(
+            int(fields[1]), cmdline, (int(fields[11]) + int(fields[12])) / _TICK)
     return found
 
 
-def _group_of(pid: int, processes: dict[int, tuple[int, bytes, float]],
-              roots: dict[int, str]) -> str | None:
-    """The named tree PID is in (the nearest named ancestor), else its server, else None."""
+def group_of(pid: int, processes: dict[int, ProcessInfo], roots: dict[int, str]) -> str | None:
+    """The named tree PID is in (its nearest named ancestor, or itself), else its server,
+    else None. PROCESSES: pid -> what /proc says of it now."""
     ancestor = pid
     for _ in range(64):  # a loop in the parent links (a pid reused meanwhile) ends here
         if ancestor in roots:
             return roots[ancestor]
-        parent = processes.get(ancestor)
-        if parent is None or parent[0] == 0:
+        info = processes.get(ancestor)
+        if info is None or info.parent == 0:
             break
-        ancestor = parent[0]
-    return server_of(processes[pid][1])
+        ancestor = info.parent
+    return server_of(processes[pid].cmdline)
 
 
 @dataclass(frozen=True)
 class Sample:
-    at: float  # monotonic seconds
+    at: float  # monotonic seconds, when /proc/stat was read
     busy: float  # the machine's busy CPU-seconds since boot
-    by_pid: dict[int, tuple[str, float]]  # pid -> (group, CPU-seconds so far)
+    seconds: dict[Process, float]  # every process's CPU-seconds so far
+    groups: dict[Process, str]  # the grouped ones' groups
 
 
 def sample(trees: dict[str, Iterable[int]] | None = None) -> Sample:
-    """Now: the machine's busy time and every grouped process's CPU time. TREES: group ->
-    root pids whose descendants (and themselves) belong to it."""
+    """Now: the machine's busy time and every process's CPU time. TREES: group -> root pids
+    whose descendants (and themselves) belong to it."""
     roots = {pid: group for group, pids in (trees or {}).items() for pid in pids}
-    busy = machine_busy_seconds()
     processes = _processes()
-    by_pid = {}
-    for pid, (_, _, seconds) in processes.items():
-        group = _group_of(pid, processes, roots)
+    at, busy = time.monotonic(), machine_busy_seconds()
+    by_pid = {pid: info for (pid, _), info in processes.items()}
+    groups = {}
+    for process in processes:
+        group = group_of(process[0], by_pid, roots)
         if group is not None:
-            by_pid[pid] = (group, seconds)
-    return Sample(time.monotonic(), busy, by_pid)
+            groups[process] = group
+    return Sample(at, busy, {p: info.seconds for p, info in processes.items()}, groups)
 
 
-def cores(before: Sample, after: Sample) -> dict[str, float]:
-    """Cores used per group between BEFORE and AFTER, "machine" first, "other" last. A
-    process born in between counts from zero; one that ended in between is in "other"."""
+@dataclass(frozen=True)
+class Usage:
+    """What `cores` gives, over SECONDS of wall time."""
+
+    seconds: float
+    cores: dict[str, float]  # "machine" first, "other" last
+
+    def per_item(self, items: int) -> dict[str, float]:
+        """CPU-milliseconds per item, per group, for ITEMS done in the interval."""
+        return {group: used * self.seconds * 1000 / max(items, 1)
+                for group, used in self.cores.items()}
+
+
+def cores(before: Sample, after: Sample) -> Usage:
+    """Cores used per group between BEFORE and AFTER, in AFTER's groups. A process's CPU time
+    counts from its BEFORE reading (whatever its group was then), or from zero if it was born
+    in between; one that ended in between is in "other"."""
     elapsed = max(after.at - before.at, 1e-9)
     used: dict[str, float] = {}
-    for pid, (group, seconds) in after.by_pid.items():
-        earlier = before.by_pid.get(pid)
-        start = earlier[1] if earlier is not None and earlier[0] == group else 0.0
-        used[group] = used.get(group, 0.0) + max(0.0, seconds - start)
+    for process, group in after.groups.items():
+        spent = after.seconds[process] - before.seconds.get(process, 0.0)
+        used[group] = used.get(group, 0.0) + max(0.0, spent)
     machine = after.busy - before.busy
     result = {"machine": machine / elapsed}
     result.update({group: used[group] / elapsed for group in sorted(used)})
     result["other"] = max(0.0, machine - sum(used.values())) / elapsed
-    return result
+    return Usage(elapsed, result)
 
 
-def describe(used: dict[str, float]) -> str:
+def describe(usage: Usage) -> str:
     """'machine 1.93 of 2 cores busy: cassandra 1.02, pipeline 0.61, ..., other 0.20'."""
-    parts = [f"{group} {value:.2f}" for group, value in used.items() if group != "machine"]
-    return (f"machine {used['machine']:.2f} of {os.cpu_count()} cores busy: "
+    parts = [f"{group} {value:.2f}" for group, value in usage.cores.items()
+             if group != "machine"]
+    return (f"machine {usage.cores['machine']:.2f} of {cores_available()} cores busy: "
             + ", ".join(parts))
 
 
 class Meter:
-    """`start()`, then `stop()` -> cores per group over the interval (see `cores`)."""
+    """`start()`, then `stop()` -> the Usage of the interval (see `cores`)."""
 
     def __init__(self, trees: Callable[[], dict[str, Iterable[int]]] | None = None) -> None:
         self._trees = trees or dict
@@ -134,6 +168,6 @@ class Meter:
     def start(self) -> None:
         self._before = sample(self._trees())
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> Usage:
         assert self._before is not None, "Meter.stop() before start()"
         return cores(self._before, sample(self._trees()))

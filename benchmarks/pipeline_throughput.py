@@ -336,18 +336,6 @@ def rss_mib(process: Running) -> float:
     return total / 1024
 
 
-def cpu_seconds(process: Running) -> float:
-    """CPU time (user + system) of the pipeline's processes and their descendants so far."""
-    total = 0.0
-    for p in (p for pid in process.pids for p in _tree(pid)):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def check_alive(bench: Bench, process: Running, label: str) -> None:
     code = process.exited()
     if code is not None:
@@ -399,14 +387,12 @@ def _errors(results: list[cdc_load.WriteResult]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(merged.items())) or "no errors"
 
 
-def _cpu(figures: Figures, what: str, used: dict[str, float], rate: float | None) -> None:
-    """Cores per group (benchmarks/cpu_meter.py); with RATE (per second), also what the
-    machine's busy time and each group's come to per item."""
-    note = ""
-    if rate:
-        note = "CPU-ms per item: " + ", ".join(
-            f"{group} {cores / rate * 1000:.2f}" for group, cores in used.items())
-    figures.add(what, cpu_meter.describe(used), note)
+def _cpu(figures: Figures, what: str, usage: cpu_meter.Usage, items: int) -> None:
+    """Cores per group over the meter's interval (benchmarks/cpu_meter.py), and what each
+    group's CPU time comes to per item (write or change) done in that interval."""
+    note = "CPU-ms per item: " + ", ".join(
+        f"{group} {ms:.2f}" for group, ms in usage.per_item(items).items())
+    figures.add(what, cpu_meter.describe(usage), note)
 
 
 def phase1(bench: Bench, figures: Figures) -> float:
@@ -424,7 +410,7 @@ def phase1(bench: Bench, figures: Figures) -> float:
     figures.add("Cassandra sustained writes/s", f"{rate:,.0f}",
                 f"{written:,} inserts in {args.duration:.0f} s, {_errors(results)}, "
                 f"load {load()}")
-    _cpu(figures, "phase 1 CPU (the writers are in other)", used, rate)
+    _cpu(figures, "phase 1 CPU (the writers are in other)", used, written)
     return rate
 
 
@@ -460,7 +446,6 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         try:
             first_at, first_count, done_at, count = wait_for_rows(
                 bench, process, table, expected, label, on_sample=sample)
-            cpu = cpu_seconds(process)
             used = meter.stop()
         finally:
             bench.stop_pipeline(process)
@@ -474,12 +459,12 @@ def phase2(bench: Bench, figures: Figures, cassandra_rate: float | None) -> dict
         figures.add(f"pipeline {run_name(workers)} changes/s", f"{total:,.0f}",
                     f"{expected:,} in {done_at - began:.1f} s from start{ratio}; steady "
                     f"{steady:,.0f}/s after first row at {first_at - began:.1f} s; "
-                    f"CPU {cpu:.0f} s = {cpu / (done_at - began):.2f} cores; "
+                    f"pipeline CPU {used.cores['pipeline'] * used.seconds:.0f} s; "
                     f"peak RSS {peak[0]:.0f} MiB; load {load()}")
         if cassandra_rate:
             figures.add(f"ratio pipeline/Cassandra {run_name(workers)}",
                         f"{total / cassandra_rate:.2f}", "target >= 1.0")
-        _cpu(figures, f"phase 2 CPU {run_name(workers)}", used, total)
+        _cpu(figures, f"phase 2 CPU {run_name(workers)}", used, expected)
         rates[workers] = total
     return rates
 
@@ -581,8 +566,7 @@ def phase3(bench: Bench, figures: Figures, rate: float) -> None:
     figures.add("live write rate (writes/s)", f"{achieved:,.0f}",
                 f"target {rate:,.0f}; {written:,} rows, {_errors(results)}; pipeline start-up "
                 f"{startup:.1f} s (first row visible)")
-    _cpu(figures, "phase 3 CPU while writing (the writers are in other)", used,
-         achieved)
+    _cpu(figures, "phase 3 CPU while writing (the writers are in other)", used, written)
     target = sync_ms / 1000 + 1
     if latencies:
         p50, p95, p99 = (_percentile(latencies, q) for q in (0.5, 0.95, 0.99))

@@ -90,15 +90,18 @@ class _Timed:
         self.rates.setdefault(case, []).append(rate)
         self.ratios.setdefault(case, []).append(rate / raw_rate)
 
-    def report(self, rows: int) -> list[str]:
+    def report(self, rows: int, *, target: bool = True) -> list[str]:
+        """The summary lines; TARGET: whether this raw path is the one the target is set
+        against (else the ratios are printed without a verdict)."""
         raw = statistics.median(self.rates["raw"])
         lines = [f"{self.name}: raw {raw:,.0f} rows/s (median, {rows} rows/batch)"]
         for case in CASES:
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
-            verdict = "meets" if ratio >= TARGET else "BELOW"
+            verdict = ("; meets" if ratio >= TARGET else "; BELOW") + \
+                f" the {TARGET:.0%} target" if target else ""
             lines.append(f"{self.name}: sink {case:6s} {rate:>10,.0f} rows/s  ratio {ratio:.2f}"
-                         f" of raw (median of paired ratios; {verdict} the {TARGET:.0%} target)")
+                         f" of raw (median of paired ratios{verdict})")
         for case in sorted(set(self.ratios) - set(CASES)):  # references, not the sink
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
@@ -219,7 +222,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
              "Nullable(Int64)", "Nullable(UUID)", "Int64", "UInt8", "String", "Int64", "Int32"]
     at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
     timed = _Timed("clickhouse")
-    by_rows = _Timed("clickhouse, against a row insert")
+    by_rows = _Timed("ch-rows")  # the sink against a row-oriented insert
     try:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         admin.command(f"CREATE TABLE {raw_table} AS {table}")
@@ -260,12 +263,13 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
                       " step_id = %(s)s", parameters={"s": step})
         admin.close()
         part.close()
-    return timed.report(args.rows) + by_rows.report(args.rows) + [
+    return timed.report(args.rows) + by_rows.report(args.rows, target=False) + [
         "clickhouse: raw = one column-oriented insert of the same rows into a table AS the"
         " sink's, text already bytes; the sink also converts, gathers per key and inserts a"
         " progress row",
-        "clickhouse, against a row insert: raw = the same rows as row tuples of Python values"
-        " (text as str), the driver's default form of a batched insert; same sink runs"]
+        "ch-rows: the same sink runs against a row-oriented insert of the same rows as Python"
+        " values (text as str), the driver's default form of a batched insert (no verdict:"
+        " the target is set against the column-oriented one above)"]
 
 
 def main() -> None:

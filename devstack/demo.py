@@ -103,7 +103,6 @@ def _configuration(folder) -> dict:
             "nodes": [{"name": f"c7-node{i + 1}", "cdc_raw": str(path)}
                       for i, path in enumerate(info.cdc_raw_dirs)],
         },
-        "batching": {"max_records": 500},
         "masking_policy": str(folder / "masking.json"),
         "dead_letter_dir": str(folder / "dead-letter"),
         "destinations": [postgres_destination, {

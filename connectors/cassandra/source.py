@@ -66,7 +66,7 @@ class CdcSource(FixedPartitionedSource):
         nodes: list[NodeSpec],
         schemas: Callable[[], SchemaSource],
         *,
-        max_records: int = 500,
+        max_records: int = 1000,
         idle_wait: timedelta = timedelta(milliseconds=200),
         store: Callable[[NodeSpec], SegmentStore] | None = None,
         until_caught_up: bool = False,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from operator import attrgetter, is_, is_not
+from types import NoneType
 
 import psycopg
 from psycopg import sql
@@ -97,15 +98,13 @@ def _binary_types(types: list[str], columns: list[list]) -> list[str] | None:
         allowed, values_ok = check
         kinds = set(map(type, column))  # one pass tells both the types and any NULL
         if not allowed.issuperset(kinds):
-            if _NONE_TYPE not in kinds or not allowed.issuperset(kinds - {_NONE_TYPE}):
+            if NoneType not in kinds or not allowed.issuperset(kinds - {NoneType}):
                 return None
             column = [v for v in column if v is not None]  # noqa: PLW2901 - the non-null ones
         if column and values_ok is not None and not values_ok(column):
             return None
     return types
 
-
-_NONE_TYPE = type(None)
 
 
 _PROBE_ROWS = 256

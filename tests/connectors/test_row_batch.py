@@ -45,9 +45,11 @@ class _Captured(Gatherer):
     def __init__(self, layout_of) -> None:
         super().__init__(layout_of)
         self.written: dict[str, tuple[dict, list]] = {}
+        self.columnar: dict[str, bool] = {}  # per table: written as settled columns (no images)
 
     def flush(self, target: Target) -> None:
         columns = target.columns()
+        self.columnar[target.name] = target._batch is not None  # noqa: SLF001 - what we test
         self.written[target.name] = (dict(target.images), columns)
 
     def range_delete(self, op) -> None:
@@ -259,6 +261,8 @@ def test_keys_distinct_only_as_a_whole_are_gathered_as_the_row_rule() -> None:
     ops = [RowUpsert(KS, "t", {"p": p, "c": c}, {"name": p}, 1, Source("n1", Position(1, i + 1)))
            for i, (p, c) in enumerate(keys)]
     for sink in sorted(LAYOUTS):
-        ((name, (images, _)),) = _gather(sink, ops).written.items()
+        gatherer = _gather(sink, ops)
+        ((name, (images, _)),) = gatherer.written.items()
         assert images == _expected(Target(name, *_target_columns(sink, static=False)), ops)
         assert len(images) == 6
+        assert gatherer.columnar[name]  # distinct keys stay columns: no image per key
