@@ -259,6 +259,10 @@ def test_a_sigkill_loses_nothing_and_reorders_nothing(tmp_path, caplog):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     assert acked >= 1999, "the child did not get going"
+    # The child ran on until the kill landed: what it printed meanwhile (still in the pipe)
+    # was spooled too. A loaded machine lets it print several more batches.
+    for line in child.stdout:
+        acked = int(line)
     # The write in flight at the kill, torn: garbage after the last whole frame.
     with segments(spool_dir)[-1].open("ab") as file:
         file.write(b"\x40\x00\x00\x00\x12\x34")
@@ -278,7 +282,7 @@ def test_a_sigkill_loses_nothing_and_reorders_nothing(tmp_path, caplog):
     total = after[-1] + 1
     assert after == list(range(after[0], total))
     # Everything acknowledged is there; at most the one batch spooled after the last print.
-    assert acked + 1 <= total <= acked + 3
+    assert acked + 1 <= total <= acked + 3, (acked, total)
     assert "unfinished write" in caplog.text
     assert segments(spool_dir) == []
 
