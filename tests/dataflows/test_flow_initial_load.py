@@ -186,9 +186,12 @@ def test_a_table_switched_to_cdc_while_stopped_is_loaded_at_the_next_start(
         assert conn.execute("SELECT to_regclass(%s)", (
             f"{postgres_schema}.{bare}__late",)).fetchone()[0] is None  # nothing of late yet
     sess.execute(f"ALTER TABLE {ks}.late WITH cdc = true")
+    sess.execute(f"UPDATE {ks}.patients SET score = -1 WHERE id = 1")
+    # The marker is the last write: once it is durable, so is everything before it in the
+    # node's commit log (waiting for a marker written before the update let the run below
+    # catch up to a sync that did not hold the update yet).
     marker = uuid.uuid4().hex
     sess.execute(f"INSERT INTO {ks}.late (id, marker) VALUES (1000, %s)", (marker,))
-    sess.execute(f"UPDATE {ks}.patients SET score = -1 WHERE id = 1")
     wait_durable(store, table.start, marker.encode())
     run()  # resumed: late's ranges are new partitions, patients' are done
     assert loaded("late") == 41  # every row it has when the load reads it, the marker too
