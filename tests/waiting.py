@@ -11,12 +11,14 @@ T = TypeVar("T")
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float,
              interval: float = 0.2) -> T:
-    """CONDITION()'s first truthy result, asked every INTERVAL seconds; AssertionError naming
-    WHAT if none came within TIMEOUT seconds."""
+    """CONDITION()'s first truthy result, asked every INTERVAL seconds and once more at the
+    deadline; AssertionError naming WHAT if none came within TIMEOUT seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         found = condition()
         if found:
             return found
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(min(interval, left))
