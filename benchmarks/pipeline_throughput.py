@@ -107,7 +107,22 @@ def arguments() -> argparse.Namespace:
     for spec in args.worker_counts:
         if not re.fullmatch(r"[1-9][0-9]*p?", spec):
             parser.error(f"--workers: {spec!r} is neither N nor Np")
-    args.skip = {int(p) for p in args.skip_phases.split(",") if p.strip()}
+    if not args.worker_counts:
+        parser.error("--workers: give at least one N or Np")
+    phases = [p.strip() for p in args.skip_phases.split(",") if p.strip()]
+    if any(p not in ("1", "2", "3", "4") for p in phases):
+        parser.error(f"--skip-phases: {args.skip_phases!r} is not a list of phases 1-4")
+    args.skip = {int(p) for p in phases}
+    # Before anything is written: a bad value would otherwise fail (or hang) phases later.
+    for name in ("changes", "rss_changes", "writers", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be at least 1")
+    for name in ("duration", "rss_interval", "poll", "latency_rate", "rss_rate"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')}: must be more than 0")
+    if not 100 <= args.max_records <= 1000:  # what dataflows/config.py accepts
+        parser.error("--max-records: must be between 100 and 1000")
     return args
 
 
@@ -687,7 +702,8 @@ def main() -> None:
         if 2 not in args.skip:
             pipeline_rates = phase2(bench, figures, cassandra_rate)
         if 3 not in args.skip:
-            rate = args.latency_rate or (0.8 * cassandra_rate if cassandra_rate else None)
+            rate = args.latency_rate if args.latency_rate is not None else \
+                (0.8 * cassandra_rate if cassandra_rate else None)
             if rate is None:
                 print("phase 3 skipped: give --latency-rate or run phase 1")
             else:

@@ -280,12 +280,17 @@ def main() -> None:
     parser.add_argument("--only", default="postgres,clickhouse",
                         help="comma-separated: postgres, clickhouse")
     args = parser.parse_args()
+    benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if not only or any(name not in benches for name in only):
+        parser.error(f"--only: {args.only!r} is not a list of {', '.join(benches)}")
+    if args.rows < 1 or args.repeat < 1:
+        parser.error("--rows and --repeat: must be at least 1")
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"start: {_load()} ({os.cpu_count()} cores)", flush=True)
-    benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
     summary: list[str] = []
-    for name in args.only.split(","):
-        summary += benches[name.strip()](args)
+    for name in only:
+        summary += benches[name](args)
     print(f"end: {_load()}")
     print("\n".join(summary))
 
