@@ -97,8 +97,9 @@ def report(results: dict[str, list[float]], rows: int, units: dict[str, str] | N
               f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
-def postgres_sink_part(step: str):
-    """(keyspace, a partition of the real PostgreSQL sink) on the stack, for the items table."""
+def postgres_sink_part(step: str, fillfactor: int = 100):
+    """(keyspace, a partition of the real PostgreSQL sink) on the stack, for the items table,
+    its tables made with FILLFACTOR (PostgresSinkSettings.fillfactor)."""
     from connectors.postgres import PostgresSink, PostgresSinkSettings
     from devstack import postgres
     from devstack.certs import ensure_certificates
@@ -108,7 +109,7 @@ def postgres_sink_part(step: str):
     settings = PostgresSinkSettings(
         host=postgres.HOST, port=postgres.PORT, dbname=postgres.DATABASE, user="cdc_pipeline",
         password_ref="openbao:cdc/postgres/pipeline#password",  # noqa: S106 - a reference
-        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc")
+        sslrootcert=str(ensure_certificates().ca_cert), schema="cdc", fillfactor=fillfactor)
     sink = PostgresSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
     return ks, sink.build_part(step, "0", None)
 

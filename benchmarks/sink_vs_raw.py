@@ -2,14 +2,17 @@
 every sink at least 50% of its raw path).
 
     python benchmarks/sink_vs_raw.py [--rows 10000] [--repeat 3] [--only postgres,clickhouse]
+                                     [--fillfactor 100]
 
 Per database, per run (interleaved, so both paths see the same machine load):
 - raw (timed right before each sink case, so every ratio pairs two neighbouring measurements):
   the same rows (same columns, types and values as the sink writes, bookkeeping columns
   included) loaded the plainest fast way into an empty table of the same definition (PostgreSQL:
-  `LIKE ... INCLUDING ALL`, primary key included; ClickHouse: `AS` the sink's table, the same
-  ReplacingMergeTree): PostgreSQL binary COPY, ClickHouse one column-oriented insert. Its rows
-  are built before the clock starts, over the sink's own connection (same TLS, same role).
+  `LIKE ... INCLUDING ALL`, primary key included, and the sink's --fillfactor (the setting
+  for update-heavy tables, PostgresSinkSettings.fillfactor); ClickHouse: `AS` the sink's
+  table, the same ReplacingMergeTree): PostgreSQL binary COPY, ClickHouse one
+  column-oriented insert. Its rows are built before the clock starts, over the sink's own
+  connection (same TLS, same role).
 - sink new / newer / stale: one `write_batch` of N RowUpserts through a real sink partition, as
   the flow calls it (benchmarks/sink_bench.py): conversion, gathering, the version guard, the
   progress row, in one transaction for PostgreSQL.
@@ -113,7 +116,7 @@ class _Timed:
 def postgres_bench(args: argparse.Namespace) -> list[str]:
     from psycopg import sql
 
-    ks, part = postgres_sink_part("bench_raw")
+    ks, part = postgres_sink_part("bench_raw", args.fillfactor)
     table = sql.Identifier(f"{ks}__{TABLE}")
     raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
     names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
@@ -128,6 +131,9 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
             conn.execute(sql.SQL("CREATE TABLE cdc.{} (LIKE cdc.{} INCLUDING ALL)").format(
                 raw_table, table))
+            # LIKE copies no storage parameters: the raw table gets the sink's packing too.
+            conn.execute(sql.SQL("ALTER TABLE cdc.{} SET (fillfactor = {})").format(
+                raw_table, sql.Literal(args.fillfactor)))
         rows = _raw_values(args.rows, 1)
         for run in range(args.repeat):
             with part._pool.connection() as conn:  # noqa: SLF001
@@ -169,8 +175,9 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
             conn.commit()
         part.close()
     return timed.report(args.rows) + [
-        "postgres: raw = binary COPY into an empty table with the same primary key; the sink"
-        " also stages, upserts with a version guard and records progress"]
+        f"postgres: raw = binary COPY into an empty table with the same primary key and"
+        f" fillfactor ({args.fillfactor}); the sink also stages, upserts with a version guard"
+        " and records progress"]
 
 
 def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types: list[str],
@@ -279,6 +286,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="postgres,clickhouse",
                         help="comma-separated: postgres, clickhouse")
+    parser.add_argument("--fillfactor", type=int, default=100,
+                        help="PostgreSQL: the sink's fillfactor (10-100), the raw table's too")
     args = parser.parse_args()
     benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -286,6 +295,8 @@ def main() -> None:
         parser.error(f"--only: {args.only!r} is not a list of {', '.join(benches)}")
     if args.rows < 1 or args.repeat < 1:
         parser.error("--rows and --repeat: must be at least 1")
+    if not 10 <= args.fillfactor <= 100:
+        parser.error("--fillfactor: must be within 10..100")
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"start: {_load()} ({os.cpu_count()} cores)", flush=True)
     summary: list[str] = []

@@ -18,6 +18,7 @@ make replays after recovery harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 
@@ -193,6 +194,11 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     if destination.kind == "postgres":
         from connectors.postgres import PostgresSink
 
+        if "fillfactor" in options:  # room for HOT updates (PostgresSinkSettings.fillfactor)
+            try:
+                settings = dataclasses.replace(settings, fillfactor=options.pop("fillfactor"))
+            except ValueError as error:
+                raise ConfigError(f"{path}.options.fillfactor", str(error)) from None
         _no_other_options(path, options)
         return PostgresSink(settings, runtime.table, runtime.masked_types,
                             schema_refresh=runtime.refresh_schemas)

@@ -51,6 +51,21 @@ def _create(schema: str, name: str, columns: tuple[Column, ...], key: tuple[Colu
         sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(definitions))
 
 
+def _keep_fillfactor(conn: psycopg.Connection, schema: str, table: str, fillfactor: int
+                     ) -> None:
+    """Set TABLE's fillfactor to FILLFACTOR if it has another: a table just created (none set
+    means PostgreSQL's 100), or made before the setting changed (pages already written keep
+    their packing)."""
+    row = conn.execute(
+        "SELECT c.reloptions FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    options = dict(o.split("=", 1) for o in (row[0] if row and row[0] else ()))
+    if int(options.get("fillfactor", 100)) != fillfactor:
+        conn.execute(sql.SQL("ALTER TABLE {}.{} SET (fillfactor = {})").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Literal(fillfactor)))
+
+
 def _view(schema: str, layout: TableLayout) -> sql.Composed:
     def ref(alias: str, c: Column) -> sql.Composable:
         return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c.pg_name))
@@ -127,19 +142,20 @@ def _replace_view(conn: psycopg.Connection, schema: str, layout: TableLayout) ->
 
 
 def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
-                 after_create: TableHook | None = None) -> None:
+                 after_create: TableHook | None = None, fillfactor: int = 100) -> None:
     """Create the rows table, the static companion and the view if missing, evolve them to
-    LAYOUT if they exist (missing columns added, the view replaced), then run AFTER_CREATE in
-    the same transaction (commits; an error in it rolls everything back)."""
+    LAYOUT if they exist (missing columns added, the view replaced, the tables' FILLFACTOR
+    set if it differs), then run AFTER_CREATE in the same transaction (commits; an error in it
+    rolls everything back)."""
     with conn.transaction():
         _lock(conn, schema)
-        conn.execute(_create(schema, layout.rows_table,
-                             layout.key + layout.regular, layout.key))
-        _add_missing(conn, schema, layout.rows_table, layout.key, layout.regular)
+        tables = [(layout.rows_table, layout.key, layout.regular)]
         if layout.static_table is not None:
-            conn.execute(_create(schema, layout.static_table,
-                                 layout.partition + layout.static, layout.partition))
-            _add_missing(conn, schema, layout.static_table, layout.partition, layout.static)
+            tables.append((layout.static_table, layout.partition, layout.static))
+        for table, key, values in tables:
+            conn.execute(_create(schema, table, key + values, key))
+            _add_missing(conn, schema, table, key, values)
+            _keep_fillfactor(conn, schema, table, fillfactor)
         _replace_view(conn, schema, layout)
         if after_create is not None:
             after_create(conn, schema, layout)

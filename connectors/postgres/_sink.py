@@ -79,7 +79,8 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         # A schema change gives a new layout (connectors/row_sink.py): evolve in place.
         ops, stale = self._layout_of.to_ensure(ops)
         for layout in stale:
-            ensure_table(conn, self._settings.schema, layout, self._table_hook)
+            ensure_table(conn, self._settings.schema, layout, self._table_hook,
+                         self._settings.fillfactor)
             self._layout_of.ensured(layout)
         return ops
 

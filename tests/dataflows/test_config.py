@@ -112,8 +112,18 @@ def test_destination_options_are_checked_when_the_flow_is_built(example):
     example["destinations"][0]["options"]["batch"] = 5
     with pytest.raises(ConfigError, match=r"destinations.postgres.options.batch: is not a known"):
         build(parse(example, base=EXAMPLE.parent))
+    del example["destinations"][0]["options"]["batch"]
+    example["destinations"][0]["options"]["fillfactor"] = 5
+    with pytest.raises(ConfigError, match=r"postgres.options.fillfactor: .*within 10\.\.100"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["options"]["fillfactor"] = 50
+    build(parse(example, base=EXAMPLE.parent))  # accepted
     example["destinations"][0].update(kind="timescale", options={"when_missing": "plain"})
     with pytest.raises(ConfigError, match=r"options.time_columns: is required"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["options"].update(time_columns={"clinic.vitals": "taken_at"},
+                                                 fillfactor=50)
+    with pytest.raises(ConfigError, match=r"options.fillfactor: is not a known option"):
         build(parse(example, base=EXAMPLE.parent))
 
 

@@ -4,6 +4,7 @@ Cassandra's order, transactions with progress, a Bytewax run."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import decimal
 import ipaddress
@@ -72,6 +73,8 @@ BASE = dict(host="127.0.0.1", dbname="cdc", user="u", password_ref="env:PW",
     ({"port": 0}, "port"), ({"password_ref": "hunter2"}, "password_ref"),
     ({"partitions": 0}, "partitions"), ({"schema": "x" * 64}, "schema"),
     ({"pool_min_size": 3, "pool_max_size": 2}, "pool_min_size"), ({"host": ""}, "host"),
+    ({"fillfactor": 9}, "fillfactor"), ({"fillfactor": 101}, "fillfactor"),
+    ({"fillfactor": 50.0}, "fillfactor"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
@@ -139,6 +142,36 @@ def test_tables_view_and_types_from_schema(settings, conn) -> None:
     # No static columns: no companion table.
     assert conn.execute("SELECT to_regclass(%s)",
                         (f'"{settings.schema}"."shop__kv__static"',)).fetchone() == (None,)
+
+
+def _fillfactors(conn, schema: str) -> dict[str, str | None]:
+    """Per table of SCHEMA, its fillfactor storage parameter (None: not set)."""
+    found = conn.execute(
+        "SELECT c.relname, (SELECT o FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%%')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'shop\\_\\_%%'",
+        (schema,)).fetchall()
+    return dict(found)
+
+
+def test_fillfactor_is_set_on_new_tables_and_follows_the_setting(settings, conn) -> None:
+    def write(fillfactor: int, version: int) -> None:
+        part = make_sink(dataclasses.replace(settings, fillfactor=fillfactor)).build_part(
+            "pg_out", "0", None)
+        part.write_batch([up("asc_t", {"p": "x", "a": 1, "b": "q"}, {"v": "hi"}, version),
+                          up("asc_t", {"p": "x"}, {"s": "st"}, version, static=True)])
+        part.close()
+
+    write(50, 10)  # created with it: the rows table and its static companion
+    assert _fillfactors(conn, settings.schema) == {
+        "shop__asc_t": "fillfactor=50", "shop__asc_t__static": "fillfactor=50"}
+    write(80, 11)  # a later run with another setting: the existing tables follow
+    assert _fillfactors(conn, settings.schema) == {
+        "shop__asc_t": "fillfactor=80", "shop__asc_t__static": "fillfactor=80"}
+    write(100, 12)  # back to PostgreSQL's default
+    assert _fillfactors(conn, settings.schema) == {
+        "shop__asc_t": "fillfactor=100", "shop__asc_t__static": "fillfactor=100"}
+    assert live(conn, settings.schema, "asc_t", "p, a, b, s, v") == [("x", 1, "q", "st", "hi")]
 
 
 ALL_TYPES = [
