@@ -20,13 +20,21 @@ import time
 
 from clickhouse_connect.driver.binding import quote_identifier as q
 
-from benchmarks.sink_bench import TABLE, arguments, clickhouse_sink_part, report, run_cases
+from benchmarks.sink_bench import (
+    TABLE,
+    arguments,
+    clickhouse_sink_part,
+    collector_as_in_the_pipeline,
+    report,
+    run_cases,
+)
 from connectors.cassandra.events import Position
 from operators.row_ops import ClusteringBound, RangeDelete, Source
 
 
 def main() -> None:
     args = arguments(__doc__)
+    print(collector_as_in_the_pipeline())
     from devstack import clickhouse
 
     ks, part = clickhouse_sink_part("bench_{ks}")

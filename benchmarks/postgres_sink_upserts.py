@@ -17,11 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from psycopg import sql
 
-from benchmarks.sink_bench import TABLE, arguments, postgres_sink_part, report, run_cases
+from benchmarks.sink_bench import (
+    TABLE,
+    arguments,
+    collector_as_in_the_pipeline,
+    postgres_sink_part,
+    report,
+    run_cases,
+)
 
 
 def main() -> None:
     args = arguments(__doc__)
+    print(collector_as_in_the_pipeline())
     ks, part = postgres_sink_part("bench")
 
     def truncate() -> None:

@@ -52,6 +52,7 @@ from collections.abc import Callable
 from benchmarks.sink_bench import (
     TABLE,
     clickhouse_sink_part,
+    collector_as_in_the_pipeline,
     load_average,
     postgres_sink_part,
     upserts,
@@ -298,7 +299,8 @@ def main() -> None:
     if not 10 <= args.fillfactor <= 100:
         parser.error("--fillfactor: must be within 10..100")
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"start: {_load()} ({os.cpu_count()} cores)", flush=True)
+    print(f"start: {_load()} ({os.cpu_count()} cores); {collector_as_in_the_pipeline()}",
+          flush=True)
     summary: list[str] = []
     for name in only:
         summary += benches[name](args)

@@ -101,9 +101,8 @@ class _Batch(Gatherer):
         data = target.columns()
         if data is None:
             return
-        # Column-oriented: the gathered columns go as they are (no per-row tuples).
-        data[-4] = list(map(int, data[-4]))  # _cdc_deleted: bool -> 0/1
-        data[-3] = list(map(str.encode, data[-3]))  # _cdc_source_node
+        # Column-oriented: the gathered columns go as they are (no per-row tuples); the
+        # driver writes _cdc_deleted's bools as UInt8 0/1 and encodes the node names' str.
         columns = target.key + target.values
         try:
             self.client.insert(

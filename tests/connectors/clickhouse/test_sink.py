@@ -387,6 +387,9 @@ def test_progress_keeps_the_highest_position_per_node(env: Env, part) -> None:
         " AND sink_partition = 0 ORDER BY segment_id DESC, offset DESC LIMIT 1 BY node",
         {"s": env.step})
     assert sorted(got) == [("n1", big + 1, 2), ("n2", big, 10)]
+    # Each row carries where its image came from (equal versions: the last inserted wins).
+    assert env.final("kv", "k, _cdc_source_node, _cdc_source_segment, _cdc_source_offset",
+                     "k") == [(1, "n1", big, 100), (2, "n1", big + 1, 2), (3, "n2", big, 10)]
 
 
 # --- through Bytewax --------------------------------------------------------------------------
