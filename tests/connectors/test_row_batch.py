@@ -231,6 +231,23 @@ def test_whole_column_conversion_equals_value_by_value(sink: str) -> None:
     assert checked == 3
 
 
+def test_clickhouse_number_columns_convert_whole_as_value_by_value() -> None:
+    """ClickHouse's int and double columns of one type go whole; a column mixing in another
+    type (a bool, an int among doubles) goes value by value, as before."""
+    layout = clickhouse_layout(SCHEMA[(KS, "f")])
+    plans = {layout.regular[i].name: (layout.regular[i].convert, c)
+             for i, *c in row_batch._plan(layout.regular)}  # noqa: SLF001
+    plans["x"] = (layout.key[0].convert, row_batch._plan(layout.key)[0][1:])  # noqa: SLF001
+    samples = {"v": [[1, -2**31, 2**31 - 1], [1, True, 3]],
+               "x": [[0.5, -1e300, float("inf")], [0.5, 2, 3.0]]}
+    for name, (convert, converters) in plans.items():
+        assert converters[2] is not None  # a whole-column form
+        for sample in samples[name]:
+            got = row_batch._convert(list(sample), *converters)  # noqa: SLF001
+            assert got == list(map(convert, sample))
+            assert list(map(type, got)) == list(map(type, map(convert, sample)))
+
+
 @pytest.mark.parametrize("sink", sorted(LAYOUTS))
 def test_keys_and_values_that_are_not_dicts_gather_the_same(sink: str) -> None:
     """Operations whose key or values are other mappings (read-only views) take the general
