@@ -61,6 +61,10 @@ class Target:
         # versions, deleted flags, sources. Only while `_images` is empty.
         self._batch: list[list] | None = None
 
+    def has_converted(self) -> bool:
+        """Whether it holds converted operations (settled or gathered), not only pending."""
+        return self._batch is not None or bool(self._images)
+
     def convert_pending(self) -> None:
         if self.pending:
             assert self.settle is not None
@@ -81,6 +85,16 @@ class Target:
         current = images.get(slot)
         if current is None or image.version >= current.version:
             images[slot] = image
+
+    def absorb(self, other: Target) -> None:
+        """Gather OTHER's operations (of the same table, later than this one's) into this."""
+        other.convert_pending()
+        self.convert_pending()
+        if other._batch is not None:
+            self.images  # noqa: B018 - this one's first: ties go to the later operation
+            self.add_columns(other._batch)
+        for image in other._images.values():
+            self.add(image)
 
     def add_columns(self, batch: list[list]) -> None:
         """Gather converted operations (columns as in `_batch`) in order into `_images`."""

@@ -194,26 +194,109 @@ class _Batch(Gatherer):
 
     # --- writing -------------------------------------------------------------------------
 
+    def flush_all(self) -> None:
+        """Write every target, converting each as it is written (the other sinks convert all
+        first): a refusal after a write rolls the whole transaction back, and a large
+        target's conversion runs while the server takes its COPY (`flush`)."""
+        for target in self.targets.values():
+            self.flush(target)
+        self.targets.clear()
+
     def flush(self, target: Target) -> None:
-        columns = target.columns()
-        if columns is None:
+        """Write TARGET: by plain COPY into the table while its keys are new (`DirectCopy`),
+        else staged and upserted. A large target is converted in chunks as its COPY streams
+        (`_Chunks`): the server writes one chunk's rows while the next converts (two cores),
+        instead of waiting for the whole conversion. A key met again in a later chunk, or a
+        later chunk without an exact binary form, stops the stream (rolled back): everything
+        is then converted, gathered per key and written in one piece."""
+        parts = _chunks(target, self.settle)
+        if len(parts) == 1:
+            columns = target.columns()
+            if columns is not None:
+                self._write(target, columns)
             return
-        rows = list(zip(*columns, strict=True))
-        schema = sql.Identifier(self.schema)
-        table = sql.Identifier(target.name)
+        chunks = _Chunks(parts, len(target.key))
+        names, cols, types = self._names(target)
+        direct = self.direct is not None and self.direct.should_try(target.name)
+        if direct:
+            assert self.direct is not None
+            into = sql.SQL("{}.{}").format(sql.Identifier(self.schema),
+                                           sql.Identifier(target.name))
+            try:
+                with self._savepoint():
+                    self._stream(into, cols, types, chunks,
+                                 _PROBE_ROWS if self.direct.probe(target.name) else 0)
+                self.direct.succeeded(target.name)
+                return
+            except RejectedValueError:
+                raise  # a refused value (converting a chunk): not a reason to go on
+            except psycopg.errors.UniqueViolation:
+                self.direct.conflicted(target.name)
+            except (_Restart, *_BINARY_FAILURES):
+                pass  # staged below, or in one piece
+        if not chunks.restart:
+            stage = self._stage_table(target.name, names, cols)
+            try:
+                with self._savepoint():
+                    self._stream(stage, cols, types, chunks, 0)
+                self._upsert(target, names, stage)
+                return
+            except RejectedValueError:
+                raise
+            except (_Restart, *_BINARY_FAILURES):
+                pass  # in one piece below: its errors name the column
+        whole = chunks.gathered(Target(target.name, target.key, target.values))
+        columns = whole.columns()
+        if columns is not None:
+            self._write(whole, columns)
+
+    def _names(self, target: Target) -> tuple[list[str], sql.Composable, list[str]]:
+        """TARGET's written column names, as a quoted list, and their PostgreSQL types."""
         names = [c.pg_name for c in target.key + target.values] + list(CDC_WRITTEN)
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        return (names, sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                [*(c.pg_type for c in target.key + target.values), *_CDC_WRITTEN_TYPES])
+
+    def _stream(self, into: sql.Composable, cols: sql.Composable, types: list[str],
+                chunks: _Chunks, probe: int) -> None:
+        """One COPY into INTO of every chunk, each converted as the previous one's rows go
+        (binary if the first chunk has an exact binary form: a later one without raises
+        _Restart); PROBE rows of the first chunk go first, by a COPY of their own."""
+        first = list(zip(*chunks.get(0), strict=True))
+        binary = _binary_types(types, chunks.get(0))
+        if probe:
+            self._copy(into, cols, first[:probe], binary, binary is not None)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN" +
+                            (" (FORMAT BINARY)" if binary is not None else ""))
+        with self.conn.cursor() as cur, cur.copy(statement.format(into, cols)) as copy:
+            if binary is not None:
+                copy.set_types(binary)
+            write = copy.write_row
+            for row in first[probe:]:
+                write(row)
+            for index in range(1, len(chunks)):
+                columns = chunks.get(index)
+                if binary is not None and _binary_types(types, columns) is None:
+                    chunks.restart = True
+                    raise _Restart
+                for row in zip(*columns, strict=True):
+                    write(row)
+
+    def _write(self, target: Target, columns: list[list]) -> None:
+        """Write TARGET's converted COLUMNS in one piece: directly while its keys are new, else
+        staged and upserted."""
+        rows = list(zip(*columns, strict=True))
+        names, cols, types = self._names(target)
         # Binary COPY (no text formatting or parsing) when every column's type has an exact
         # binary form for the converted values; any failure of it is redone as text COPY,
         # whose errors name the column (`_refused`).
-        binary = _binary_types([*(c.pg_type for c in target.key + target.values),
-                                *_CDC_WRITTEN_TYPES], columns)
+        binary = _binary_types(types, columns)
         if self.direct is not None and self.direct.should_try(target.name):
             # Every key new (the initial load, inserts): a plain COPY into the table is what
             # the upsert would do. A stored key makes it fail (unique violation) and roll back
             # to its savepoint; the staged upsert below then writes the batch.
             try:
-                into = sql.SQL("{}.{}").format(schema, table)
+                into = sql.SQL("{}.{}").format(sql.Identifier(self.schema),
+                                               sql.Identifier(target.name))
                 probe = _PROBE_ROWS if self.direct.probe(target.name) else 0
                 with self._savepoint():
                     if probe:
@@ -226,17 +309,7 @@ class _Batch(Gatherer):
                 self.direct.conflicted(target.name)
             except _BINARY_FAILURES:
                 pass  # the staged path redoes it and names the refusal
-        # The column list is in the name: a pooled connection's stage of an older layout
-        # (before a schema change) is never reused with the new one.
-        stage = sql.Identifier("_cdc_stage_" + hashlib.blake2b(
-            f"{self.schema}.{target.name}|{names}".encode(), digest_size=8).hexdigest())
-        if target.name in self.staged:
-            self.conn.execute(sql.SQL("TRUNCATE {}").format(stage))
-        else:
-            self.conn.execute(sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS"
-                " SELECT {} FROM {}.{} WITH NO DATA").format(stage, cols, schema, table))
-            self.staged.add(target.name)
+        stage = self._stage_table(target.name, names, cols)
         staged = False
         if binary is not None:
             try:
@@ -251,6 +324,24 @@ class _Batch(Gatherer):
             except psycopg.errors.DataError as error:
                 raise _refused(error, target, rows) from None
         self._upsert(target, names, stage)
+
+    def _stage_table(self, name: str, names: list[str], cols: sql.Composable
+                     ) -> sql.Composable:
+        """The session's staging table for NAME's table, made if missing, emptied if this batch
+        used it already."""
+        # The column list is in the name: a pooled connection's stage of an older layout
+        # (before a schema change) is never reused with the new one.
+        stage = sql.Identifier("_cdc_stage_" + hashlib.blake2b(
+            f"{self.schema}.{name}|{names}".encode(), digest_size=8).hexdigest())
+        if name in self.staged:
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+        else:
+            self.conn.execute(sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS"
+                " SELECT {} FROM {}.{} WITH NO DATA").format(
+                stage, cols, sql.Identifier(self.schema), sql.Identifier(name)))
+            self.staged.add(name)
+        return stage
 
     def _upsert(self, target: Target, names: list[str], stage: sql.Composable) -> None:
         """The version-guarded upsert of the staged rows into TARGET's table."""
@@ -278,6 +369,72 @@ class _Batch(Gatherer):
             write = copy.write_row
             for row in rows:
                 write(row)
+
+
+# A target of at least 2 * _CHUNK_OPS pending operations is converted and streamed in chunks of
+# about _CHUNK_OPS: small enough that the server has the first rows while the rest convert.
+_CHUNK_OPS = 1000
+
+
+class _Restart(Exception):  # noqa: N818 - a signal, not an error
+    """A streamed COPY cannot go on (a key met again in a later chunk, a chunk without an
+    exact binary form): rolled back, the target is written in one piece."""
+
+
+def _chunks(target: Target, settle: Callable[[Target], None]) -> list[Target]:
+    """TARGET, or Targets of the same table each holding a consecutive slice of its pending
+    operations (unconverted), for a target holding nothing but pending operations (the
+    usual batch) of at least 2 * _CHUNK_OPS."""
+    pending = target.pending
+    if len(pending) < 2 * _CHUNK_OPS or target.has_converted():
+        return [target]
+    size = -(-len(pending) // (len(pending) // _CHUNK_OPS))
+    parts = []
+    for start in range(0, len(pending), size):
+        part = Target(target.name, target.key, target.values)
+        part.settle = settle
+        part.pending = pending[start:start + size]
+        parts.append(part)
+    target.pending = []
+    return parts
+
+
+class _Chunks:
+    """The chunks of one target, converted once each, on first use, in order. A key of a later
+    chunk met in an earlier one sets `restart` and raises _Restart: one COPY of the chunks
+    would hold it twice (a unique violation, or a MERGE touching a row twice), so the target
+    is then gathered per key and written in one piece (`gathered`)."""
+
+    def __init__(self, parts: list[Target], width: int) -> None:
+        self._parts = parts
+        self._width = width
+        self._columns: list[list[list] | None] = [None] * len(parts)
+        self._keys: set[tuple] = set()
+        self.restart = False
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def get(self, index: int) -> list[list]:
+        columns = self._columns[index]
+        if columns is None:
+            columns = self._parts[index].columns()
+            assert columns is not None  # a slice of pending operations writes rows
+            self._columns[index] = columns
+            keys = set(zip(*columns[:self._width], strict=True))
+            if not self._keys.isdisjoint(keys):
+                self.restart = True
+            self._keys |= keys
+        if self.restart:
+            raise _Restart
+        return columns
+
+    def gathered(self, whole: Target) -> Target:
+        """WHOLE (an empty Target of the same table) holding every chunk's images, gathered
+        per key in operation order."""
+        for part in self._parts:
+            whole.absorb(part)
+        return whole
 
 
 def upsert_statement(table: sql.Composable, stage: sql.Composable, keys: Sequence[str],

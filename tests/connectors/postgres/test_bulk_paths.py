@@ -177,3 +177,102 @@ def test_direct_copy_backs_off_after_conflicts() -> None:
 ])
 def test_binary_copy_only_for_values_it_writes_exactly(pg_type, values, binary) -> None:
     assert (_binary_types([pg_type], [values]) is not None) is binary
+
+
+def _row_rule(stored: dict[int, tuple], ops: list) -> dict[int, tuple]:
+    """What the table holds after OPS, applied one by one with the version guard (a stored
+    version <= the operation's is replaced; a delete leaves a tombstone)."""
+    state = dict(stored)
+    for op in ops:
+        key = op.key["k"]
+        if key in state and state[key][2] > op.version:
+            continue
+        values = (op.values["n"], op.values["v"]) if hasattr(op, "values") else (None, None)
+        state[key] = (*values, op.version, not hasattr(op, "values"))
+    return state
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_large_batches_streamed_in_chunks_give_the_row_rule(settings, conn, merge,
+                                                            monkeypatch) -> None:
+    """Batches of thousands of operations are converted chunk by chunk as their COPY streams
+    (connectors/postgres/_apply.py, `_Chunks`): new keys straight into the table, stored ones
+    staged and upserted, and a batch with keys repeated across chunks (lower, equal and higher
+    versions, deletes) or a later chunk without an exact binary form restarts in one piece.
+    Every way ends as the operations applied one by one do."""
+    import random
+
+    from connectors.postgres import PostgresSink, _apply
+
+    streams = []
+    real_stream = _apply._Batch._stream  # noqa: SLF001
+
+    def recorded(batch, into, *args):
+        try:
+            real_stream(batch, into, *args)
+        except _apply._Restart:  # noqa: SLF001
+            streams.append("restart")
+            raise
+        except psycopg.errors.UniqueViolation:
+            streams.append("conflict")
+            raise
+        streams.append("stage" if "_cdc_stage_" in into.as_string(conn) else "direct")
+
+    monkeypatch.setattr(_apply._Batch, "_stream", recorded)  # noqa: SLF001
+    rnd = random.Random(7)
+    part = PostgresSink(settings, lambda ks, t: TABLES.get((ks, t)), merge=merge).build_part(
+        "pg_chunks", "0", None)
+
+    def write(ops: list, expected_streams: list[str]) -> None:
+        before = {r[0]: r[1:] for r in stored(conn, settings.schema)}
+        streams.clear()
+        part.write_batch(ops)
+        assert streams == expected_streams
+        expected = _row_rule(before, ops)
+        assert {r[0]: r[1:] for r in stored(conn, settings.schema)} == expected
+        part.write_batch(ops)  # a replay
+        assert {r[0]: r[1:] for r in stored(conn, settings.schema)} == expected
+
+    def upsert(k: int, version: int, text: str = "w"):
+        return up("bin", {"k": k}, {"n": k * version, "v": f"{text}{k}"}, version)
+
+    try:
+        part.write_batch([upsert(1, 1)])  # the table
+        # New keys, distinct: one COPY into the table, streamed.
+        write([upsert(k, 10, "seed") for k in range(0, 6000, 2)], ["direct"])
+        # (Its replay met stored keys: the next batch skips the direct COPY.) Stored and new
+        # keys, distinct, some older than the stored rows, some deletes: the stage streams.
+        keys = list(range(7000))
+        rnd.shuffle(keys)
+        write([delete("bin", {"k": k}, 15) if k % 10 == 0 else upsert(k, rnd.choice([5, 10, 20]))
+               for k in keys], ["stage"])
+        # Keys repeated across chunks: the stream restarts, the batch goes in one piece.
+        write([delete("bin", {"k": k}, v) if rnd.random() < 0.1 else upsert(k, v)
+               for i in range(7000)
+               for k, v in [(rnd.randrange(8000), rnd.choice([5, 10, 10, 15, 20 + i]))]],
+              ["restart"])
+    finally:
+        part.close()
+
+
+def test_a_later_chunk_without_an_exact_binary_form_restarts_in_one_piece(settings, conn
+                                                                          ) -> None:
+    """The first chunk's floats have an exact binary form (binary COPY), a later one holds
+    1e300, which binary COPY would write as infinity where the text form is refused: the
+    stream stops and the batch goes in one piece by text COPY, whose refusal names the
+    column; nothing of the batch is written."""
+    tables = schemas([column("flt", "k", "partition_key", "int", 0),
+                      column("flt", "f", "regular", "float")])
+    part = make_sink(settings, tables).build_part("pg_flt", "0", None)
+    try:
+        part.write_batch([up("flt", {"k": -1}, {"f": 1.0}, 1)])  # the table
+        ops = [up("flt", {"k": k}, {"f": k / 2}, 10) for k in range(3000)]
+        ops[2500] = up("flt", {"k": 2500}, {"f": 1e300}, 10)
+        with pytest.raises(RejectedValueError, match=r"column f\b"):
+            part.write_batch(ops)
+        assert rows(conn, settings.schema, f"{KS}__flt", "k, f") == [(-1, 1.0)]
+        del ops[2500]
+        part.write_batch(ops)  # the rest: streamed, binary
+        assert len(rows(conn, settings.schema, f"{KS}__flt", "k, f")) == 3000
+    finally:
+        part.close()
