@@ -481,3 +481,21 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     assert line["event"]["position"] == {"segment_id": change.position.segment_id,
                                          "offset": change.position.offset}
     assert line["event"]["cells"]["weight"][0] == 60.0
+
+
+def test_a_keyless_expiry_of_a_table_never_known_is_counted_and_logged_once(caplog) -> None:
+    """What the expiry source passes on for a table dropped before this process read the schema
+    (connectors/cassandra/expiry.py): no operation, counted under the table's id, one warning."""
+    import uuid
+
+    from connectors.cassandra.expiry import ExpiryDue
+
+    table_id = uuid.uuid4()
+    images = RowImages(None, lambda _item: None)  # type: ignore[arg-type] - nothing is read
+    label = {"table": str(table_id)}
+    with caplog.at_level(logging.WARNING, logger="operators.readback"):
+        assert images.operations(ExpiryDue(table_id, {}, {}, False, 0)) == []
+        assert images.operations(ExpiryDue(table_id, {}, {}, True, 1)) == []
+    assert REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total", label) == 2
+    (warning,) = [r for r in caplog.records if str(table_id) in r.getMessage()]
+    assert "TTL expiries" in warning.getMessage()

@@ -104,15 +104,20 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
         int(start + 400 * i) * 1000 // HOUR_MS for i in range(30)}
 
 
-def test_entries_of_dropped_tables_are_skipped(schedule_keyspace):
+def test_entries_of_tables_this_process_never_knew_go_on_without_a_key(schedule_keyspace):
+    """Their keys cannot be decoded; they go on, keyless, for the row-images step to count
+    (tests/operators/test_readback.py), not dropped here unseen."""
     sess, keyspace = schedule_keyspace
     table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
     settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0)
-    now = datetime.now(UTC).timestamp()
-    ExpirySchedule(sess, settings).add([(table, {"id": 1}, False, int((now - 1) * 1e6))])
-    gone = ExpirySource(lambda: sess, lambda _id: None, settings).build_part(
+    start = 1_800_000_000.0
+    clock = ManualClock(start)
+    ExpirySchedule(sess, settings, clock=clock).add(
+        [(table, {"id": 1}, False, int((start + 10) * 1_000_000))])
+    gone = ExpirySource(lambda: sess, lambda _id: None, settings, clock=clock).build_part(
         "step", "expiry-0", None)
-    assert gone.next_batch() == []
+    clock.now = start + 20
+    assert gone.next_batch() == [ExpiryDue(table.id, {}, {}, False, int((start + 10) * 1000))]
 
 
 def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keyspace):
