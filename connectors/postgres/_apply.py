@@ -9,12 +9,13 @@ WHEN NOT MATCHED THEN INSERT (PostgreSQL 15+, `merge`), else INSERT ... SELECT .
 (key) DO UPDATE ... WHERE stored._cdc_version <= EXCLUDED._cdc_version; either way an older
 image can neither overwrite nor resurrect a row. MERGE took less server time than ON CONFLICT
 for stored rows (benchmarks/sink_vs_raw.py times both), but it does not insert speculatively: a
-key another transaction inserts after MERGE looked for it fails the statement (unique
-violation). The caller then redoes the batch without it (connectors/postgres/_sink.py). Two fast
-paths keep the guarantee: a batch whose keys are all new goes by plain COPY straight into the
-table (in a savepoint: a stored key makes it fail and the batch takes the upsert;
-`DirectCopy`), and COPY is binary when every value is checked to have an exact binary form
-(`_binary_types`), else text.
+key another transaction inserts after MERGE looked for it fails the statement (MergeRaced), and
+some tables refuse it (MergeRefused). The caller then redoes the batch without it
+(connectors/postgres/_sink.py). Fast paths keep the guarantee: a batch whose keys are all new
+goes by plain COPY straight into the table (in a savepoint: a stored key makes it fail and the
+batch takes the upsert; `DirectCopy`), COPY is binary when every value is checked to have an
+exact binary form (`_binary_types`), else text, and a large batch is converted chunk by chunk
+while its COPY streams (`_Chunks`).
 The highest source position per node goes to _cdc_progress in the same transaction.
 """
 
@@ -26,7 +27,7 @@ import hashlib
 import re
 import struct
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from operator import attrgetter, is_, is_not
@@ -43,14 +44,34 @@ from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
 
-__all__ = ["DirectCopy", "RejectedValueError", "apply_batch", "key_fingerprint",
-           "upsert_statement"]
+__all__ = ["DirectCopy", "MergeRaced", "MergeRefused", "RejectedValueError", "apply_batch",
+           "key_fingerprint", "upsert_statement"]
 
 _COPY_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 
 
 class RejectedValueError(SharedRejectedValueError):
     sink = "PostgreSQL"
+
+
+class MergeRefused(Exception):  # noqa: N818 - names what happened, as psycopg's errors do
+    """The server refused MERGE into TABLE (FeatureNotSupported, e.g. a table with rules):
+    the transaction is lost; the table is upserted by INSERT ... ON CONFLICT from now on."""
+
+    def __init__(self, table: str, sqlstate: str | None) -> None:
+        super().__init__(f"the server refuses MERGE into {table} (SQLSTATE {sqlstate})")
+        self.table, self.sqlstate = table, sqlstate
+
+
+class MergeRaced(Exception):  # noqa: N818
+    """MERGE into TABLE met a key another transaction inserted after it looked (a unique
+    violation: MERGE does not insert speculatively): the transaction is lost; the batch is
+    redone by INSERT ... ON CONFLICT. The violation's message, which quotes the key, is not
+    kept."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"MERGE into {table} met a key inserted meanwhile")
+        self.table = table
 
 
 # Binary COPY writes a column only when its values are checked to have exactly the binary form
@@ -144,6 +165,10 @@ class DirectCopy:
         if table in self._skip:  # still probes: its batches have met stored keys before
             self._skip[table] = (0, self._skip[table][1] // 2)
 
+    def refused(self, table: str) -> None:
+        """The server refuses COPY into TABLE (row-level security, say): never tried again."""
+        self._skip[table] = (10**18, self.max_skip)
+
     def conflicted(self, table: str) -> None:
         backoff = min(self._skip.get(table, (0, 0))[1] * 2 or 1, self.max_skip)
         self._skip[table] = (backoff, backoff)
@@ -154,13 +179,15 @@ class _Batch(Gatherer):
 
     def __init__(self, conn: psycopg.Connection, schema: str,
                  layout_of: Callable[[str, str], TableLayout],
-                 direct: DirectCopy | None = None, merge: bool = False):
+                 direct: DirectCopy | None = None, merge: bool = False,
+                 on_conflict: Collection[str] = ()):
         super().__init__(layout_of)
         self.conn = conn
         self.schema = schema
         self.staged: set[str] = set()
         self.direct = direct
         self.merge = merge
+        self.on_conflict = on_conflict  # tables upserted by ON CONFLICT even when merging
 
     # --- range deletes -------------------------------------------------------------------
 
@@ -232,6 +259,8 @@ class _Batch(Gatherer):
                 raise  # a refused value (converting a chunk): not a reason to go on
             except psycopg.errors.UniqueViolation:
                 self.direct.conflicted(target.name)
+            except psycopg.errors.FeatureNotSupported:
+                self.direct.refused(target.name)  # COPY into it refused: staged from now on
             except (_Restart, *_BINARY_FAILURES):
                 pass  # staged below, or in one piece
         if not chunks.restart:
@@ -239,12 +268,13 @@ class _Batch(Gatherer):
             try:
                 with self._savepoint():
                     self._stream(stage, cols, types, chunks, 0)
-                self._upsert(target, names, stage)
-                return
             except RejectedValueError:
                 raise
             except (_Restart, *_BINARY_FAILURES):
                 pass  # in one piece below: its errors name the column
+            else:
+                self._upsert(target, names, stage)
+                return
         whole = chunks.gathered(Target(target.name, target.key, target.values))
         columns = whole.columns()
         if columns is not None:
@@ -307,6 +337,8 @@ class _Batch(Gatherer):
                 return
             except psycopg.errors.UniqueViolation:
                 self.direct.conflicted(target.name)
+            except psycopg.errors.FeatureNotSupported:
+                self.direct.refused(target.name)  # COPY into it refused: staged from now on
             except _BINARY_FAILURES:
                 pass  # the staged path redoes it and names the refusal
         stage = self._stage_table(target.name, names, cols)
@@ -344,10 +376,22 @@ class _Batch(Gatherer):
         return stage
 
     def _upsert(self, target: Target, names: list[str], stage: sql.Composable) -> None:
-        """The version-guarded upsert of the staged rows into TARGET's table."""
-        self.conn.execute(upsert_statement(
+        """The version-guarded upsert of the staged rows into TARGET's table. MERGE's own
+        failures are raised as MergeRefused and MergeRaced, without the server's message."""
+        merge = self.merge and target.name not in self.on_conflict
+        statement = upsert_statement(
             sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(target.name)),
-            stage, [c.pg_name for c in target.key], names[len(target.key):], merge=self.merge))
+            stage, [c.pg_name for c in target.key], names[len(target.key):], merge=merge)
+        try:
+            self.conn.execute(statement)
+        except psycopg.errors.FeatureNotSupported as error:
+            if not merge:
+                raise
+            raise MergeRefused(target.name, error.sqlstate) from None
+        except psycopg.errors.UniqueViolation:
+            if not merge:
+                raise
+            raise MergeRaced(target.name) from None
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -484,15 +528,16 @@ def _refused(error: psycopg.Error, target: Target, rows: Sequence[tuple]
 def apply_batch(conn: psycopg.Connection, schema: str,
                 layout_of: Callable[[str, str], TableLayout], ops: Sequence[RowOp],
                 step_id: str, partition: int, direct: DirectCopy | None = None,
-                merge: bool = False) -> None:
+                merge: bool = False, on_conflict: Collection[str] = ()) -> None:
     """Apply OPS in the caller's open transaction on CONN; record progress in it too.
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
     direct: the partition's DirectCopy (kept across batches); None: always stage and upsert.
-    merge: upsert staged rows by MERGE (the server must be PostgreSQL 15 or later); a key
-    another transaction inserts meanwhile then raises UniqueViolation (redo the batch without).
+    merge: upsert staged rows by MERGE (the server must be PostgreSQL 15 or later), except
+    into the tables in ON_CONFLICT; a key another transaction inserts meanwhile raises
+    MergeRaced (redo the batch without MERGE), a table refusing MERGE MergeRefused.
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
-    _Batch(conn, schema, layout_of, direct, merge).apply(ops)
+    _Batch(conn, schema, layout_of, direct, merge, on_conflict).apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)
             for node, p in sorted(highest_positions(ops).items())]
     if rows:

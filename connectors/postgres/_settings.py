@@ -39,6 +39,9 @@ class PostgresSinkSettings:
         50, 0.5 at 100), for up to 100/fillfactor times the space. Set on the tables when they
         are created, and on existing ones when a partition first meets them (ALTER TABLE ...
         SET: pages written from then on).
+    direct_copy: while a table's keys are new, try a plain COPY into it before staging an
+        upsert (connectors/postgres/_apply.py, DirectCopy; it backs off after stored keys).
+        False: always stage and upsert.
     """
 
     host: str
@@ -61,6 +64,7 @@ class PostgresSinkSettings:
     retry_max_backoff: float = 10.0
     application_name: str = "cdc-pipeline-postgres-sink"
     fillfactor: int = 100
+    direct_copy: bool = True
 
     def __post_init__(self) -> None:
         for name in ("host", "dbname", "user", "sslrootcert", "application_name"):
@@ -90,6 +94,8 @@ class PostgresSinkSettings:
         for name in ("pool_timeout", "pool_max_lifetime", "retry_backoff", "retry_max_backoff"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PostgresSinkSettings.{name} must be > 0")
+        if not isinstance(self.direct_copy, bool):
+            raise ValueError("PostgresSinkSettings.direct_copy must be true or false")
         if not isinstance(self.fillfactor, int) or isinstance(self.fillfactor, bool) or \
                 not 10 <= self.fillfactor <= 100:
             raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100")

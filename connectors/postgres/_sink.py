@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 from bytewax.outputs import StatefulSinkPartition
+from prometheus_client import Counter
 from psycopg_pool import ConnectionPool, PoolTimeout
 from typing_extensions import override
 
-from connectors.postgres._apply import DirectCopy, apply_batch
+from connectors.postgres._apply import DirectCopy, MergeRaced, MergeRefused, apply_batch
 from connectors.postgres._ddl import TableHook, ensure_progress_table, ensure_table
 from connectors.postgres._layout import LayoutError, TableLayout, build_layout
 from connectors.postgres._settings import PostgresSinkSettings
@@ -31,6 +32,10 @@ from operators.row_ops import RowOp
 __all__ = ["PostgresSink", "stable_partition"]
 
 log = logging.getLogger(__name__)
+
+REDONE = Counter("cdc_postgres_batches_redone",
+                 "Batches whose transaction was lost to MERGE and redone by INSERT ... ON "
+                 "CONFLICT", ["step", "reason"])
 
 _MERGE_SINCE = 150000  # server_version of PostgreSQL 15, the first with MERGE
 
@@ -67,8 +72,10 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._progress_ready = False
         self._sleep = sleep
         self._table_hook = table_hook
-        self._direct = DirectCopy()  # which tables take a plain COPY first
+        # Which tables take a plain COPY first (none without settings.direct_copy).
+        self._direct = DirectCopy() if settings.direct_copy else None
         self._merge = merge  # upsert by MERGE where the server has it (PostgreSQL 15+)
+        self._on_conflict: set[str] = set()  # tables that refused MERGE: ON CONFLICT
         self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
 
     def _ensure(self, conn: psycopg.Connection, ops: list[RowOp]) -> list[RowOp]:
@@ -90,25 +97,28 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
             merge = self._merge and conn.info.server_version >= _MERGE_SINCE
             try:
                 self._write(conn, ops, merge=merge)
-            except (psycopg.errors.UniqueViolation, psycopg.errors.FeatureNotSupported) as error:
-                if not merge:
-                    raise
-                if isinstance(error, psycopg.errors.FeatureNotSupported):
-                    # A server (or a table, e.g. one with rules) that refuses MERGE: this
-                    # partition upserts by ON CONFLICT from now on.
-                    self._merge = False
-                    log.warning("postgres sink %s/%s: the server refuses MERGE (SQLSTATE %s); "
-                                "upserting by INSERT ... ON CONFLICT", self._step_id,
-                                self._partition, error.sqlstate)
+                return
+            except MergeRefused as refused:
+                # A table that refuses MERGE (one with rules, say): upserted by ON CONFLICT
+                # from now on; the other tables keep MERGE.
+                self._on_conflict.add(refused.table)
+                log.warning("postgres sink %s/%s: %s; upserting it by INSERT ... ON CONFLICT",
+                            self._step_id, self._partition, refused)
+                REDONE.labels(self._step_id, "merge refused").inc()
+            except MergeRaced:
                 # MERGE does not insert speculatively: a key another transaction inserted
-                # after MERGE looked for it fails the statement, and the transaction with it
-                # (rare: sink partitions own their keys). The batch again, by ON CONFLICT.
-                self._write(conn, ops, merge=False)
+                # after MERGE looked for it failed the statement, and the transaction with
+                # it (rare: sink partitions own their keys).
+                REDONE.labels(self._step_id, "key inserted meanwhile").inc()
+            # The batch again, all of it by ON CONFLICT; outside the handler, so that nothing
+            # it raises carries the lost transaction's error along.
+            self._write(conn, ops, merge=False)
 
     def _write(self, conn: psycopg.Connection, ops: list[RowOp], *, merge: bool) -> None:
         with conn.transaction():
             apply_batch(conn, self._settings.schema, self._layout_of, ops, self._step_id,
-                        self._partition, self._direct, merge=merge)
+                        self._partition, self._direct, merge=merge,
+                        on_conflict=self._on_conflict)
 
     def _apply(self, ops: list[RowOp]) -> None:
         with_retries(lambda: self._apply_once(ops), transient=_transient,

@@ -6,11 +6,13 @@ COPY cannot write is redone as text COPY, whose refusal names the column."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import sql
 
 from connectors.postgres import RejectedValueError
@@ -61,13 +63,28 @@ def test_new_keys_by_copy_then_stored_keys_by_guarded_upsert(bin_part, settings,
     assert stored(conn, settings.schema) == before
 
 
+def _redone(reason: str, step: str = "pg_bulk") -> float:
+    return REGISTRY.get_sample_value("cdc_postgres_batches_redone_total",
+                                     {"step": step, "reason": reason}) or 0.0
+
+
+@pytest.fixture
+def staged_part(settings):
+    """A partition that always stages and upserts (no plain COPY first)."""
+    built = make_sink(dataclasses.replace(settings, direct_copy=False), TABLES).build_part(
+        "pg_bulk", "0", None)
+    yield built
+    built.close()
+
+
 def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
-        bin_part, settings, conn, pg_password) -> None:
+        staged_part, settings, conn, pg_password) -> None:
     # MERGE (PostgreSQL 15+) does not insert speculatively: a key another transaction inserts
     # after MERGE looked for it raises a unique violation instead of meeting the version guard.
     # The sink then redoes the whole batch by INSERT ... ON CONFLICT.
     assert conn.info.server_version >= 150000  # the stack's server: the sink MERGEs
-    bin_part._direct = None  # noqa: SLF001 - straight to the staged upsert (no plain COPY try)
+    bin_part = staged_part
+    redone = _redone("key inserted meanwhile")
     bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
     other = psycopg.connect(**settings.connection_kwargs(pg_password))
     failed: list[BaseException] = []
@@ -100,26 +117,67 @@ def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
     assert not writer.is_alive() and not failed, failed
     got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
     assert got == {1: (2, "b", 20, False), 2: (-1, "other", 100, False)}
+    assert _redone("key inserted meanwhile") == redone + 1
 
 
-def test_a_table_refusing_merge_is_upserted_by_on_conflict(bin_part, settings, conn,
-                                                           caplog) -> None:
+def test_a_table_refusing_merge_is_upserted_by_on_conflict(settings, conn, caplog,
+                                                           monkeypatch) -> None:
     # PostgreSQL refuses MERGE on a relation with rules (ON CONFLICT only minds INSERT and
-    # UPDATE rules): the batch goes by ON CONFLICT, and so does every later one, with one
-    # warning.
-    bin_part._direct = None  # noqa: SLF001 - straight to the staged upsert (no plain COPY try)
-    bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
-    conn.execute(sql.SQL("CREATE RULE keep_rows AS ON DELETE TO {} DO INSTEAD NOTHING").format(
-        sql.Identifier(settings.schema, f"{KS}__bin")))
-    with caplog.at_level("WARNING", logger="connectors.postgres._sink"):
-        bin_part.write_batch([up("bin", {"k": 1}, {"n": 2, "v": "b"}, 20),
-                              up("bin", {"k": 2}, {"n": 2, "v": "c"}, 20)])
-        bin_part.write_batch([up("bin", {"k": 1}, {"n": 3, "v": "old"}, 15),
-                              up("bin", {"k": 3}, {"n": 3, "v": "d"}, 30)])
-    got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
-    assert got == {1: (2, "b", 20, False), 2: (2, "c", 20, False), 3: (3, "d", 30, False)}
+    # UPDATE rules): the batch goes by ON CONFLICT, and so does every later one of that table,
+    # with one warning; another table keeps MERGE.
+    from connectors.postgres import _apply
+
+    tables = schemas([column(t, "k", "partition_key", "int", 0) for t in ("ruled", "plain")]
+                     + [column(t, "n", "regular", "int") for t in ("ruled", "plain")])
+    statements: list[tuple[str, bool]] = []
+    real = _apply.upsert_statement
+
+    def recorded(table, stage, keys, values, *, merge):
+        statements.append((table.as_string(conn).split(".")[-1].strip('"'), merge))
+        return real(table, stage, keys, values, merge=merge)
+
+    monkeypatch.setattr(_apply, "upsert_statement", recorded)
+    part = make_sink(dataclasses.replace(settings, direct_copy=False), tables).build_part(
+        "pg_rules", "0", None)
+
+    def both(k: int, version: int) -> list:
+        return [up(t, {"k": k}, {"n": version}, version) for t in ("ruled", "plain")]
+
+    try:
+        part.write_batch(both(1, 10))
+        conn.execute(sql.SQL("CREATE RULE keep_rows AS ON DELETE TO {} DO INSTEAD NOTHING"
+                             ).format(sql.Identifier(settings.schema, f"{KS}__ruled")))
+        redone = _redone("merge refused", "pg_rules")
+        statements.clear()
+        with caplog.at_level("WARNING", logger="connectors.postgres._sink"):
+            part.write_batch(both(1, 20) + both(2, 20))
+            part.write_batch(both(1, 15) + both(3, 30))
+    finally:
+        part.close()
+    for table in ("ruled", "plain"):
+        got = rows(conn, settings.schema, f"{KS}__{table}", "k, n, _cdc_version")
+        assert got == [(1, 20, 20), (2, 20, 20), (3, 30, 30)]
     refusals = [r for r in caplog.records if "refuses MERGE" in r.getMessage()]
-    assert len(refusals) == 1
+    assert len(refusals) == 1 and "shop__ruled" in refusals[0].getMessage()
+    assert _redone("merge refused", "pg_rules") == redone + 1
+    # Refused, then the batch redone by ON CONFLICT; the next batch: MERGE for plain only.
+    assert statements == [("shop__ruled", True), ("shop__ruled", False),
+                          ("shop__plain", False), ("shop__ruled", False), ("shop__plain", True)]
+
+
+def test_a_table_refusing_copy_is_staged_from_then_on(bin_part, settings, conn) -> None:
+    # COPY FROM into a table whose row-level security applies to the sink's role is refused
+    # (FeatureNotSupported); MERGE and ON CONFLICT are not: such a table is staged.
+    table = sql.Identifier(settings.schema, f"{KS}__bin")
+    bin_part.write_batch([up("bin", {"k": 0}, {"n": 0, "v": "a"}, 1)])  # the table
+    conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table))
+    conn.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(table))
+    conn.execute(sql.SQL("CREATE POLICY every_row ON {} USING (true) WITH CHECK (true)"
+                         ).format(table))
+    bin_part.write_batch([up("bin", {"k": k}, {"n": k, "v": "b"}, 10)
+                          for k in range(1, 2450)])  # streamed
+    bin_part.write_batch([up("bin", {"k": k}, {"n": k, "v": "c"}, 10) for k in range(2450, 2500)])
+    assert [r[0] for r in stored(conn, settings.schema)] == list(range(2500))
 
 
 def test_value_binary_copy_refuses_is_named_by_text_copy(bin_part, settings, conn) -> None:

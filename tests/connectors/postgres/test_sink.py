@@ -74,7 +74,7 @@ BASE = dict(host="127.0.0.1", dbname="cdc", user="u", password_ref="env:PW",
     ({"partitions": 0}, "partitions"), ({"schema": "x" * 64}, "schema"),
     ({"pool_min_size": 3, "pool_max_size": 2}, "pool_min_size"), ({"host": ""}, "host"),
     ({"fillfactor": 9}, "fillfactor"), ({"fillfactor": 101}, "fillfactor"),
-    ({"fillfactor": 50.0}, "fillfactor"),
+    ({"fillfactor": 50.0}, "fillfactor"), ({"direct_copy": 1}, "direct_copy"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
