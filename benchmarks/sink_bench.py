@@ -109,7 +109,7 @@ def report(results: dict[str, list[float]], rows: int, units: dict[str, str] | N
               f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
-def postgres_sink_part(step: str, fillfactor: int = 100):
+def postgres_sink_part(step: str, fillfactor: int | None = None):
     """(keyspace, a partition of the real PostgreSQL sink) on the stack, for the items table,
     its tables made with FILLFACTOR (PostgresSinkSettings.fillfactor)."""
     from connectors.postgres import PostgresSink, PostgresSinkSettings

@@ -34,7 +34,8 @@ COPY.
 Both get "extraction alone" once per run: a fresh batch of the same N RowUpserts read into
 columns (each key and value field by dict.get, versions, sources), nothing converted or checked,
 the least Python work any sink taking the flow's row operations does, and the ratio it leaves:
-raw / (raw + extraction), the most such a sink reaches even if all its other work were free.
+raw / (raw + extraction), the most such a sink reaches even if all its other work were free and
+none of its work overlapped the server's (the PostgreSQL sink's streamed COPY does overlap).
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ class _Timed:
             if case == EXTRACTION:
                 # Per pair: raw time / (raw time + extraction time).
                 ceiling = statistics.median(1 / (1 + 1 / r) for r in self.ratios[case])
-                lines.append(f"{self.name}: the most a sink that must also extract reaches:"
-                             f" {ceiling:.2f} of raw (raw / (raw + extraction), median)")
+                lines.append(f"{self.name}: raw / (raw + extraction): {ceiling:.2f} (median;"
+                             " the most a sink reaches if it extracts before the raw path's"
+                             " work, not beside it)")
         return lines
 
 

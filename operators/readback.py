@@ -286,8 +286,11 @@ class RowImages:
     def operations(self, event: ChangeEvent | ExpiryDue) -> list[RowOp | UnreadableChange]:
         if isinstance(event, ExpiryDue):
             table = self._table_of(event)
-            if not isinstance(table, TableSchema):
+            if not isinstance(table, TableSchema) or not event.key:
                 # Dropped before this process read the schema: nothing names it but its id.
+                # Keyless: the expiry source did not know the table (and a refresh did not
+                # find it) even if this lookup does now; without a key there is nothing to
+                # read.
                 name = str(event.table_id)
                 self._note_dropped(DROPPED_TABLE_EXPIRIES, event.table_id, name,
                                    f"TTL expiries of table {name} are not read again from here "

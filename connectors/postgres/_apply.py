@@ -278,7 +278,7 @@ class _Batch(Gatherer):
         whole = chunks.gathered(Target(target.name, target.key, target.values))
         columns = whole.columns()
         if columns is not None:
-            self._write(whole, columns)
+            self._write(whole, columns, direct=False)  # tried above, or skipped this batch
 
     def _names(self, target: Target) -> tuple[list[str], sql.Composable, list[str]]:
         """TARGET's written column names, as a quoted list, and their PostgreSQL types."""
@@ -311,16 +311,16 @@ class _Batch(Gatherer):
                 for row in zip(*columns, strict=True):
                     write(row)
 
-    def _write(self, target: Target, columns: list[list]) -> None:
-        """Write TARGET's converted COLUMNS in one piece: directly while its keys are new, else
-        staged and upserted."""
+    def _write(self, target: Target, columns: list[list], *, direct: bool = True) -> None:
+        """Write TARGET's converted COLUMNS in one piece: directly while its keys are new (if
+        DIRECT: the batch has not asked DirectCopy yet), else staged and upserted."""
         rows = list(zip(*columns, strict=True))
         names, cols, types = self._names(target)
         # Binary COPY (no text formatting or parsing) when every column's type has an exact
         # binary form for the converted values; any failure of it is redone as text COPY,
         # whose errors name the column (`_refused`).
         binary = _binary_types(types, columns)
-        if self.direct is not None and self.direct.should_try(target.name):
+        if direct and self.direct is not None and self.direct.should_try(target.name):
             # Every key new (the initial load, inserts): a plain COPY into the table is what
             # the upsert would do. A stored key makes it fail (unique violation) and roll back
             # to its savepoint; the staged upsert below then writes the batch.
@@ -420,6 +420,10 @@ class _Batch(Gatherer):
 _CHUNK_OPS = 1000
 
 
+class ChunkConversionError(RuntimeError):
+    """Converting a chunk of a streamed target failed otherwise than by refusing a value."""
+
+
 class _Restart(Exception):  # noqa: N818 - a signal, not an error
     """A streamed COPY cannot go on (a key met again in a later chunk, a chunk without an
     exact binary form): rolled back, the target is written in one piece."""
@@ -428,9 +432,11 @@ class _Restart(Exception):  # noqa: N818 - a signal, not an error
 def _chunks(target: Target, settle: Callable[[Target], None]) -> list[Target]:
     """TARGET, or Targets of the same table each holding a consecutive slice of its pending
     operations (unconverted), for a target holding nothing but pending operations (the
-    usual batch) of at least 2 * _CHUNK_OPS."""
+    usual batch) of at least 2 * _CHUNK_OPS, whose keys cannot hold NaN."""
     pending = target.pending
-    if len(pending) < 2 * _CHUNK_OPS or target.has_converted():
+    # NaN-capable keys (float columns): the check across chunks compares keys as Python does,
+    # and NaN != NaN; such targets go whole, gathered by `_slot`.
+    if len(pending) < 2 * _CHUNK_OPS or target.has_converted() or target.nan_keys:
         return [target]
     size = -(-len(pending) // (len(pending) // _CHUNK_OPS))
     parts = []
@@ -462,13 +468,21 @@ class _Chunks:
     def get(self, index: int) -> list[list]:
         columns = self._columns[index]
         if columns is None:
-            columns = self._parts[index].columns()
-            assert columns is not None  # a slice of pending operations writes rows
-            self._columns[index] = columns
-            keys = set(zip(*columns[:self._width], strict=True))
+            try:
+                columns = self._parts[index].columns()
+                keys = set(zip(*columns[:self._width], strict=True))
+            except RejectedValueError:
+                raise
+            except Exception as error:  # noqa: BLE001 - re-raised, as a type of its own
+                # Not a refusal (those are RejectedValueError): a failure the COPY paths'
+                # handlers must not take for a value binary COPY cannot write, since the
+                # chunk's operations are gone from its pending list. The class only: a
+                # message may quote a value.
+                raise ChunkConversionError(type(error).__name__) from None
             if not self._keys.isdisjoint(keys):
                 self.restart = True
             self._keys |= keys
+            self._columns[index] = columns
         if self.restart:
             raise _Restart
         return columns

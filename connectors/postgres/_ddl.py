@@ -142,11 +142,11 @@ def _replace_view(conn: psycopg.Connection, schema: str, layout: TableLayout) ->
 
 
 def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
-                 after_create: TableHook | None = None, fillfactor: int = 100) -> None:
+                 after_create: TableHook | None = None, fillfactor: int | None = None) -> None:
     """Create the rows table, the static companion and the view if missing, evolve them to
     LAYOUT if they exist (missing columns added, the view replaced, the tables' FILLFACTOR
-    set if it differs), then run AFTER_CREATE in the same transaction (commits; an error in it
-    rolls everything back)."""
+    set if given and it differs), then run AFTER_CREATE in the same transaction (commits; an
+    error in it rolls everything back)."""
     with conn.transaction():
         _lock(conn, schema)
         tables = [(layout.rows_table, layout.key, layout.regular)]
@@ -155,7 +155,8 @@ def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
         for table, key, values in tables:
             conn.execute(_create(schema, table, key + values, key))
             _add_missing(conn, schema, table, key, values)
-            _keep_fillfactor(conn, schema, table, fillfactor)
+            if fillfactor is not None:
+                _keep_fillfactor(conn, schema, table, fillfactor)
         _replace_view(conn, schema, layout)
         if after_create is not None:
             after_create(conn, schema, layout)

@@ -31,14 +31,15 @@ class PostgresSinkSettings:
     retry_attempts: tries of one transaction on a transient error (connection lost, serialization
         failure, deadlock, statement timeout, pool timeout) before the error is raised.
     retry_backoff: first pause between tries in seconds, doubled each time up to retry_max_backoff.
-    fillfactor: the storage parameter of the sink's tables (10-100; 100, PostgreSQL's default,
-        packs pages full). Below 100, pages keep room for new row versions: an update whose
-        new version fits on its page is HOT (no index entry, no new page), so a table whose
-        rows are updated again and again takes a version-guarded update at about the cost of
-        an insert (benchmarks/sink_vs_raw.py: MERGE of 10k changed rows about 1.0 of a COPY at
-        50, 0.5 at 100), for up to 100/fillfactor times the space. Set on the tables when they
-        are created, and on existing ones when a partition first meets them (ALTER TABLE ...
-        SET: pages written from then on).
+    fillfactor: the storage parameter of the sink's tables (10-100). None, the default,
+        leaves it as it is: PostgreSQL's 100 for the tables the sink makes (pages packed
+        full), or what was set by hand. Below 100, pages keep room for new row versions: an
+        update whose new version fits on its page is HOT (no index entry, no new page), so a
+        table whose rows are updated again and again takes a version-guarded update at about
+        the cost of an insert (benchmarks/sink_vs_raw.py: MERGE of 10k changed rows 1.15-1.23
+        of a COPY's rate at 50, 0.52-0.54 at 100), for up to 100/fillfactor times the space.
+        Set on the tables when a partition first meets them (ALTER TABLE ... SET: pages
+        written from then on).
     direct_copy: while a table's keys are new, try a plain COPY into it before staging an
         upsert (connectors/postgres/_apply.py, DirectCopy; it backs off after stored keys).
         False: always stage and upsert.
@@ -63,7 +64,7 @@ class PostgresSinkSettings:
     retry_backoff: float = 0.2
     retry_max_backoff: float = 10.0
     application_name: str = "cdc-pipeline-postgres-sink"
-    fillfactor: int = 100
+    fillfactor: int | None = None
     direct_copy: bool = True
 
     def __post_init__(self) -> None:
@@ -96,8 +97,9 @@ class PostgresSinkSettings:
                 raise ValueError(f"PostgresSinkSettings.{name} must be > 0")
         if not isinstance(self.direct_copy, bool):
             raise ValueError("PostgresSinkSettings.direct_copy must be true or false")
-        if not isinstance(self.fillfactor, int) or isinstance(self.fillfactor, bool) or \
-                not 10 <= self.fillfactor <= 100:
+        if self.fillfactor is not None and (
+                not isinstance(self.fillfactor, int) or isinstance(self.fillfactor, bool)
+                or not 10 <= self.fillfactor <= 100):
             raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100")
         if self.retry_max_backoff < self.retry_backoff:
             raise ValueError("PostgresSinkSettings.retry_max_backoff must be >= retry_backoff")

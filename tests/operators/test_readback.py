@@ -499,3 +499,11 @@ def test_a_keyless_expiry_of_a_table_never_known_is_counted_and_logged_once(capl
     assert REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total", label) == 2
     (warning,) = [r for r in caplog.records if str(table_id) in r.getMessage()]
     assert "TTL expiries" in warning.getMessage()
+    # Keyless, though this lookup knows the table (the source's did not): nothing to read.
+    from tests.connectors.postgres.conftest import column, schemas
+
+    (known,) = schemas([column("t", "k", "partition_key", "int", 0)]).values()
+    knowing = RowImages(None, lambda _item: known)  # type: ignore[arg-type] - nothing is read
+    label = {"table": str(known.id)}
+    assert knowing.operations(ExpiryDue(known.id, {}, {}, False, 0)) == []
+    assert REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total", label) == 1

@@ -155,14 +155,17 @@ def _fillfactors(conn, schema: str) -> dict[str, str | None]:
 
 
 def test_fillfactor_is_set_on_new_tables_and_follows_the_setting(settings, conn) -> None:
-    def write(fillfactor: int, version: int) -> None:
+    def write(fillfactor: int | None, version: int) -> None:
         part = make_sink(dataclasses.replace(settings, fillfactor=fillfactor)).build_part(
             "pg_out", "0", None)
         part.write_batch([up("asc_t", {"p": "x", "a": 1, "b": "q"}, {"v": "hi"}, version),
                           up("asc_t", {"p": "x"}, {"s": "st"}, version, static=True)])
         part.close()
 
-    write(50, 10)  # created with it: the rows table and its static companion
+    write(None, 9)  # not set: PostgreSQL's default, nothing stored
+    assert _fillfactors(conn, settings.schema) == {
+        "shop__asc_t": None, "shop__asc_t__static": None}
+    write(50, 10)  # set: the rows table and its static companion
     assert _fillfactors(conn, settings.schema) == {
         "shop__asc_t": "fillfactor=50", "shop__asc_t__static": "fillfactor=50"}
     write(80, 11)  # a later run with another setting: the existing tables follow
@@ -171,6 +174,12 @@ def test_fillfactor_is_set_on_new_tables_and_follows_the_setting(settings, conn)
     write(100, 12)  # back to PostgreSQL's default
     assert _fillfactors(conn, settings.schema) == {
         "shop__asc_t": "fillfactor=100", "shop__asc_t__static": "fillfactor=100"}
+    # Not set: a fillfactor set by hand stays.
+    conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = 60)").format(
+        sql.Identifier(settings.schema, "shop__asc_t")))
+    write(None, 13)
+    assert _fillfactors(conn, settings.schema) == {
+        "shop__asc_t": "fillfactor=60", "shop__asc_t__static": "fillfactor=100"}
     assert live(conn, settings.schema, "asc_t", "p, a, b, s, v") == [("x", 1, "q", "st", "hi")]
 
 
