@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.cassandra.expiry import ExpirySettings
+from connectors.cassandra.source import DEFAULT_MAX_RECORDS
 from connectors.cassandra.tail import Cursor
 from operators.masking.errors import ConfigError
 
@@ -203,7 +204,8 @@ def _node(section: _Section) -> NodeSettings:
 
 def _batching(section: _Section) -> BatchSettings:
     settings = BatchSettings(
-        max_records=section.integer("max_records", default=1000, low=100, high=1000),
+        max_records=section.integer("max_records", default=DEFAULT_MAX_RECORDS, low=100,
+                                    high=1000),
         max_changes_per_second=section.integer("max_changes_per_second", default=0, low=0),
         read_concurrency=section.integer("read_concurrency", default=16, low=1, high=256),
     )

@@ -38,6 +38,10 @@ from connectors.tracing import tracer
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_RECORDS = 1000
+"""Commit-log entries per batch unless configured (batching.max_records): larger batches make
+fewer round trips per change (7-18% more changes/s at 1000 than at 500, docs/performance.md)."""
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -66,7 +70,7 @@ class CdcSource(FixedPartitionedSource):
         nodes: list[NodeSpec],
         schemas: Callable[[], SchemaSource],
         *,
-        max_records: int = 1000,
+        max_records: int = DEFAULT_MAX_RECORDS,
         idle_wait: timedelta = timedelta(milliseconds=200),
         store: Callable[[NodeSpec], SegmentStore] | None = None,
         until_caught_up: bool = False,

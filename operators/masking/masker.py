@@ -24,6 +24,7 @@ from operators.masking.strategies import (
     rebuild,
     split,
     text_bytes,
+    texts_bytes,
 )
 from operators.masking.tokenizer import Tokenizer, TokenRequest
 
@@ -244,7 +245,7 @@ class Masker:
         if at:
             texts.append(_PendingTexts(column, out, at, len(requests)))
             requests.extend(map(TokenRequest, repeat(context),
-                                map(text_bytes, [values[place] for place in at])))
+                                texts_bytes([values[place] for place in at])))
         if len(at) + nulls < len(values):
             for place, value in enumerate(values):
                 if value is None or type(value) is str:

@@ -46,7 +46,6 @@ import math
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from operator import methodcaller
 from typing import Any, Literal, Protocol
 
 from cassandra import util as cassandra_util
@@ -64,6 +63,8 @@ __all__ = [
     "masked_column_types",
     "rebuild",
     "split",
+    "text_bytes",
+    "texts_bytes",
 ]
 
 HMAC_MIN_KEY_BYTES = 32
@@ -97,9 +98,15 @@ def _text_form(value: Any) -> str:
     raise UnsupportedValue(f"no canonical form for a value of type {type(value).__name__}")
 
 
-text_bytes = methodcaller("encode", "utf-8", "surrogatepass")
-"""The canonical bytes of a str (canonical_bytes), as a C-level callable for whole columns
-(operators/masking/masker.py)."""
+def text_bytes(value: str) -> bytes:
+    """The canonical bytes of a str (canonical_bytes)."""
+    return value.encode("utf-8", "surrogatepass")
+
+
+def texts_bytes(values: list[str]) -> list[bytes]:
+    """`text_bytes` of each of VALUES (a column's texts: operators/masking/masker.py). A
+    comprehension: map() with methodcaller("encode", ...) took four times as long."""
+    return [value.encode("utf-8", "surrogatepass") for value in values]
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -139,7 +146,7 @@ def canonical_json(value: Any) -> bytes:
     """One deterministic JSON text (UTF-8) for a whole value: tuples and lists as arrays, UDTs as
     objects keyed by field name, sets as sorted arrays, maps as arrays of [key, value] pairs
     sorted by key, scalars as JSON scalars or their canonical text (bytes as "0x<hex>")."""
-    return _dumps(_jsonable(value)).encode("utf-8", "surrogatepass")
+    return text_bytes(_dumps(_jsonable(value)))
 
 
 def hmac_hex(key: bytes, data: bytes) -> str:
