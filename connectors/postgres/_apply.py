@@ -150,8 +150,11 @@ class DirectCopy:
     def __init__(self, max_skip: int = 64) -> None:
         self.max_skip = max_skip
         self._skip: dict[str, tuple[int, int]] = {}  # table -> (batches to skip, backoff)
+        self._refused: set[str] = set()  # tables whose COPY the server refuses
 
     def should_try(self, table: str) -> bool:
+        if table in self._refused:
+            return False
         remaining, backoff = self._skip.get(table, (0, 0))
         if remaining:
             self._skip[table] = (remaining - 1, backoff)
@@ -167,7 +170,7 @@ class DirectCopy:
 
     def refused(self, table: str) -> None:
         """The server refuses COPY into TABLE (row-level security, say): never tried again."""
-        self._skip[table] = (10**18, self.max_skip)
+        self._refused.add(table)
 
     def conflicted(self, table: str) -> None:
         backoff = min(self._skip.get(table, (0, 0))[1] * 2 or 1, self.max_skip)
@@ -234,51 +237,71 @@ class _Batch(Gatherer):
         else staged and upserted. A large target is converted in chunks as its COPY streams
         (`_Chunks`): the server writes one chunk's rows while the next converts (two cores),
         instead of waiting for the whole conversion. A key met again in a later chunk, or a
-        later chunk without an exact binary form, stops the stream (rolled back): everything
-        is then converted, gathered per key and written in one piece."""
-        parts = _chunks(target, self.settle)
-        if len(parts) == 1:
-            columns = target.columns()
-            if columns is not None:
-                self._write(target, columns)
-            return
-        chunks = _Chunks(parts, len(target.key))
+        later chunk without an exact binary form, stops the stream (rolled back), as does a
+        value binary COPY fails on: the target is then converted, gathered per key and staged
+        in one piece, by text COPY if binary fails, whose errors name the column."""
+        if not (target.pending or target.has_converted()):
+            return  # nothing gathered (a range deletion that covered no stored row)
+        chunks = _Chunks(_chunks(target, self.settle), len(target.key))
         names, cols, types = self._names(target)
-        direct = self.direct is not None and self.direct.should_try(target.name)
-        if direct:
-            assert self.direct is not None
-            into = sql.SQL("{}.{}").format(sql.Identifier(self.schema),
-                                           sql.Identifier(target.name))
-            try:
-                with self._savepoint():
-                    self._stream(into, cols, types, chunks,
-                                 _PROBE_ROWS if self.direct.probe(target.name) else 0)
-                self.direct.succeeded(target.name)
-                return
-            except RejectedValueError:
-                raise  # a refused value (converting a chunk): not a reason to go on
-            except psycopg.errors.UniqueViolation:
-                self.direct.conflicted(target.name)
-            except psycopg.errors.FeatureNotSupported:
-                self.direct.refused(target.name)  # COPY into it refused: staged from now on
-            except (_Restart, *_BINARY_FAILURES):
-                pass  # staged below, or in one piece
+        if self._copied_directly(target.name, cols, types, chunks):
+            return
+        stage = self._stage_table(target.name, names, cols)
         if not chunks.restart:
-            stage = self._stage_table(target.name, names, cols)
             try:
                 with self._savepoint():
                     self._stream(stage, cols, types, chunks, 0)
             except RejectedValueError:
-                raise
+                raise  # a refused value (converting a chunk): not a reason to go on
             except (_Restart, *_BINARY_FAILURES):
-                pass  # in one piece below: its errors name the column
+                pass  # in one piece below
             else:
                 self._upsert(target, names, stage)
                 return
-        whole = chunks.gathered(Target(target.name, target.key, target.values))
+        whole = chunks.whole()
         columns = whole.columns()
-        if columns is not None:
-            self._write(whole, columns, direct=False)  # tried above, or skipped this batch
+        assert columns is not None  # it held operations
+        rows = list(zip(*columns, strict=True))
+        binary = _binary_types(types, columns)
+        if binary is not None:
+            try:
+                with self._savepoint():
+                    self._copy(stage, cols, rows, binary, True)
+                self._upsert(whole, names, stage)
+                return
+            except _BINARY_FAILURES:
+                pass  # redone as text below
+        try:
+            self._copy(stage, cols, rows, None, False)
+        except psycopg.errors.DataError as error:
+            raise _refused(error, whole, rows) from None
+        self._upsert(whole, names, stage)
+
+    def _copied_directly(self, name: str, cols: sql.Composable, types: list[str],
+                         chunks: _Chunks) -> bool:
+        """Whether the chunks went by plain COPY straight into the table NAME (every key new:
+        the initial load, inserts), in a savepoint. A stored key makes it fail (unique
+        violation) and roll back, and the table backs off; a table refusing COPY is never
+        tried again; any other failure is left to the staged path, which names it."""
+        if self.direct is None or not self.direct.should_try(name):
+            return False
+        into = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
+        try:
+            with self._savepoint():
+                self._stream(into, cols, types, chunks,
+                             _PROBE_ROWS if self.direct.probe(name) else 0)
+        except RejectedValueError:
+            raise
+        except psycopg.errors.UniqueViolation:
+            self.direct.conflicted(name)
+            return False
+        except psycopg.errors.FeatureNotSupported:
+            self.direct.refused(name)  # COPY into it refused: staged from now on
+            return False
+        except (_Restart, *_BINARY_FAILURES):
+            return False
+        self.direct.succeeded(name)
+        return True
 
     def _names(self, target: Target) -> tuple[list[str], sql.Composable, list[str]]:
         """TARGET's written column names, as a quoted list, and their PostgreSQL types."""
@@ -310,52 +333,6 @@ class _Batch(Gatherer):
                     raise _Restart
                 for row in zip(*columns, strict=True):
                     write(row)
-
-    def _write(self, target: Target, columns: list[list], *, direct: bool = True) -> None:
-        """Write TARGET's converted COLUMNS in one piece: directly while its keys are new (if
-        DIRECT: the batch has not asked DirectCopy yet), else staged and upserted."""
-        rows = list(zip(*columns, strict=True))
-        names, cols, types = self._names(target)
-        # Binary COPY (no text formatting or parsing) when every column's type has an exact
-        # binary form for the converted values; any failure of it is redone as text COPY,
-        # whose errors name the column (`_refused`).
-        binary = _binary_types(types, columns)
-        if direct and self.direct is not None and self.direct.should_try(target.name):
-            # Every key new (the initial load, inserts): a plain COPY into the table is what
-            # the upsert would do. A stored key makes it fail (unique violation) and roll back
-            # to its savepoint; the staged upsert below then writes the batch.
-            try:
-                into = sql.SQL("{}.{}").format(sql.Identifier(self.schema),
-                                               sql.Identifier(target.name))
-                probe = _PROBE_ROWS if self.direct.probe(target.name) else 0
-                with self._savepoint():
-                    if probe:
-                        self._copy(into, cols, rows[:probe], binary, binary is not None)
-                    if len(rows) > probe:
-                        self._copy(into, cols, rows[probe:], binary, binary is not None)
-                self.direct.succeeded(target.name)
-                return
-            except psycopg.errors.UniqueViolation:
-                self.direct.conflicted(target.name)
-            except psycopg.errors.FeatureNotSupported:
-                self.direct.refused(target.name)  # COPY into it refused: staged from now on
-            except _BINARY_FAILURES:
-                pass  # the staged path redoes it and names the refusal
-        stage = self._stage_table(target.name, names, cols)
-        staged = False
-        if binary is not None:
-            try:
-                with self._savepoint():
-                    self._copy(stage, cols, rows, binary, True)
-                staged = True
-            except _BINARY_FAILURES:
-                pass  # redone as text below
-        if not staged:
-            try:
-                self._copy(stage, cols, rows, None, False)
-            except psycopg.errors.DataError as error:
-                raise _refused(error, target, rows) from None
-        self._upsert(target, names, stage)
 
     def _stage_table(self, name: str, names: list[str], cols: sql.Composable
                      ) -> sql.Composable:
@@ -453,7 +430,7 @@ class _Chunks:
     """The chunks of one target, converted once each, on first use, in order. A key of a later
     chunk met in an earlier one sets `restart` and raises _Restart: one COPY of the chunks
     would hold it twice (a unique violation, or a MERGE touching a row twice), so the target
-    is then gathered per key and written in one piece (`gathered`)."""
+    is then gathered per key and written in one piece (`whole`)."""
 
     def __init__(self, parts: list[Target], width: int) -> None:
         self._parts = parts
@@ -470,7 +447,10 @@ class _Chunks:
         if columns is None:
             try:
                 columns = self._parts[index].columns()
-                keys = set(zip(*columns[:self._width], strict=True))
+                assert columns is not None  # a part holds operations
+                # One part has nothing to meet again (its own repeats are gathered).
+                keys = set(zip(*columns[:self._width], strict=True)) \
+                    if len(self._parts) > 1 else set()
             except RejectedValueError:
                 raise
             except Exception as error:  # noqa: BLE001 - re-raised, as a type of its own
@@ -487,9 +467,13 @@ class _Chunks:
             raise _Restart
         return columns
 
-    def gathered(self, whole: Target) -> Target:
-        """WHOLE (an empty Target of the same table) holding every chunk's images, gathered
-        per key in operation order."""
+    def whole(self) -> Target:
+        """The target in one piece: its only part, or a Target of the same table holding
+        every chunk's images, gathered per key in operation order."""
+        first = self._parts[0]
+        if len(self._parts) == 1:
+            return first
+        whole = Target(first.name, first.key, first.values)
         for part in self._parts:
             whole.absorb(part)
         return whole
