@@ -18,7 +18,6 @@ make replays after recovery harmless.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 
@@ -186,19 +185,20 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
                               schema_refresh=runtime.refresh_schemas)
     from connectors.postgres import PostgresSinkSettings
 
-    settings = PostgresSinkSettings(
-        host=destination.host, port=destination.port, dbname=destination.database,
-        user=destination.username, password_ref=destination.password,
-        sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
-        schema=options.pop("schema", "cdc"))
+    try:
+        settings = PostgresSinkSettings(
+            host=destination.host, port=destination.port, dbname=destination.database,
+            user=destination.username, password_ref=destination.password,
+            sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
+            schema=options.pop("schema", "cdc"),
+            # Room for HOT updates; a time-series (timescale) table takes none.
+            fillfactor=options.pop("fillfactor", None) if destination.kind == "postgres"
+            else None)
+    except ValueError as error:  # the message names the option
+        raise ConfigError(f"{path}.options", str(error)) from None
     if destination.kind == "postgres":
         from connectors.postgres import PostgresSink
 
-        if "fillfactor" in options:  # room for HOT updates (PostgresSinkSettings.fillfactor)
-            try:
-                settings = dataclasses.replace(settings, fillfactor=options.pop("fillfactor"))
-            except ValueError as error:
-                raise ConfigError(f"{path}.options.fillfactor", str(error)) from None
         _no_other_options(path, options)
         return PostgresSink(settings, runtime.table, runtime.masked_types,
                             schema_refresh=runtime.refresh_schemas)

@@ -51,19 +51,27 @@ def _create(schema: str, name: str, columns: tuple[Column, ...], key: tuple[Colu
         sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(definitions))
 
 
-def _keep_fillfactor(conn: psycopg.Connection, schema: str, table: str, fillfactor: int
-                     ) -> None:
+def _set_fillfactor(conn: psycopg.Connection, schema: str, table: str, fillfactor: int
+                    ) -> None:
     """Set TABLE's fillfactor to FILLFACTOR if it has another: a table just created (none set
     means PostgreSQL's 100), or made before the setting changed (pages already written keep
-    their packing)."""
+    their packing). A table the sink's role does not own: LayoutError naming the option."""
     row = conn.execute(
         "SELECT c.reloptions FROM pg_catalog.pg_class c"
         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
     options = dict(o.split("=", 1) for o in (row[0] if row and row[0] else ()))
-    if int(options.get("fillfactor", 100)) != fillfactor:
-        conn.execute(sql.SQL("ALTER TABLE {}.{} SET (fillfactor = {})").format(
-            sql.Identifier(schema), sql.Identifier(table), sql.Literal(fillfactor)))
+    if int(options.get("fillfactor", 100)) == fillfactor:
+        return
+    try:
+        with conn.transaction():  # a savepoint: the error below is the one raised
+            conn.execute(sql.SQL("ALTER TABLE {}.{} SET (fillfactor = {})").format(
+                sql.Identifier(schema), sql.Identifier(table), sql.Literal(fillfactor)))
+    except psycopg.errors.InsufficientPrivilege:
+        raise LayoutError(
+            f"{schema}.{table}: cannot set its fillfactor to {fillfactor} (options.fillfactor):"
+            " the sink's role does not own the table; have its owner run ALTER TABLE ... SET"
+            " (fillfactor = ...), or leave the option unset") from None
 
 
 def _view(schema: str, layout: TableLayout) -> sql.Composed:
@@ -156,7 +164,7 @@ def ensure_table(conn: psycopg.Connection, schema: str, layout: TableLayout,
             conn.execute(_create(schema, table, key + values, key))
             _add_missing(conn, schema, table, key, values)
             if fillfactor is not None:
-                _keep_fillfactor(conn, schema, table, fillfactor)
+                _set_fillfactor(conn, schema, table, fillfactor)
         _replace_view(conn, schema, layout)
         if after_create is not None:
             after_create(conn, schema, layout)

@@ -36,13 +36,10 @@ class PostgresSinkSettings:
         full), or what was set by hand. Below 100, pages keep room for new row versions: an
         update whose new version fits on its page is HOT (no index entry, no new page), so a
         table whose rows are updated again and again takes a version-guarded update at about
-        the cost of an insert (benchmarks/sink_vs_raw.py: MERGE of 10k changed rows 1.15-1.23
-        of a COPY's rate at 50, 0.52-0.54 at 100), for up to 100/fillfactor times the space.
+        the cost of an insert (figures: docs/performance.md), for up to 100/fillfactor times
+        the space.
         Set on the tables when a partition first meets them (ALTER TABLE ... SET: pages
         written from then on).
-    direct_copy: while a table's keys are new, try a plain COPY into it before staging an
-        upsert (connectors/postgres/_apply.py, DirectCopy; it backs off after stored keys).
-        False: always stage and upsert.
     """
 
     host: str
@@ -65,7 +62,6 @@ class PostgresSinkSettings:
     retry_max_backoff: float = 10.0
     application_name: str = "cdc-pipeline-postgres-sink"
     fillfactor: int | None = None
-    direct_copy: bool = True
 
     def __post_init__(self) -> None:
         for name in ("host", "dbname", "user", "sslrootcert", "application_name"):
@@ -95,12 +91,11 @@ class PostgresSinkSettings:
         for name in ("pool_timeout", "pool_max_lifetime", "retry_backoff", "retry_max_backoff"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PostgresSinkSettings.{name} must be > 0")
-        if not isinstance(self.direct_copy, bool):
-            raise ValueError("PostgresSinkSettings.direct_copy must be true or false")
         if self.fillfactor is not None and (
                 not isinstance(self.fillfactor, int) or isinstance(self.fillfactor, bool)
                 or not 10 <= self.fillfactor <= 100):
-            raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100")
+            raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100, "
+                             f"not {self.fillfactor!r}")
         if self.retry_max_backoff < self.retry_backoff:
             raise ValueError("PostgresSinkSettings.retry_max_backoff must be >= retry_backoff")
 

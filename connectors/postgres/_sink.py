@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 REDONE = Counter("cdc_postgres_batches_redone",
                  "Batches whose transaction was lost to MERGE and redone by INSERT ... ON "
-                 "CONFLICT", ["step", "reason"])
+                 "CONFLICT", ["sink", "reason"])
 
 _MERGE_SINCE = 150000  # server_version of PostgreSQL 15, the first with MERGE
 
@@ -62,7 +62,8 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
     def __init__(self, settings: PostgresSinkSettings, new_pool: Callable[[], ConnectionPool],
                  step_id: str, partition: int, layout_of: LayoutCache[TableLayout],
                  sleep: Callable[[float], None] = time.sleep,
-                 table_hook: TableHook | None = None, merge: bool = False):
+                 table_hook: TableHook | None = None, merge: bool = False,
+                 direct_copy: bool = True):
         self._settings = settings
         self._new_pool = new_pool
         self._pool = new_pool()
@@ -72,8 +73,8 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
         self._progress_ready = False
         self._sleep = sleep
         self._table_hook = table_hook
-        # Which tables take a plain COPY first (none without settings.direct_copy).
-        self._direct = DirectCopy() if settings.direct_copy else None
+        # Which tables take a plain COPY first (none without direct_copy).
+        self._direct = DirectCopy() if direct_copy else None
         self._merge = merge  # upsert by MERGE where the server has it (PostgreSQL 15+)
         self._on_conflict: set[str] = set()  # tables that refused MERGE: ON CONFLICT
         self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
@@ -104,12 +105,12 @@ class _PostgresPartition(StatefulSinkPartition[RowOp, None]):
                 self._on_conflict.add(refused.table)
                 log.warning("postgres sink %s/%s: %s; upserting it by INSERT ... ON CONFLICT",
                             self._step_id, self._partition, refused)
-                REDONE.labels(self._step_id, "merge refused").inc()
+                REDONE.labels(self._step_id, "merge_refused").inc()
             except MergeRaced:
                 # MERGE does not insert speculatively: a key another transaction inserted
                 # after MERGE looked for it failed the statement, and the transaction with
                 # it (rare: sink partitions own their keys).
-                REDONE.labels(self._step_id, "key inserted meanwhile").inc()
+                REDONE.labels(self._step_id, "merge_raced").inc()
             # The batch again, all of it by ON CONFLICT; outside the handler, so that nothing
             # it raises carries the lost transaction's error along.
             self._write(conn, ops, merge=False)
@@ -171,6 +172,10 @@ class PostgresSink(RowOpSink[TableLayout]):
     merge: upsert staged rows by MERGE on PostgreSQL 15 and later (connectors/postgres/_apply.py),
     a batch that meets a concurrently inserted key redone by INSERT ... ON CONFLICT; False keeps
     ON CONFLICT everywhere.
+    direct_copy: while a table's keys are new, try a plain COPY into it before staging an
+    upsert (connectors/postgres/_apply.py, DirectCopy, which backs off after stored keys);
+    False always stages and upserts. Neither is a pipeline option: both are for tests and
+    benchmarks that need one path.
     Nothing is connected or resolved here: `build_part` does it.
     """
 
@@ -178,11 +183,16 @@ class PostgresSink(RowOpSink[TableLayout]):
                  masked_types_of: MaskedTypesLookup | None = None,
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver,
                  table_hook: TableHook | None = None, *,
-                 schema_refresh: Callable[[], object] | None = None, merge: bool = True):
+                 schema_refresh: Callable[[], object] | None = None, merge: bool = True,
+                 direct_copy: bool = True):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
                          schema_refresh=schema_refresh)
+        for name, value in (("merge", merge), ("direct_copy", direct_copy)):
+            if not isinstance(value, bool):
+                raise ValueError(f"PostgresSink's {name} must be True or False, not {value!r}")
         self._table_hook = table_hook
         self._merge = merge
+        self._direct_copy = direct_copy
 
     layout_builder = staticmethod(build_layout)
     layout_error = LayoutError
@@ -204,4 +214,4 @@ class PostgresSink(RowOpSink[TableLayout]):
 
         return _PostgresPartition(self._settings, new_pool, step_id, int(for_part),
                                   self._layouts(), table_hook=self._table_hook,
-                                  merge=self._merge)
+                                  merge=self._merge, direct_copy=self._direct_copy)

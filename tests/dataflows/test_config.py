@@ -107,17 +107,26 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 
 def test_destination_options_are_checked_when_the_flow_is_built(example):
-    from dataflows.flow import build
+    from dataflows.flow import _destination_sink, build
+    from dataflows.runtime import Runtime
 
     example["destinations"][0]["options"]["batch"] = 5
     with pytest.raises(ConfigError, match=r"destinations.postgres.options.batch: is not a known"):
         build(parse(example, base=EXAMPLE.parent))
     del example["destinations"][0]["options"]["batch"]
-    example["destinations"][0]["options"]["fillfactor"] = 5
-    with pytest.raises(ConfigError, match=r"postgres.options.fillfactor: .*within 10\.\.100"):
+    for bad in (5, "50", True):
+        example["destinations"][0]["options"]["fillfactor"] = bad
+        with pytest.raises(ConfigError, match=rf"postgres.options: .*fillfactor must be an "
+                                              rf"integer within 10\.\.100, not {bad!r}"):
+            build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["options"]["schema"] = ""
+    with pytest.raises(ConfigError, match=r"postgres.options: .*schema must be a non-empty"):
         build(parse(example, base=EXAMPLE.parent))
-    example["destinations"][0]["options"]["fillfactor"] = 50
-    build(parse(example, base=EXAMPLE.parent))  # accepted
+    example["destinations"][0]["options"].update(fillfactor=50, schema="cdc")
+    parsed = parse(example, base=EXAMPLE.parent)
+    build(parsed)  # accepted
+    sink = _destination_sink(parsed.destinations[0], Runtime(parsed))
+    assert sink._settings.fillfactor == 50  # noqa: SLF001 - what reached the sink
     example["destinations"][0].update(kind="timescale", options={"when_missing": "plain"})
     with pytest.raises(ConfigError, match=r"options.time_columns: is required"):
         build(parse(example, base=EXAMPLE.parent))

@@ -77,9 +77,11 @@ def conn(settings, pg_password) -> Iterator[psycopg.Connection]:
         yield c
 
 
-def make_sink(settings: PostgresSinkSettings, tables=TABLES, masked=None) -> PostgresSink:
+def make_sink(settings: PostgresSinkSettings, tables=TABLES, masked=None,
+              **options) -> PostgresSink:
+    """A sink over TABLES; OPTIONS: PostgresSink's keyword arguments (merge, direct_copy)."""
     return PostgresSink(settings, lambda ks, t: tables.get((ks, t)),
-                        (lambda ks, t: masked.get((ks, t), {})) if masked else None)
+                        (lambda ks, t: masked.get((ks, t), {})) if masked else None, **options)
 
 
 @pytest.fixture

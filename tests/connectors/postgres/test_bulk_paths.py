@@ -6,7 +6,6 @@ COPY cannot write is redone as text COPY, whose refusal names the column."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import threading
 
@@ -63,15 +62,15 @@ def test_new_keys_by_copy_then_stored_keys_by_guarded_upsert(bin_part, settings,
     assert stored(conn, settings.schema) == before
 
 
-def _redone(reason: str, step: str = "pg_bulk") -> float:
+def _redone(reason: str, sink: str = "pg_bulk") -> float:
     return REGISTRY.get_sample_value("cdc_postgres_batches_redone_total",
-                                     {"step": step, "reason": reason}) or 0.0
+                                     {"sink": sink, "reason": reason}) or 0.0
 
 
 @pytest.fixture
 def staged_part(settings):
     """A partition that always stages and upserts (no plain COPY first)."""
-    built = make_sink(dataclasses.replace(settings, direct_copy=False), TABLES).build_part(
+    built = make_sink(settings, TABLES, direct_copy=False).build_part(
         "pg_bulk", "0", None)
     yield built
     built.close()
@@ -84,7 +83,7 @@ def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
     # The sink then redoes the whole batch by INSERT ... ON CONFLICT.
     assert conn.info.server_version >= 150000  # the stack's server: the sink MERGEs
     bin_part = staged_part
-    redone = _redone("key inserted meanwhile")
+    redone = _redone("merge_raced")
     bin_part.write_batch([up("bin", {"k": 1}, {"n": 1, "v": "a"}, 10)])
     other = psycopg.connect(**settings.connection_kwargs(pg_password))
     failed: list[BaseException] = []
@@ -117,7 +116,7 @@ def test_merge_gives_way_to_on_conflict_when_a_key_is_inserted_meanwhile(
     assert not writer.is_alive() and not failed, failed
     got = {r[0]: r[1:] for r in stored(conn, settings.schema)}
     assert got == {1: (2, "b", 20, False), 2: (-1, "other", 100, False)}
-    assert _redone("key inserted meanwhile") == redone + 1
+    assert _redone("merge_raced") == redone + 1
 
 
 def test_a_table_refusing_merge_is_upserted_by_on_conflict(settings, conn, caplog,
@@ -137,7 +136,7 @@ def test_a_table_refusing_merge_is_upserted_by_on_conflict(settings, conn, caplo
         return real(table, stage, keys, values, merge=merge)
 
     monkeypatch.setattr(_apply, "upsert_statement", recorded)
-    part = make_sink(dataclasses.replace(settings, direct_copy=False), tables).build_part(
+    part = make_sink(settings, tables, direct_copy=False).build_part(
         "pg_rules", "0", None)
 
     def both(k: int, version: int) -> list:
@@ -147,7 +146,7 @@ def test_a_table_refusing_merge_is_upserted_by_on_conflict(settings, conn, caplo
         part.write_batch(both(1, 10))
         conn.execute(sql.SQL("CREATE RULE keep_rows AS ON DELETE TO {} DO INSTEAD NOTHING"
                              ).format(sql.Identifier(settings.schema, f"{KS}__ruled")))
-        redone = _redone("merge refused", "pg_rules")
+        redone = _redone("merge_refused", "pg_rules")
         statements.clear()
         with caplog.at_level("WARNING", logger="connectors.postgres._sink"):
             part.write_batch(both(1, 20) + both(2, 20))
@@ -159,7 +158,7 @@ def test_a_table_refusing_merge_is_upserted_by_on_conflict(settings, conn, caplo
         assert got == [(1, 20, 20), (2, 20, 20), (3, 30, 30)]
     refusals = [r for r in caplog.records if "refuses MERGE" in r.getMessage()]
     assert len(refusals) == 1 and "shop__ruled" in refusals[0].getMessage()
-    assert _redone("merge refused", "pg_rules") == redone + 1
+    assert _redone("merge_refused", "pg_rules") == redone + 1
     # Refused, then the batch redone by ON CONFLICT; the next batch: MERGE for plain only.
     assert statements == [("shop__ruled", True), ("shop__ruled", False),
                           ("shop__plain", False), ("shop__ruled", False), ("shop__plain", True)]

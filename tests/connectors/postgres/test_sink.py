@@ -16,6 +16,7 @@ from psycopg import sql
 
 from connectors.cassandra.events import Position
 from connectors.postgres import (
+    LayoutError,
     PostgresSink,
     PostgresSinkSettings,
     RejectedValueError,
@@ -74,11 +75,17 @@ BASE = dict(host="127.0.0.1", dbname="cdc", user="u", password_ref="env:PW",
     ({"partitions": 0}, "partitions"), ({"schema": "x" * 64}, "schema"),
     ({"pool_min_size": 3, "pool_max_size": 2}, "pool_min_size"), ({"host": ""}, "host"),
     ({"fillfactor": 9}, "fillfactor"), ({"fillfactor": 101}, "fillfactor"),
-    ({"fillfactor": 50.0}, "fillfactor"), ({"direct_copy": 1}, "direct_copy"),
+    ({"fillfactor": 50.0}, "fillfactor"), ({"fillfactor": "50"}, "not '50'"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         PostgresSinkSettings(**{**BASE, **change})
+
+
+@pytest.mark.parametrize("option", ["merge", "direct_copy"])
+def test_sink_switches_are_booleans(option: str) -> None:
+    with pytest.raises(ValueError, match=rf"{option} must be True or False, not 1"):
+        PostgresSink(PostgresSinkSettings(**BASE), lambda ks, t: None, **{option: 1})
 
 
 def test_settings_require_verified_tls13_and_hide_no_password() -> None:
@@ -181,6 +188,32 @@ def test_fillfactor_is_set_on_new_tables_and_follows_the_setting(settings, conn)
     assert _fillfactors(conn, settings.schema) == {
         "shop__asc_t": "fillfactor=60", "shop__asc_t__static": "fillfactor=100"}
     assert live(conn, settings.schema, "asc_t", "p, a, b, s, v") == [("x", 1, "q", "st", "hi")]
+
+
+def test_a_fillfactor_the_role_may_not_set_is_named(settings, conn) -> None:
+    """A destination table someone else owns: the sink cannot ALTER it and says which option
+    asked for it; unset, the table is written as it is."""
+    from devstack import postgres
+
+    table = sql.Identifier(settings.schema, "shop__kv")
+    with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE TABLE {} (k integer PRIMARY KEY, v text, addr inet,"
+                              " _cdc_version bigint NOT NULL, _cdc_deleted boolean NOT NULL,"
+                              " _cdc_source_node text, _cdc_source_segment bigint,"
+                              " _cdc_source_offset integer, _cdc_updated_at timestamptz NOT NULL"
+                              " DEFAULT now())").format(table))
+        admin.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+            table, sql.Identifier(settings.user)))
+        part = make_sink(dataclasses.replace(settings, fillfactor=50)).build_part(
+            "pg_out", "0", None)
+        try:
+            with pytest.raises(LayoutError, match=r"shop__kv: cannot set its fillfactor to 50 "
+                                                  r"\(options.fillfactor\).*does not own"):
+                part.write_batch([up("kv", {"k": 1}, {"v": "a"}, 10)])
+        finally:
+            part.close()
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone() == (0,)
+        admin.execute(sql.SQL("DROP TABLE {}").format(table))
 
 
 ALL_TYPES = [
