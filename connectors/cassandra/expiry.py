@@ -173,7 +173,11 @@ class KeyCodec:
 
 @dataclass(frozen=True)
 class ExpiryDue:
-    """A row whose TTL ran out (or will within the read's resolution): read it again."""
+    """A row whose TTL ran out (or will within the read's resolution): read it again.
+
+    An entry of a table the source does not know (dropped before this process read the
+    schema) has an empty KEY and PARTITION_KEY: nothing can decode its key, and nothing is
+    read; the row-images step counts it (operators/readback.py)."""
 
     table_id: UUID
     key: dict[str, Any]  # partition then clustering columns (statics: the partition key)
@@ -249,7 +253,7 @@ class ExpirySource(FixedPartitionedSource[ExpiryDue, Cursor]):
                  consistency: int = ConsistencyLevel.LOCAL_QUORUM,
                  clock: Callable[[], float] = time.time) -> None:
         """session(): the Cassandra session (made lazily, in the worker); tables(id): the
-        table's current schema (None: dropped, its entries are skipped)."""
+        table's current schema (None: unknown, its entries go on without a key: see ExpiryDue)."""
         self._session = session
         self._tables = tables
         self._settings = settings
