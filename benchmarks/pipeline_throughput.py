@@ -62,6 +62,11 @@ from psycopg import sql  # noqa: E402
 from benchmarks import cdc_load, cpu_meter  # noqa: E402
 from benchmarks.cdc_mirror import Mirror  # noqa: E402
 from benchmarks.sink_bench import load_average as load  # noqa: E402
+from connectors.cassandra.source import (  # noqa: E402
+    DEFAULT_MAX_RECORDS,
+    MAX_MAX_RECORDS,
+    MIN_MAX_RECORDS,
+)
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor  # noqa: E402
 from connectors.postgres import table_names  # noqa: E402
 from connectors.secrets import SecretResolver  # noqa: E402
@@ -96,8 +101,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rss-interval", type=float, default=5.0)
     parser.add_argument("--poll", type=float, default=0.1,
                         help="phase 3's PostgreSQL poll interval, seconds")
-    parser.add_argument("--max-records", type=int, default=1000,
-                        help="the pipeline's batching.max_records (100..1000)")
+    parser.add_argument("--max-records", type=int, default=DEFAULT_MAX_RECORDS,
+                        help="the pipeline's batching.max_records "
+                             f"({MIN_MAX_RECORDS}..{MAX_MAX_RECORDS})")
     parser.add_argument("--skip-phases", default="",
                         help="comma-separated phase numbers to skip (1-4)")
     parser.add_argument("--keep-logs", action="store_true",
@@ -121,8 +127,8 @@ def arguments() -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')}: must be more than 0")
-    if not 100 <= args.max_records <= 1000:  # what dataflows/config.py accepts
-        parser.error("--max-records: must be between 100 and 1000")
+    if not MIN_MAX_RECORDS <= args.max_records <= MAX_MAX_RECORDS:  # what the config takes
+        parser.error(f"--max-records: must be between {MIN_MAX_RECORDS} and {MAX_MAX_RECORDS}")
     return args
 
 

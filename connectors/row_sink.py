@@ -131,15 +131,12 @@ class LayoutCache(Generic[Layout]):
         found = self._entries[(keyspace, table)] = (schema, layout, frozenset(schema.columns))
         return found
 
-    def revalidate(self, ops: list[RowOp],
-                   tables: Collection[tuple[str, str]] | None = None) -> list[RowOp]:
+    def revalidate(self, ops: list[RowOp], tables: Collection[tuple[str, str]]) -> list[RowOp]:
         """Bring the layouts of the tables OPS touch up to their current schemas; OPS, less
         the values of columns Cassandra dropped after they were read (a column neither
         current nor dropped stays: the batch then fails naming it). TABLES: the (keyspace,
-        table) pairs of OPS, when the caller has them already (one pass less)."""
+        table) pairs of OPS (`to_ensure` has them: one pass less)."""
         written: dict[tuple[str, str], set[str]] = {}
-        if tables is None:
-            tables = dict.fromkeys(map(_table_of, ops))
         if len(tables) == 1:  # the usual batch: the columns written, by C-level loops
             written[next(iter(tables))] = set().union(*(op.values for op in ops
                                                         if isinstance(op, RowUpsert)))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.cassandra.expiry import ExpirySettings
-from connectors.cassandra.source import DEFAULT_MAX_RECORDS
+from connectors.cassandra.source import DEFAULT_MAX_RECORDS, MAX_MAX_RECORDS, MIN_MAX_RECORDS
 from connectors.cassandra.tail import Cursor
 from operators.masking.errors import ConfigError
 
@@ -61,10 +61,10 @@ class CassandraSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    # Commit-log entries per input batch (100-1000). Default 1000, the most allowed: the
-    # backlog benchmark ran 2,466-2,612 changes/s with it against 2,205-2,299 with 500
-    # (benchmarks/pipeline_throughput.py, phase 2, interleaved): fewer round trips per change.
-    # Peak RSS in those runs: 135-136 MiB at 1000, 139-140 at 500.
+    # Commit-log entries per input batch (connectors/cassandra/source.py: MIN_MAX_RECORDS to
+    # MAX_MAX_RECORDS, default DEFAULT_MAX_RECORDS): the backlog benchmark ran 2,466-2,612
+    # changes/s at 1000 against 2,205-2,299 at 500 (benchmarks/pipeline_throughput.py, phase
+    # 2, interleaved), with a peak RSS of 135-136 MiB against 139-140.
     max_records: int
     max_changes_per_second: int  # commit-log entries per second per node; 0: no limit
     read_concurrency: int = 16  # row-image reads in flight per worker (different partitions)
@@ -204,8 +204,8 @@ def _node(section: _Section) -> NodeSettings:
 
 def _batching(section: _Section) -> BatchSettings:
     settings = BatchSettings(
-        max_records=section.integer("max_records", default=DEFAULT_MAX_RECORDS, low=100,
-                                    high=1000),
+        max_records=section.integer("max_records", default=DEFAULT_MAX_RECORDS,
+                                    low=MIN_MAX_RECORDS, high=MAX_MAX_RECORDS),
         max_changes_per_second=section.integer("max_changes_per_second", default=0, low=0),
         read_concurrency=section.integer("read_concurrency", default=16, low=1, high=256),
     )

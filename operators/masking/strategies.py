@@ -98,15 +98,19 @@ def _text_form(value: Any) -> str:
     raise UnsupportedValue(f"no canonical form for a value of type {type(value).__name__}")
 
 
+# A str's canonical bytes: UTF-8, lone surrogates kept (surrogatepass) rather than refused.
+_TEXT_ENCODING, _TEXT_ERRORS = "utf-8", "surrogatepass"
+
+
 def text_bytes(value: str) -> bytes:
     """The canonical bytes of a str (canonical_bytes)."""
-    return value.encode("utf-8", "surrogatepass")
+    return value.encode(_TEXT_ENCODING, _TEXT_ERRORS)
 
 
 def texts_bytes(values: list[str]) -> list[bytes]:
     """`text_bytes` of each of VALUES (a column's texts: operators/masking/masker.py). A
     comprehension: map() with methodcaller("encode", ...) took four times as long."""
-    return [value.encode("utf-8", "surrogatepass") for value in values]
+    return [value.encode(_TEXT_ENCODING, _TEXT_ERRORS) for value in values]
 
 
 def canonical_bytes(value: Any) -> bytes:

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from connectors.spool import SpoolDrainError, SpooledSink
 from devstack.paths import REPO_ROOT
+from tests.waiting import wait_for
 
 
 class ListSink(FixedPartitionedSink):
@@ -86,10 +87,7 @@ def metric(name: str, step: str, part: str = "0", **labels) -> float | None:
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    wait_for(condition, "the spool's drainer", timeout, interval=0.01)
 
 
 def test_batches_reach_the_destination_in_order_across_segments(tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
+from connectors.cassandra.segment import Entry
+from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor, poll
 
 
 def oracle_masker(settings):
@@ -154,3 +156,22 @@ def run_in_thread(dataflow) -> tuple[threading.Thread, list[BaseException]]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, failures
+
+
+DURABLE_WAIT = 45.0  # seconds for a workload to become readable in cdc_raw
+
+
+def wait_durable(store, start, marker: bytes) -> None:
+    """Until the entry holding MARKER is readable from START (so everything written before it
+    is too): polls as fast as the log is read, resting only once caught up."""
+    cursor, deadline = start, time.monotonic() + DURABLE_WAIT
+    while True:
+        batch = poll(store, cursor, max_records=5000)
+        if any(isinstance(r, Entry) and marker in r.mutation for r in batch.records):
+            return
+        cursor = batch.position
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the workload was not durable in cdc_raw after "
+                                 f"{DURABLE_WAIT:g} s")
+        if batch.caught_up:
+            time.sleep(0.2)

@@ -23,8 +23,8 @@ from tests.dataflows.pipeline_files import (
     follow_until_stopped,
     postgres_destination,
     run_in_thread,
+    wait_durable,
 )
-from tests.dataflows.test_flow_fanout import wait_durable
 from tests.waiting import wait_for
 
 NONE = {"class": "none", "reason": "test data, no personal data"}

@@ -8,14 +8,11 @@ through the same masking, row for row.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from bytewax.testing import run_main
 from psycopg import sql
 
-from connectors.cassandra.segment import Entry
-from connectors.cassandra.tail import poll
 from dataflows.config import parse
 from dataflows.flow import build
 from dataflows.runtime import Runtime
@@ -28,6 +25,7 @@ from tests.dataflows.pipeline_files import (
     oracle_masker,
     postgres_destination,
     timescale_destination,
+    wait_durable,
 )
 
 WAIT = 45.0
@@ -39,19 +37,6 @@ COLUMN_RULES = {
     "diagnosis": {"class": "diagnosis", "strategy": "redact"},
     "marker": {"class": "none", "reason": "test sentinel"},
 }
-
-def wait_durable(store, start, marker: bytes) -> None:
-    """Until the entry holding MARKER is readable (so everything written before it is too)."""
-    cursor, deadline = start, time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        batch = poll(store, cursor, max_records=5000)
-        if any(isinstance(r, Entry) and marker in r.mutation for r in batch.records):
-            return
-        cursor = batch.position
-        if batch.caught_up:
-            time.sleep(0.2)
-    raise AssertionError(f"the workload was not durable in cdc_raw after {WAIT} s")
-
 
 def test_commit_log_to_postgres_masked_and_exact(
     tmp_path, cassandra_clusters, cassandra_keyspace, postgres_schema, openbao_env

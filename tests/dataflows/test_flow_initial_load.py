@@ -27,8 +27,8 @@ from tests.dataflows.pipeline_files import (
     masking_policy,
     oracle_masker,
     postgres_destination,
+    wait_durable,
 )
-from tests.dataflows.test_flow_fanout import wait_durable
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "pipeline.example.json"
 

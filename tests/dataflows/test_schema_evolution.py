@@ -26,8 +26,8 @@ from tests.dataflows.pipeline_files import (
     oracle_masker,
     postgres_destination,
     run_in_thread,
+    wait_durable,
 )
-from tests.dataflows.test_flow_fanout import wait_durable
 
 NONE = {"class": "none", "reason": "test data, no personal data"}
 RULES = {

@@ -14,8 +14,9 @@ from dataflows.runtime import Runtime
 from tests.dataflows.pipeline_files import (
     captured_table,
     postgres_destination,
+    wait_durable,
 )
-from tests.dataflows.test_flow_fanout import COLUMN_RULES, wait_durable
+from tests.dataflows.test_flow_fanout import COLUMN_RULES
 
 
 @pytest.fixture
