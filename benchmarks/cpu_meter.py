@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # group -> (the program: argv[0]'s base name up to any ":", a substring of the whole
 # NUL-separated command line or b""). PostgreSQL's backends rename themselves "postgres: ...".
@@ -39,9 +40,10 @@ SERVERS: tuple[tuple[str, bytes, bytes], ...] = (
 Process = tuple[int, int]  # (pid, start time in clock ticks since boot): unique over time
 
 
-def cores_available() -> int:
-    """The cores this process may run on (a container's limit, unlike os.cpu_count)."""
-    return len(os.sched_getaffinity(0))
+def machine_cores(stat: str | None = None) -> int:
+    """The cores whose time `machine_busy_seconds` adds up: the cpuN lines of /proc/stat."""
+    text = stat if stat is not None else Path("/proc/stat").read_text()
+    return sum(1 for line in text.splitlines() if line[:3] == "cpu" and line[3:4].isdigit())
 
 
 def machine_busy_seconds(stat: str | None = None) -> float:
@@ -66,6 +68,7 @@ class ProcessInfo:
     parent: int
     cmdline: bytes
     seconds: float  # CPU time (user + system) used so far
+    rss: int = 0  # resident memory, bytes (VmRSS)
 
 
 def _processes() -> dict[Process, ProcessInfo]:
@@ -80,8 +83,17 @@ def _processes() -> dict[Process, ProcessInfo]:
             continue
         fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold ")"
         found[(int(entry.name), int(fields[19]))] = ProcessInfo(
-            int(fields[1]), cmdline, (int(fields[11]) + int(fields[12])) / _TICK)
+            int(fields[1]), cmdline, (int(fields[11]) + int(fields[12])) / _TICK,
+            int(fields[21]) * _PAGE)
     return found
+
+
+def rss_mib(roots: Iterable[int]) -> float:
+    """Resident memory of the trees of ROOTS (each process and its descendants), MiB."""
+    by_pid = {pid: info for (pid, _), info in _processes().items()}
+    named = dict.fromkeys(roots, "tree")
+    return sum(info.rss for pid, info in by_pid.items()
+               if group_of(pid, by_pid, named) == "tree") / 2**20
 
 
 def group_of(pid: int, processes: dict[int, ProcessInfo], roots: dict[int, str]) -> str | None:
@@ -154,7 +166,7 @@ def describe(usage: Usage) -> str:
     """'machine 1.93 of 2 cores busy: cassandra 1.02, pipeline 0.61, ..., other 0.20'."""
     parts = [f"{group} {value:.2f}" for group, value in usage.cores.items()
              if group != "machine"]
-    return (f"machine {usage.cores['machine']:.2f} of {cores_available()} cores busy: "
+    return (f"machine {usage.cores['machine']:.2f} of {machine_cores()} cores busy: "
             + ", ".join(parts))
 
 

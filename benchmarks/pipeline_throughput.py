@@ -129,6 +129,11 @@ def arguments() -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}: must be more than 0")
     if not MIN_MAX_RECORDS <= args.max_records <= MAX_MAX_RECORDS:  # what the config takes
         parser.error(f"--max-records: must be between {MIN_MAX_RECORDS} and {MAX_MAX_RECORDS}")
+    # A phase whose rate would come from a skipped phase: refused now, not after the others.
+    if 3 not in args.skip and 1 in args.skip and args.latency_rate is None:
+        parser.error("phase 3: give --latency-rate or run phase 1 (its rate is 80% of 1's)")
+    if 4 not in args.skip and {1, 2} <= args.skip and args.rss_rate is None:
+        parser.error("phase 4: give --rss-rate or run phase 1 or 2 (its rate comes from them)")
     return args
 
 
@@ -324,37 +329,9 @@ class Running:
                 process.wait()
 
 
-def _tree(pid: int) -> list[int]:
-    """PID and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
 def rss_mib(process: Running) -> float:
-    """VmRSS of the pipeline's processes and their descendants."""
-    total = 0
-    for p in (p for pid in process.pids for p in _tree(pid)):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    """Resident memory of the pipeline's processes and their descendants."""
+    return cpu_meter.rss_mib(process.pids)
 
 
 def check_alive(bench: Bench, process: Running, label: str) -> None:
@@ -697,7 +674,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, interrupted)
     print(f"command: {command}")
-    print(f"machine: {os.cpu_count()} cores, load {load()} at start", flush=True)
+    print(f"machine: {cpu_meter.machine_cores()} cores, load {load()} at start", flush=True)
     figures = Figures()
     bench = Bench(args)
     print(f"keyspace and PostgreSQL schema: {bench.name} (dropped at the end)", flush=True)
@@ -737,8 +714,9 @@ def report(command: str, figures: Figures, cdc_raw_added: int) -> None:
     fig_width = max([len(f) for _, f, _ in figures.rows] + [6])
     print()
     print(f"command: {command}")
-    print(f"machine: {os.cpu_count()} cores, load {load()} at the end; cdc_raw changed by "
-          f"{cdc_raw_added / 2**20:+,.0f} MiB (this run prunes nothing; other runs may)")
+    print(f"machine: {cpu_meter.machine_cores()} cores, load {load()} at the end; cdc_raw "
+          f"changed by {cdc_raw_added / 2**20:+,.0f} MiB (this run prunes nothing; other runs "
+          "may)")
     print(f"{'figure'.ljust(width)}  {'value'.rjust(fig_width)}  notes")
     for what, figure, note in figures.rows:
         print(f"{what.ljust(width)}  {figure.rjust(fig_width)}  {note}")

@@ -34,7 +34,16 @@ def arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    return parser.parse_args()
+    args = parser.parse_args()
+    check_counts(parser, args)
+    return args
+
+
+def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse --rows or --repeat below 1 before anything starts (a run of none has no median)."""
+    for name in ("rows", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: must be at least 1, not {getattr(args, name)}")
 
 
 def collector_as_in_the_pipeline() -> str:

@@ -48,23 +48,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import datetime
-import os
 import shlex
 import statistics
 import time
 import uuid
 from collections.abc import Callable
-from itertools import repeat
 from operator import attrgetter
 
+from benchmarks import cpu_meter
 from benchmarks.sink_bench import (
     TABLE,
+    check_counts,
     clickhouse_sink_part,
     collector_as_in_the_pipeline,
     load_average,
     postgres_sink_part,
     upserts,
 )
+from connectors import row_batch
+from connectors.postgres import PostgresSinkSettings
+from connectors.postgres._layout import CDC_WRITTEN
 
 CASES = ("new", "newer", "stale")
 TARGET = 0.5
@@ -82,25 +85,33 @@ def _raw_values(rows: int, version: int) -> list[tuple]:
 
 
 class _Timed:
-    """Per case, the rate of each run and the ratio to the raw rate of the same run."""
+    """Per case, the rate of each run and its ratio to the raw rate timed last (just before
+    it, in the same run)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.rates: dict[str, list[float]] = {}
         self.ratios: dict[str, list[float]] = {}
+        self._raw_rate: float | None = None
 
     def time(self, case: str, rows: int, action: Callable[[], None]) -> float:
+        """Time ACTION writing ROWS rows as CASE ("raw": the reference the next are paired
+        with); its rows/s."""
         start = time.perf_counter()
         action()
         rate = rows / (time.perf_counter() - start)
-        self.rates.setdefault(case, []).append(rate)
         print(f"  {self.name:10s} {case:6s} {rate:>10,.0f} rows/s  ({_load()})", flush=True)
+        self.pair(case, rate)
         return rate
 
-    def pair(self, case: str, rate: float, raw_rate: float) -> None:
-        """A sink rate timed elsewhere (by another _Timed), paired with this one's raw."""
+    def pair(self, case: str, rate: float) -> None:
+        """Record RATE for CASE (timed here, or by another _Timed), paired with the last raw."""
         self.rates.setdefault(case, []).append(rate)
-        self.ratios.setdefault(case, []).append(rate / raw_rate)
+        if case == "raw":
+            self._raw_rate = rate
+        else:
+            assert self._raw_rate is not None, "a case timed before its raw path"
+            self.ratios.setdefault(case, []).append(rate / self._raw_rate)
 
     def report(self, rows: int, *, target: bool = True) -> list[str]:
         """The summary lines; TARGET: whether this raw path is the one the target is set
@@ -110,8 +121,8 @@ class _Timed:
         for case in CASES:
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
-            verdict = ("; meets" if ratio >= TARGET else "; BELOW") + \
-                f" the {TARGET:.0%} target" if target else ""
+            verdict = (("; meets" if ratio >= TARGET else "; BELOW")
+                       + f" the {TARGET:.0%} target") if target else ""
             lines.append(f"{self.name}: sink {case:6s} {rate:>10,.0f} rows/s  ratio {ratio:.2f}"
                          f" of raw (median of paired ratios{verdict})")
         for case in sorted(set(self.ratios) - set(CASES)):  # references, not the sink
@@ -136,23 +147,22 @@ _REFERENCES = {
                 " the least Python work of any sink that takes the flow's row operations",
 }
 _KEY_NAMES, _VALUE_NAMES = ("tenant", "id"), ("name", "qty", "price", "at", "ref")
+_NAMES = [*_KEY_NAMES, *_VALUE_NAMES, *CDC_WRITTEN]  # what both sinks write, in this order
 
 
 def _extract(ops: list) -> list[list]:
-    """The columns of OPS (RowUpserts of the items table) as they are: key and value fields by
-    dict.get, versions and sources; the C-level loops the sinks' gathering starts with
-    (connectors/row_batch.py)."""
+    """The columns of OPS (RowUpserts of the items table) as they are: key and value fields,
+    versions and sources, read by the sinks' own gathering (connectors/row_batch.py)."""
     keys, values = list(map(attrgetter("key"), ops)), list(map(attrgetter("values"), ops))
-    return ([list(map(dict.get, keys, repeat(n))) for n in _KEY_NAMES]
-            + [list(map(dict.get, values, repeat(n))) for n in _VALUE_NAMES]
+    return (row_batch._columns(keys, _KEY_NAMES)  # noqa: SLF001 - the sinks' own reading
+            + row_batch._columns(values, _VALUE_NAMES)  # noqa: SLF001
             + [list(map(attrgetter("version"), ops)), list(map(attrgetter("source"), ops))])
 
 
-def _time_extraction(timed: _Timed, ks: str, rows: int, version: int, raw_rate: float) -> None:
+def _time_extraction(timed: _Timed, ks: str, rows: int, version: int) -> None:
     """Time `_extract` over a batch built for it (as fresh in memory as the sink's own)."""
     ops = upserts(ks, rows, version)
-    rate = timed.time(EXTRACTION, rows, lambda: _extract(ops))
-    timed.ratios.setdefault(EXTRACTION, []).append(rate / raw_rate)
+    timed.time(EXTRACTION, rows, lambda: _extract(ops))
 
 
 def postgres_bench(args: argparse.Namespace) -> list[str]:
@@ -161,8 +171,7 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
     ks, part = postgres_sink_part("bench_raw", args.fillfactor)
     table = sql.Identifier(f"{ks}__{TABLE}")
     raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
-    names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
-             "_cdc_deleted", "_cdc_source_node", "_cdc_source_segment", "_cdc_source_offset"]
+    names = _NAMES
     types = ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid", "int8", "bool",
              "text", "int8", "int4"]
     copy_raw = sql.SQL("COPY cdc.{} ({}) FROM STDIN (FORMAT BINARY)").format(
@@ -173,9 +182,10 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
             conn.execute(sql.SQL("CREATE TABLE cdc.{} (LIKE cdc.{} INCLUDING ALL)").format(
                 raw_table, table))
-            # LIKE copies no storage parameters: the raw table gets the sink's packing too.
-            conn.execute(sql.SQL("ALTER TABLE cdc.{} SET (fillfactor = {})").format(
-                raw_table, sql.Literal(args.fillfactor)))
+            if args.fillfactor is not None:
+                # LIKE copies no storage parameters: the raw table gets the sink's packing too.
+                conn.execute(sql.SQL("ALTER TABLE cdc.{} SET (fillfactor = {})").format(
+                    raw_table, sql.Literal(args.fillfactor)))
         rows = _raw_values(args.rows, 1)
         for run in range(args.repeat):
             with part._pool.connection() as conn:  # noqa: SLF001
@@ -194,21 +204,18 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
                             for row in rows:
                                 copy.write_row(row)
 
-                    raw_rate = timed.time("raw", args.rows, raw)
+                    timed.time("raw", args.rows, raw)
                 ops = upserts(ks, args.rows, version)
-                rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
-                timed.ratios.setdefault(case, []).append(rate / raw_rate)
+                timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
                 if case == "new":
-                    _time_extraction(timed, ks, args.rows, version, raw_rate)
+                    _time_extraction(timed, ks, args.rows, version)
                 if case == "newer":
                     # Alternating which goes first: the second meets the dead row versions
                     # the first left.
                     statements = ("merge", "on conflict")
                     for statement in statements if run % 2 == 0 else statements[::-1]:
-                        alone = _upsert_alone(part, timed, args.rows, table, names, types,
-                                              _raw_values(args.rows, version + 1), statement)
-                        timed.ratios.setdefault(f"{statement} alone", []).append(
-                            alone / raw_rate)
+                        _upsert_alone(part, timed, args.rows, table, names, types,
+                                      _raw_values(args.rows, version + 1), statement)
     finally:
         with part._pool.connection() as conn:  # noqa: SLF001
             conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(raw_table))
@@ -220,13 +227,13 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
         part.close()
     return timed.report(args.rows) + [
         f"postgres: raw = binary COPY into an empty table with the same primary key and"
-        f" fillfactor ({args.fillfactor}); the sink also stages, upserts with a version guard"
-        " and records progress"]
+        f" fillfactor ({args.fillfactor or 'PostgreSQL default, 100'}); the sink also stages,"
+        " upserts with a version guard and records progress"]
 
 
 def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types: list[str],
-                  values: list[tuple], statement: str) -> float:
-    """Rows/s of the server's version-guarded upsert of VALUES (staged untimed) into TABLE, by
+                  values: list[tuple], statement: str) -> None:
+    """Time the server's version-guarded upsert of VALUES (staged untimed) into TABLE, by
     STATEMENT: "merge" or "on conflict"."""
     from psycopg import sql
 
@@ -254,7 +261,7 @@ def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types
             with conn.transaction():
                 conn.execute(upsert)
 
-        return timed.time(f"{statement} alone", rows, run)
+        timed.time(f"{statement} alone", rows, run)
 
 
 def clickhouse_bench(args: argparse.Namespace) -> list[str]:
@@ -267,8 +274,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
     admin = clickhouse.connect("admin")
     table = f"{q('cdc')}.{q(f'{ks}__{TABLE}')}"
     raw_table = f"{q('cdc')}.{q(f'{ks}__{TABLE}__raw')}"
-    names = ["tenant", "id", "name", "qty", "price", "at", "ref", "_cdc_version",
-             "_cdc_deleted", "_cdc_source_node", "_cdc_source_segment", "_cdc_source_offset"]
+    names = _NAMES
     types = ["String", "Int64", "Nullable(String)", "Nullable(Int64)", "Nullable(Float64)",
              "Nullable(Int64)", "Nullable(UUID)", "Int64", "UInt8", "String", "Int64", "Int32"]
     at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
@@ -278,14 +284,14 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         admin.command(f"CREATE TABLE {raw_table} AS {table}")
         n = args.rows
-        columns = [[f"t{i % 50}".encode() for i in range(n)], list(range(n)),
-                   [f"item {i}".encode() for i in range(n)], list(range(n)),
-                   [i * 0.5 for i in range(n)], [at_ms] * n,
-                   [uuid.UUID(int=i) for i in range(n)], [1] * n, [0] * n,
-                   [b"n1"] * n, [1] * n, list(range(1, n + 1))]
-        # The same rows as the driver's default form takes them: row tuples, text as str.
-        rows = [(f"t{i % 50}", i, f"item {i}", i, i * 0.5, at_ms, uuid.UUID(int=i), 1, 0,
-                 "n1", 1, i + 1) for i in range(n)]
+        # The same values as PostgreSQL's raw path, as ClickHouse takes them: timestamps in
+        # epoch milliseconds, the deleted flag 0/1. Rows as the driver's default form takes
+        # them (text as str); columns with the text already bytes.
+        rows = [(*r[:5], at_ms, *r[6:8], int(r[8]), *r[9:]) for r in _raw_values(n, 1)]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        for text in (names.index("tenant"), names.index("name"),
+                     names.index("_cdc_source_node")):
+            columns[text] = [value.encode() for value in columns[text]]
 
         def raw() -> None:
             part._client.insert(raw_table, columns, column_names=names,  # noqa: SLF001
@@ -299,16 +305,16 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
             admin.command(f"TRUNCATE TABLE {table}")
             for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
                                   ("stale", 11 + run * 10)):
-                rates = {}
-                for name, action in (("raw", raw), ("rows", raw_rows))[::1 - 2 * (run % 2)]:
+                # Which raw insert goes first alternates between runs.
+                references = ((timed, raw), (by_rows, raw_rows))
+                for reference, action in references if run % 2 == 0 else references[::-1]:
                     admin.command(f"TRUNCATE TABLE {raw_table}")
-                    rates[name] = (timed if name == "raw" else by_rows).time("raw", n, action)
+                    reference.time("raw", n, action)
                 ops = upserts(ks, args.rows, version)
                 rate = timed.time(case, args.rows, lambda ops=ops: part.write_batch(ops))
-                timed.ratios.setdefault(case, []).append(rate / rates["raw"])
-                by_rows.pair(case, rate, rates["rows"])
+                by_rows.pair(case, rate)
                 if case == "new":
-                    _time_extraction(timed, ks, n, version, rates["raw"])
+                    _time_extraction(timed, ks, n, version)
     finally:
         for suffix in ("__current", "", "__raw"):
             admin.command(f"DROP TABLE IF EXISTS {q('cdc')}.{q(f'{ks}__{TABLE}{suffix}')}")
@@ -332,19 +338,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="postgres,clickhouse",
                         help="comma-separated: postgres, clickhouse")
-    parser.add_argument("--fillfactor", type=int, default=100,
-                        help="PostgreSQL: the sink's fillfactor (10-100), the raw table's too")
+    parser.add_argument("--fillfactor", type=int, default=None,
+                        help="PostgreSQL: the sink's fillfactor (10-100), the raw table's too"
+                             " (default: unset, PostgreSQL's 100)")
     args = parser.parse_args()
     benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     if not only or any(name not in benches for name in only):
         parser.error(f"--only: {args.only!r} is not a list of {', '.join(benches)}")
-    if args.rows < 1 or args.repeat < 1:
-        parser.error("--rows and --repeat: must be at least 1")
-    if not 10 <= args.fillfactor <= 100:
-        parser.error("--fillfactor: must be within 10..100")
+    check_counts(parser, args)
+    if args.fillfactor is not None:
+        if "postgres" not in only:
+            parser.error("--fillfactor: only for PostgreSQL, and --only leaves it out")
+        try:  # the sink's own check
+            PostgresSinkSettings.check_fillfactor(args.fillfactor)
+        except ValueError as error:
+            parser.error(f"--fillfactor: {error}")
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"start: {_load()} ({os.cpu_count()} cores); {collector_as_in_the_pipeline()}",
+    print(f"start: {_load()} ({cpu_meter.machine_cores()} cores); "
+          f"{collector_as_in_the_pipeline()}",
           flush=True)
     summary: list[str] = []
     for name in only:

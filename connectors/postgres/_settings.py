@@ -91,13 +91,17 @@ class PostgresSinkSettings:
         for name in ("pool_timeout", "pool_max_lifetime", "retry_backoff", "retry_max_backoff"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PostgresSinkSettings.{name} must be > 0")
-        if self.fillfactor is not None and (
-                not isinstance(self.fillfactor, int) or isinstance(self.fillfactor, bool)
-                or not 10 <= self.fillfactor <= 100):
-            raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100, "
-                             f"not {self.fillfactor!r}")
+        self.check_fillfactor(self.fillfactor)
         if self.retry_max_backoff < self.retry_backoff:
             raise ValueError("PostgresSinkSettings.retry_max_backoff must be >= retry_backoff")
+
+    @staticmethod
+    def check_fillfactor(value: object) -> None:
+        """ValueError unless VALUE is None or a fillfactor PostgreSQL takes (10..100)."""
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 10 <= value <= 100):
+            raise ValueError("PostgresSinkSettings.fillfactor must be an integer within 10..100, "
+                             f"not {value!r}")
 
     def connection_kwargs(self, password: str) -> dict[str, Any]:
         """libpq parameters: verified TLS 1.3 only, UTC session time zone, statement timeout."""

@@ -21,6 +21,13 @@ def test_machine_busy_seconds_leaves_out_idle_iowait_and_steal():
     assert cpu_meter.machine_busy_seconds(stat) == (100 + 20 + 30 + 6 + 7) / tick
 
 
+def test_machine_cores_are_the_cpu_lines_the_busy_time_adds_up():
+    stat = ("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+            "cpu1 1 2 3 4 5 6 7 8 9 10\ncpu12 1 2 3 4 5 6 7 8 9 10\nintr 1 2\nctxt 5\n")
+    assert cpu_meter.machine_cores(stat) == 3
+    assert cpu_meter.machine_cores() == os.cpu_count()  # this machine's, all online
+
+
 def test_servers_are_told_by_their_program():
     assert cpu_meter.server_of(b"/usr/lib/postgresql/15/bin/postgres\x00-D\x00/x\x00") == \
         "postgresql"
@@ -50,6 +57,10 @@ def test_a_process_belongs_to_its_nearest_named_ancestor_before_its_server():
     roots = {10: "pipeline"}
     assert [cpu_meter.group_of(pid, processes, roots) for pid in (10, 11, 12, 20, 30)] == \
         ["pipeline", "pipeline", "pipeline", "cassandra", None]
+    # Parent links in a loop (pids reused between readings) end the walk: its own server.
+    looping = {5: ProcessInfo(6, java, 0.0), 6: ProcessInfo(5, b"sh\x00", 0.0)}
+    assert cpu_meter.group_of(5, looping, {}) == "cassandra"
+    assert cpu_meter.group_of(6, looping, {}) is None
 
 
 def _sample(at: float, busy: float, seconds: dict, groups: dict) -> Sample:
@@ -78,6 +89,8 @@ def test_an_interval_counts_each_process_from_its_first_reading():
 
 
 def test_a_live_child_tree_is_found_and_grouped():
+    from devstack.process import _start_time
+
     # "; true": the shell must not exec the spinner in its own place.
     spin = (f"{sys.executable} -c 'import time\nend = time.time() + 3\n"
             "while time.time() < end: pass'; true")
@@ -89,11 +102,28 @@ def test_a_live_child_tree_is_found_and_grouped():
         time.sleep(0.5)
         usage = meter.stop()
         outside = cpu_meter.sample()
+        started = _start_time(shell.pid)  # as devstack reads it, while the shell runs
     finally:
         shell.wait(timeout=10)
     assert 0.0 < usage.cores["spinner"] <= 1.1  # a share of one core, whatever the load
     assert usage.cores["machine"] >= usage.cores["spinner"] - 0.05
     assert "spinner" not in outside.groups.values()  # without the tree named: no group
     assert any(pid == shell.pid for pid, _ in outside.seconds)
+    # The process is known by its pid and its start time.
+    assert started is not None and (shell.pid, int(started)) in outside.seconds
     assert cpu_meter.describe(usage).startswith(
-        f"machine {usage.cores['machine']:.2f} of {cpu_meter.cores_available()} cores busy: ")
+        f"machine {usage.cores['machine']:.2f} of {cpu_meter.machine_cores()} cores busy: ")
+
+
+def test_resident_memory_of_a_tree_holds_its_children():
+    # "; true": the shell must not exec the child in its own place.
+    hold = (f"{sys.executable} -c 'import time\nblock = bytearray(64 * 2**20)\n"
+            "time.sleep(3)'; true")
+    shell = subprocess.Popen(["/bin/sh", "-c", hold])
+    try:
+        time.sleep(1.0)  # the child holds its 64 MiB
+        tree = cpu_meter.rss_mib([shell.pid])
+    finally:
+        shell.wait(timeout=10)
+    assert tree >= 64  # the child's block, counted under the shell's tree
+    assert cpu_meter.rss_mib([]) == 0
