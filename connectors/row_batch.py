@@ -57,6 +57,7 @@ class Target:
                             for c in self.key)
         self.pending: list[RowUpsert | RowDelete] = []  # in operation order
         self.settle: Callable[[Target], None] | None = None
+        self.every_operation = False  # set by `columns()`
         # Settled operations with distinct keys, as columns: key columns, value columns,
         # versions, deleted flags, sources. Only while `_images` is empty.
         self._batch: list[list] | None = None
@@ -123,6 +124,10 @@ class Target:
                 image.key + (image.values or nulls) + (image.version, image.values is None,
                                                        image.source)
                 for image in self._images.values()), strict=True)]
+        # Whether these columns hold every operation the target was given (settled at once,
+        # keys distinct), not images gathered per key: then their sources say the highest
+        # positions of those operations (`highest_of_columns`) without another pass over them.
+        self.every_operation = batch is self._batch
         positions = list(map(_position_of, batch[-1]))
         return batch[:-1] + [list(map(_node_of, batch[-1])),
                              list(map(_segment_of, positions)),
@@ -366,4 +371,24 @@ def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
                                                               map(eq, nodes, repeat(node)))
         # (segment id, offset) tuples, compared in C
         highest[node] = Position(*max(map(_segment_offset_of, map(_position_of, of_node))))
+    return highest
+
+
+def highest_of_columns(columns: Iterable[tuple[list, list, list]]) -> dict[str, Position]:
+    """`highest_positions` of operations given as the node, segment and offset columns
+    `Target.columns()` wrote (only where `every_operation` says they hold them all)."""
+    highest: dict[str, Position] = {}
+    for nodes, segments, offsets in columns:
+        distinct = set(nodes)
+        for node in distinct - NOT_IN_COMMIT_LOG:
+            if len(distinct) == 1:
+                pairs = zip(segments, offsets, strict=True)
+            else:
+                of_node = list(map(eq, nodes, repeat(node)))
+                pairs = zip(compress(segments, of_node), compress(offsets, of_node),
+                            strict=True)
+            segment, offset = max(pairs)
+            current = highest.get(node)
+            if current is None or (segment, offset) > (current.segment_id, current.offset):
+                highest[node] = Position(segment, offset)
     return highest

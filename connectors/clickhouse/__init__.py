@@ -2,8 +2,9 @@
 (docs/adr/0003), with one code path for Debian's ClickHouse 18.16 and current servers.
 
 - `ClickHouseSink` (_sink.py): a Bytewax FixedPartitionedSink of `(key, RowOp)` items; each
-  partition keeps one HTTPS client and applies each batch as one insert per destination table
-  plus one progress insert, retrying transient errors.
+  partition keeps one HTTPS client and applies each batch as one insert per destination table,
+  retrying transient errors; its positions go to _cdc_progress off the data path, at most
+  once per `progress_interval` (_progress.py).
 - `ClickHouseSinkSettings` (_settings.py): connection (verified HTTPS, TLS 1.3 only, no
   compression), database, partition count, retries; the password is a secret reference.
 - Layout and DDL (_layout.py, _ddl.py): "<keyspace>__<table>" (ReplacingMergeTree(_cdc_version)

@@ -12,8 +12,8 @@ column types (clickhouse-connect cannot look them up on 18.16). A RangeDelete re
 partition's stored keys and versions (FINAL), evaluates the clustering range in Python in
 Cassandra's order (connectors.clustering), and adds tombstones at op.version for the
 covered keys whose stored version is <= op.version, and for the covered images gathered
-earlier in the same batch. Progress is inserted after the data (a crash between them replays
-data that merges to the same state).
+earlier in the same batch. The batch's highest source positions are returned for
+_cdc_progress, recorded only after the data is in (connectors/clickhouse/_progress.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from clickhouse_connect.driver.binding import quote_identifier as q
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 
-from connectors.clickhouse._ddl import PROGRESS_TABLE
+from connectors.cassandra.events import Position
 from connectors.clickhouse._layout import CDC_WRITTEN, TableLayout
 from connectors.clustering import in_range
-from connectors.row_batch import Gatherer, Target, highest_positions
+from connectors.row_batch import Gatherer, Target, highest_of_columns, highest_positions
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
@@ -48,8 +48,19 @@ class _Batch(Gatherer):
         super().__init__(layout_of)
         self.client = client
         self.database = database
+        # The written source columns (node, segment, offset) of targets that wrote every
+        # operation they were given; None once one did not, or a range delete came.
+        self.sources: list[tuple[list, list, list]] | None = []
+
+    def highest_positions(self, ops: Sequence[RowOp]) -> dict[str, Position]:
+        """`row_batch.highest_positions(OPS)`, from the written columns where they hold
+        every operation (no second pass over the batch)."""
+        if self.sources is None:
+            return highest_positions(ops)
+        return highest_of_columns(self.sources)
 
     def range_delete(self, op: RangeDelete) -> None:
+        self.sources = None  # its position may be in no written row
         layout = self.layout_of(op.keyspace, op.table)
         contains = in_range(layout.clustering_columns(), op.start, op.end)
         rows = self.target(layout, static=False)
@@ -101,8 +112,17 @@ class _Batch(Gatherer):
         data = target.columns()
         if data is None:
             return
+        nodes = data[-3]
+        if self.sources is not None:
+            if target.every_operation:
+                self.sources.append((nodes, data[-2], data[-1]))
+            else:
+                self.sources = None
+        # Node names as bytes, each encoded once (the driver would encode every row's).
+        encoded = {node: node.encode() for node in set(nodes)}
+        data[-3] = list(map(encoded.__getitem__, nodes))
         # Column-oriented: the gathered columns go as they are (no per-row tuples); the
-        # driver writes _cdc_deleted's bools as UInt8 0/1 and encodes the node names' str.
+        # driver writes _cdc_deleted's bools as UInt8 0/1.
         columns = target.key + target.values
         try:
             self.client.insert(
@@ -118,15 +138,12 @@ class _Batch(Gatherer):
 
 
 def apply_batch(client: Client, database: str, layout_of: Callable[[str, str], TableLayout],
-                ops: Sequence[RowOp], step_id: str, partition: int) -> None:
-    """Apply OPS: one insert per destination table, then one into _cdc_progress.
+                ops: Sequence[RowOp]) -> dict[str, Position]:
+    """Apply OPS: one insert per destination table. Returns per node the highest source
+    position among OPS, for _cdc_progress (connectors/clickhouse/_progress.py) once they are in.
 
     layout_of(keyspace, table) -> the table's layout (its tables must exist).
     Raises RejectedValueError for a value the conversion or the client refuses."""
-    _Batch(client, database, layout_of).apply(ops)
-    rows = [(step_id.encode(), partition, node.encode(), p.segment_id, p.offset)
-            for node, p in sorted(highest_positions(ops).items())]
-    if rows:
-        client.insert(f"{q(database)}.{q(PROGRESS_TABLE)}", rows,
-                      column_names=["step_id", "sink_partition", "node", "segment_id", "offset"],
-                      column_type_names=["String", "Int32", "String", "Int64", "Int32"])
+    batch = _Batch(client, database, layout_of)
+    batch.apply(ops)
+    return batch.highest_positions(ops)

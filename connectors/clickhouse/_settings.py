@@ -26,6 +26,8 @@ class ClickHouseSinkSettings:
     retry_attempts: tries of one batch on a transient error (connection lost or timed out)
         before the error is raised; a retried batch is re-inserted whole (idempotent).
     retry_backoff: first pause between tries in seconds, doubled each time up to retry_max_backoff.
+    progress_interval: seconds between writes of a partition's _cdc_progress rows, made off the
+        data path (connectors/clickhouse/_progress.py); 0: after every batch, on the data path.
     """
 
     host: str
@@ -40,6 +42,7 @@ class ClickHouseSinkSettings:
     retry_attempts: int = 5
     retry_backoff: float = 0.2
     retry_max_backoff: float = 10.0
+    progress_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("host", "database", "user", "ca_cert"):
@@ -61,6 +64,15 @@ class ClickHouseSinkSettings:
                 raise ValueError(f"ClickHouseSinkSettings.{name} must be > 0")
         if self.retry_max_backoff < self.retry_backoff:
             raise ValueError("ClickHouseSinkSettings.retry_max_backoff must be >= retry_backoff")
+        self.check_progress_interval(self.progress_interval)
+
+    @staticmethod
+    def check_progress_interval(value: object) -> None:
+        """Refuse what is not a number of seconds >= 0 (and finite), naming the option."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0 <= value < float("inf"):
+            raise ValueError("ClickHouseSinkSettings.progress_interval must be a number of "
+                             f"seconds >= 0 (0: after every batch), not {value!r}")
 
     def client_kwargs(self, password: str) -> dict[str, Any]:
         """clickhouse_connect.get_client arguments: verified HTTPS, TLS 1.3 only, no

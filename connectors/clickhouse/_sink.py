@@ -15,6 +15,7 @@ from typing_extensions import override
 from connectors.clickhouse._apply import apply_batch
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
+from connectors.clickhouse._progress import ProgressWriter
 from connectors.clickhouse._settings import ClickHouseSinkSettings
 from connectors.range_tombstones import RangeTombstones
 from connectors.row_sink import LayoutCache, RowOpSink, stable_partition, with_retries
@@ -46,6 +47,8 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._progress_ready = False
         self._sleep = sleep
         self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
+        self._progress = ProgressWriter(connect, settings.database, step_id, partition,
+                                        settings.progress_interval)
 
     def _ensure(self, client: Client, ops: list[RowOp]) -> list[RowOp]:
         """Create or evolve the tables OPS write; OPS as they can be written."""
@@ -63,12 +66,13 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         if self._client is None:
             self._client = self._connect()
         ops = self._ensure(self._client, ops)
-        apply_batch(self._client, self._settings.database, self._layout_of, ops,
-                    self._step_id, self._partition)
+        positions = apply_batch(self._client, self._settings.database, self._layout_of, ops)
+        self._progress.record(positions, self._client)
 
     @override
     def write_batch(self, values: list[RowOp]) -> None:
-        """Apply VALUES in order: one insert per destination table, then the progress row.
+        """Apply VALUES in order: one insert per destination table; their positions go to
+        _cdc_progress once they are in (off the data path: connectors/clickhouse/_progress.py).
         Transient errors are retried (bounded, with backoff, on a new client); the whole batch
         is re-inserted, which merges to the same state. A refused value raises
         RejectedValueError."""
@@ -96,7 +100,10 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
 
     @override
     def close(self) -> None:
-        self._drop_client()
+        try:
+            self._progress.close()
+        finally:
+            self._drop_client()
 
 
 class ClickHouseSink(RowOpSink[TableLayout]):

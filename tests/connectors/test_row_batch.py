@@ -182,7 +182,17 @@ def test_a_batch_of_several_tables_gathers_each_in_order(sink: str) -> None:
                                    table_ops)
 
 
-def test_highest_positions_per_node_leave_out_load_and_expiry() -> None:
+def _as_columns(ops: list) -> list[tuple[list, list, list]]:
+    """OPS's sources as the node, segment and offset columns of two targets (halves)."""
+    halves = (ops[:len(ops) // 2], ops[len(ops) // 2:])
+    return [([op.source.node for op in half], [op.source.position.segment_id for op in half],
+             [op.source.position.offset for op in half]) for half in halves if half]
+
+
+@pytest.mark.parametrize("highest", [
+    highest_positions, lambda ops: row_batch.highest_of_columns(_as_columns(list(ops)))],
+    ids=["from operations", "from written columns"])
+def test_highest_positions_per_node_leave_out_load_and_expiry(highest) -> None:
     rng = random.Random(3)
     nodes = ["n1", "n2", INITIAL_LOAD_NODE, EXPIRY_NODE]
     for count in (1, 5, 500):
@@ -197,12 +207,26 @@ def test_highest_positions_per_node_leave_out_load_and_expiry() -> None:
                 continue
             expected[op.source.node] = max(expected.get(op.source.node, op.source.position),
                                            op.source.position)
-        assert highest_positions(iter(ops)) == expected
+        assert highest(iter(ops)) == expected
     only_load = [RowUpsert(KS, "t", {"p": "a", "c": 1}, {}, 1, INITIAL_LOAD)]
-    assert highest_positions(only_load) == {}
+    assert highest(only_load) == {}
     one_node = [RowUpsert(KS, "t", {"p": "a", "c": i}, {}, 1, Source("n1", Position(s, o)))
                 for i, (s, o) in enumerate([(2, 5), (3, 1), (2, 900), (1, 7)])]
-    assert highest_positions(one_node) == {"n1": Position(3, 1)}  # segment first, then offset
+    assert highest(one_node) == {"n1": Position(3, 1)}  # segment first, then offset
+
+
+def test_columns_say_whether_they_hold_every_operation() -> None:
+    layout = clickhouse_layout(SCHEMA[(KS, "t")])
+    distinct, repeated = Target("t", layout.key, layout.regular), \
+        Target("t", layout.key, layout.regular)
+    gatherer = Gatherer(lambda ks, t: layout)
+    for target, keys in ((distinct, [1, 2, 3]), (repeated, [1, 2, 1])):
+        target.settle = gatherer.settle
+        target.pending = [RowUpsert(KS, "t", {"p": "a", "c": c}, {}, 1,
+                                    Source("n1", Position(1, i))) for i, c in enumerate(keys)]
+        columns = target.columns()
+        assert columns is not None and len(columns[-1]) == len(set(keys))
+    assert distinct.every_operation and not repeated.every_operation
 
 
 @pytest.mark.parametrize("sink", sorted(LAYOUTS))

@@ -136,6 +136,28 @@ def test_destination_options_are_checked_when_the_flow_is_built(example):
         build(parse(example, base=EXAMPLE.parent))
 
 
+def test_clickhouse_options_are_checked_when_the_flow_is_built(example):
+    from dataflows.flow import _destination_sink, build
+    from dataflows.runtime import Runtime
+
+    example["destinations"][0].update(kind="clickhouse", options={"schema": "cdc"})
+    with pytest.raises(ConfigError, match=r"options.schema: is not a known option"):
+        build(parse(example, base=EXAMPLE.parent))
+    for bad in (-1, "1", True):
+        example["destinations"][0]["options"] = {"progress_interval": bad}
+        with pytest.raises(ConfigError, match=rf"postgres.options: .*progress_interval must be "
+                                              rf"a number of seconds >= 0 .*not {bad!r}"):
+            build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["options"] = {"progress_interval": 0.5}
+    parsed = parse(example, base=EXAMPLE.parent)
+    sink = _destination_sink(parsed.destinations[0], Runtime(parsed))
+    assert sink._settings.progress_interval == 0.5  # noqa: SLF001 - what reached the sink
+    example["destinations"][0]["options"] = {}
+    parsed = parse(example, base=EXAMPLE.parent)
+    sink = _destination_sink(parsed.destinations[0], Runtime(parsed))
+    assert sink._settings.progress_interval == 1.0  # noqa: SLF001 - the default
+
+
 def test_the_recovery_directory_is_the_key_or_bytewax_s_variable(example, monkeypatch, tmp_path):
     monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
     assert parse(example).recovery_directory is None  # then consumed segments stay

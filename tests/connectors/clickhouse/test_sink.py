@@ -5,10 +5,12 @@ replays, progress, a Bytewax run."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import decimal
 import ipaddress
 import json
+import time
 import uuid
 
 import pytest
@@ -36,6 +38,11 @@ BASE = dict(host="127.0.0.1", user="u", password_ref="env:PW", ca_cert="/ca.crt"
     ({"port": 0}, "port"), ({"password_ref": "hunter2"}, "password_ref"),
     ({"partitions": 0}, "partitions"), ({"database": ""}, "database"), ({"host": ""}, "host"),
     ({"retry_backoff": 1.0, "retry_max_backoff": 0.5}, "retry_max_backoff"),
+    ({"progress_interval": -1}, "progress_interval"),
+    ({"progress_interval": float("inf")}, "progress_interval"),
+    ({"progress_interval": float("nan")}, "progress_interval"),
+    ({"progress_interval": True}, "progress_interval"),
+    ({"progress_interval": "1"}, "progress_interval"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
@@ -382,6 +389,7 @@ def test_progress_keeps_the_highest_position_per_node(env: Env, part) -> None:
     part.write_batch([at("n1", big, 5, 1), at("n1", big + 1, 2, 2), at("n2", big, 9, 3)])
     part.write_batch([at("n1", big, 100, 1)])  # a replay of an older position
     part.write_batch([at("n2", big, 10, 3)])
+    part.close()  # writes what the interval has not written yet
     got = env.select(
         "SELECT node, segment_id, offset FROM cdc._cdc_progress FINAL WHERE step_id = %(s)s"
         " AND sink_partition = 0 ORDER BY segment_id DESC, offset DESC LIMIT 1 BY node",
@@ -390,6 +398,96 @@ def test_progress_keeps_the_highest_position_per_node(env: Env, part) -> None:
     # Each row carries where its image came from (equal versions: the last inserted wins).
     assert env.final("kv", "k, _cdc_source_node, _cdc_source_segment, _cdc_source_offset",
                      "k") == [(1, "n1", big, 100), (2, "n1", big + 1, 2), (3, "n2", big, 10)]
+
+
+def _progress(env: Env) -> list[tuple]:
+    return sorted(env.select(
+        "SELECT node, segment_id, offset FROM cdc._cdc_progress FINAL WHERE step_id = %(s)s"
+        " ORDER BY segment_id DESC, offset DESC LIMIT 1 BY node", {"s": env.step}))
+
+
+def _part_with(env: Env, **settings):
+    return dataclasses.replace(env, settings=dataclasses.replace(env.settings, **settings)).part()
+
+
+def test_progress_is_written_off_the_data_path_and_at_close(env: Env) -> None:
+    part = _part_with(env, progress_interval=60)
+    try:
+        part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
+                                 source=Source("n1", Position(7, 70)))])
+        assert env.live("kv", "k, v") == [(1, "x")]  # the data is in at once,
+        assert _progress(env) == []  # its progress waits for the interval
+    finally:
+        part.close()
+    assert _progress(env) == [("n1", 7, 70)]
+
+
+def test_progress_counts_operations_that_left_no_row_of_their_own(env: Env, part) -> None:
+    # Key 1's kept image (version 9) comes from an earlier position than the image it beat;
+    # the range delete covers no row. Both positions are applied all the same.
+    part.write_batch([
+        env.up("kv", {"k": 1}, {"v": "new"}, 9, source=Source("n1", Position(5, 10))),
+        env.up("kv", {"k": 1}, {"v": "old"}, 5, source=Source("n1", Position(5, 99)))])
+    part.write_batch([dataclasses.replace(
+        env.rng("asc_t", {"p": "none"}, {"a": 1}, True, {"a": 2}, True, 12),
+        source=Source("n2", Position(6, 7)))])
+    part.close()
+    assert env.live("kv", "k, v") == [(1, "new")]
+    assert _progress(env) == [("n1", 5, 99), ("n2", 6, 7)]
+
+
+def test_progress_is_written_within_the_interval_while_the_flow_runs(env: Env) -> None:
+    part = _part_with(env, progress_interval=0.2)
+    try:
+        part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
+                                 source=Source("n1", Position(7, 70)))])
+        deadline = time.monotonic() + 20
+        while not _progress(env) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _progress(env) == [("n1", 7, 70)]  # no close, no other batch
+    finally:
+        part.close()
+
+
+def test_progress_interval_zero_writes_after_every_batch(env: Env) -> None:
+    part = _part_with(env, progress_interval=0)
+    try:
+        part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
+                                 source=Source("n1", Position(7, 70)))])
+        assert _progress(env) == [("n1", 7, 70)]
+    finally:
+        part.close()
+
+
+def test_a_failed_progress_write_keeps_its_positions_for_the_next(env: Env) -> None:
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    from connectors.clickhouse._progress import PROGRESS_WRITE_ERRORS
+
+    part = _part_with(env, progress_interval=60)
+    writer = part._progress  # noqa: SLF001 - the partition's own writer, written by hand
+    real = writer._connect  # noqa: SLF001
+
+    def down():
+        raise OperationalError("connection refused")
+
+    errors = PROGRESS_WRITE_ERRORS.labels(env.step, "0")
+    before = errors._value.get()  # noqa: SLF001 - prometheus_client's counter value
+    try:
+        part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
+                                 source=Source("n1", Position(7, 70)))])
+        writer._connect = down  # noqa: SLF001
+        assert writer.write_pending() is False
+        assert errors._value.get() == before + 1  # noqa: SLF001
+        part.write_batch([env.up("kv", {"k": 2}, {"v": "y"}, 1,
+                                 source=Source("n2", Position(8, 80))),
+                          env.up("kv", {"k": 3}, {"v": "z"}, 1,
+                                 source=Source("n1", Position(7, 60)))])  # behind n1's 70
+        writer._connect = real  # noqa: SLF001
+        assert writer.write_pending() is True
+        assert _progress(env) == [("n1", 7, 70), ("n2", 8, 80)]
+    finally:
+        part.close()
 
 
 # --- through Bytewax --------------------------------------------------------------------------
