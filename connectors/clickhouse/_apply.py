@@ -52,7 +52,7 @@ class _Batch(Gatherer):
         # operation they were given; None once one did not, or a range delete came.
         self.sources: list[tuple[list, list, list]] | None = []
 
-    def highest_positions(self, ops: Sequence[RowOp]) -> dict[str, Position]:
+    def positions(self, ops: Sequence[RowOp]) -> dict[str, Position]:
         """`row_batch.highest_positions(OPS)`, from the written columns where they hold
         every operation (no second pass over the batch)."""
         if self.sources is None:
@@ -146,4 +146,4 @@ def apply_batch(client: Client, database: str, layout_of: Callable[[str, str], T
     Raises RejectedValueError for a value the conversion or the client refuses."""
     batch = _Batch(client, database, layout_of)
     batch.apply(ops)
-    return batch.highest_positions(ops)
+    return batch.positions(ops)

@@ -6,7 +6,10 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClickHouseSinkSettings"]
+__all__ = ["MAX_PROGRESS_INTERVAL", "ClickHouseSinkSettings"]
+
+# _cdc_progress may lag this long behind the data (connectors/clickhouse/_progress.py).
+MAX_PROGRESS_INTERVAL = 3600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,8 +29,9 @@ class ClickHouseSinkSettings:
     retry_attempts: tries of one batch on a transient error (connection lost or timed out)
         before the error is raised; a retried batch is re-inserted whole (idempotent).
     retry_backoff: first pause between tries in seconds, doubled each time up to retry_max_backoff.
-    progress_interval: seconds between writes of a partition's _cdc_progress rows, made off the
-        data path (connectors/clickhouse/_progress.py); 0: after every batch, on the data path.
+    progress_interval: seconds (0..3600) between writes of a partition's _cdc_progress rows,
+        made off the data path (connectors/clickhouse/_progress.py); 0: after every batch, on
+        the data path.
     """
 
     host: str
@@ -68,11 +72,12 @@ class ClickHouseSinkSettings:
 
     @staticmethod
     def check_progress_interval(value: object) -> None:
-        """Refuse what is not a number of seconds >= 0 (and finite), naming the option."""
+        """Refuse what is not a number of seconds within 0..3600, naming the option."""
         if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not 0 <= value < float("inf"):
+                not 0 <= value <= MAX_PROGRESS_INTERVAL:
             raise ValueError("ClickHouseSinkSettings.progress_interval must be a number of "
-                             f"seconds >= 0 (0: after every batch), not {value!r}")
+                             f"seconds within 0..{MAX_PROGRESS_INTERVAL} (0: after every "
+                             f"batch), not {value!r}")
 
     def client_kwargs(self, password: str) -> dict[str, Any]:
         """clickhouse_connect.get_client arguments: verified HTTPS, TLS 1.3 only, no

@@ -13,6 +13,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from typing_extensions import override
 
 from connectors.clickhouse._apply import apply_batch
+from connectors.clickhouse._client import close_quietly
 from connectors.clickhouse._ddl import ensure_progress_table, ensure_table
 from connectors.clickhouse._layout import LayoutError, TableLayout, build_layout
 from connectors.clickhouse._progress import ProgressWriter
@@ -86,11 +87,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
 
     def _drop_client(self, _error: BaseException | None = None) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001 - already failing; the retry opens a new one
-                log.debug("closing a failed ClickHouse client failed", exc_info=True)
+        close_quietly(client)  # the retry opens a new one
 
     @override
     def snapshot(self) -> None:

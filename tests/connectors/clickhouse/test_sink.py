@@ -10,6 +10,7 @@ import datetime
 import decimal
 import ipaddress
 import json
+import threading
 import time
 import uuid
 
@@ -42,6 +43,7 @@ BASE = dict(host="127.0.0.1", user="u", password_ref="env:PW", ca_cert="/ca.crt"
     ({"progress_interval": float("inf")}, "progress_interval"),
     ({"progress_interval": float("nan")}, "progress_interval"),
     ({"progress_interval": True}, "progress_interval"),
+    ({"progress_interval": 3601}, "progress_interval"),
     ({"progress_interval": "1"}, "progress_interval"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
@@ -441,10 +443,7 @@ def test_progress_is_written_within_the_interval_while_the_flow_runs(env: Env) -
     try:
         part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
                                  source=Source("n1", Position(7, 70)))])
-        deadline = time.monotonic() + 20
-        while not _progress(env) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _progress(env) == [("n1", 7, 70)]  # no close, no other batch
+        _wait_for(lambda: _progress(env) == [("n1", 7, 70)])  # no close, no other batch
     finally:
         part.close()
 
@@ -464,30 +463,38 @@ def test_a_failed_progress_write_keeps_its_positions_for_the_next(env: Env) -> N
 
     from connectors.clickhouse._progress import PROGRESS_WRITE_ERRORS
 
-    part = _part_with(env, progress_interval=60)
-    writer = part._progress  # noqa: SLF001 - the partition's own writer, written by hand
-    real = writer._connect  # noqa: SLF001
+    part = _part_with(env, progress_interval=0.05)
+    writer = part._progress  # noqa: SLF001 - the partition's own writer
+    real, up = writer._connect, threading.Event()  # noqa: SLF001
 
-    def down():
-        raise OperationalError("connection refused")
+    def connect():
+        if not up.is_set():
+            raise OperationalError("connection refused")
+        return real()
 
+    writer._connect = connect  # noqa: SLF001
     errors = PROGRESS_WRITE_ERRORS.labels(env.step, "0")
     before = errors._value.get()  # noqa: SLF001 - prometheus_client's counter value
     try:
         part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
                                  source=Source("n1", Position(7, 70)))])
-        writer._connect = down  # noqa: SLF001
-        assert writer.write_pending() is False
-        assert errors._value.get() == before + 1  # noqa: SLF001
+        _wait_for(lambda: errors._value.get() > before)  # noqa: SLF001
         part.write_batch([env.up("kv", {"k": 2}, {"v": "y"}, 1,
                                  source=Source("n2", Position(8, 80))),
                           env.up("kv", {"k": 3}, {"v": "z"}, 1,
                                  source=Source("n1", Position(7, 60)))])  # behind n1's 70
-        writer._connect = real  # noqa: SLF001
-        assert writer.write_pending() is True
-        assert _progress(env) == [("n1", 7, 70), ("n2", 8, 80)]
+        up.set()
+        _wait_for(lambda: _progress(env) == [("n1", 7, 70), ("n2", 8, 80)])
     finally:
         part.close()
+    assert _progress(env) == [("n1", 7, 70), ("n2", 8, 80)]
+
+
+def _wait_for(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
 
 
 # --- through Bytewax --------------------------------------------------------------------------
