@@ -363,9 +363,6 @@ class Gatherer:
         return converted
 
 
-_segment_offset_of = attrgetter("segment_id", "offset")
-
-
 def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
     """Per node, the highest source position among OPS (what a progress row records).
 
@@ -375,20 +372,15 @@ def highest_positions(ops: Iterable[RowOp]) -> dict[str, Position]:
     # One attribute per pass: a dotted attrgetter ("source.position.offset") walks its path
     # again for every name, about three times slower over a batch.
     sources = list(map(_source_of, ops))
-    nodes = list(map(_node_of, sources))
-    distinct = set(nodes)
-    highest: dict[str, Position] = {}
-    for node in distinct - NOT_IN_COMMIT_LOG:
-        of_node = sources if len(distinct) == 1 else compress(sources,
-                                                              map(eq, nodes, repeat(node)))
-        # (segment id, offset) tuples, compared in C
-        highest[node] = Position(*max(map(_segment_offset_of, map(_position_of, of_node))))
-    return highest
+    positions = list(map(_position_of, sources))
+    return highest_of_columns([(list(map(_node_of, sources)), list(map(_segment_of, positions)),
+                                list(map(_offset_of, positions)))])
 
 
 def highest_of_columns(columns: Iterable[tuple[list, list, list]]) -> dict[str, Position]:
-    """`highest_positions` of operations given as the node, segment and offset columns
-    `Target.columns()` wrote (only where `every_operation` says they hold them all)."""
+    """Per node, the highest position in node, segment and offset columns (of operations:
+    `highest_positions`; as `Target.columns()` wrote them, only where `every_operation` says
+    they hold every operation)."""
     highest: dict[str, Position] = {}
     for nodes, segments, offsets in columns:
         distinct = set(nodes)
