@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 from connectors.cassandra.events import Position
 from connectors.clickhouse._layout import CDC_WRITTEN, TableLayout
 from connectors.clustering import in_range
-from connectors.row_batch import Gatherer, Target, highest_of_columns, highest_positions
+from connectors.row_batch import Gatherer, Target
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
@@ -48,19 +48,8 @@ class _Batch(Gatherer):
         super().__init__(layout_of)
         self.client = client
         self.database = database
-        # The written source columns (node, segment, offset) of targets that wrote every
-        # operation they were given; None once one did not, or a range delete came.
-        self.sources: list[tuple[list, list, list]] | None = []
-
-    def positions(self, ops: Sequence[RowOp]) -> dict[str, Position]:
-        """`row_batch.highest_positions(OPS)`, from the written columns where they hold
-        every operation (no second pass over the batch)."""
-        if self.sources is None:
-            return highest_positions(ops)
-        return highest_of_columns(self.sources)
 
     def range_delete(self, op: RangeDelete) -> None:
-        self.sources = None  # its position may be in no written row
         layout = self.layout_of(op.keyspace, op.table)
         contains = in_range(layout.clustering_columns(), op.start, op.end)
         rows = self.target(layout, static=False)
@@ -112,13 +101,9 @@ class _Batch(Gatherer):
         data = target.columns()
         if data is None:
             return
-        nodes = data[-3]
-        if self.sources is not None:
-            if target.every_operation:
-                self.sources.append((nodes, data[-2], data[-1]))
-            else:
-                self.sources = None
+        self.wrote(target, data)
         # Node names as bytes, each encoded once (the driver would encode every row's).
+        nodes = data[-3]
         encoded = {node: node.encode() for node in set(nodes)}
         data[-3] = list(map(encoded.__getitem__, nodes))
         # Column-oriented: the gathered columns go as they are (no per-row tuples); the

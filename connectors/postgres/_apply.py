@@ -39,7 +39,7 @@ from psycopg import sql
 from connectors.clustering import in_range
 from connectors.postgres._ddl import PROGRESS_TABLE
 from connectors.postgres._layout import CDC_COLUMNS, CDC_WRITTEN, TableLayout
-from connectors.row_batch import Gatherer, Target, highest_positions
+from connectors.row_batch import Gatherer, Target
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
@@ -242,7 +242,7 @@ class _Batch(Gatherer):
         in one piece, by text COPY if binary fails, whose errors name the column."""
         if not (target.pending or target.has_converted()):
             return  # nothing gathered (a range deletion that covered no stored row)
-        chunks = _Chunks(_chunks(target, self.settle), len(target.key))
+        chunks = _Chunks(_chunks(target, self.settle), len(target.key), self.wrote)
         names, cols, types = self._names(target)
         if self._copied_directly(target.name, cols, types, chunks):
             return
@@ -261,6 +261,7 @@ class _Batch(Gatherer):
         whole = chunks.whole()
         columns = whole.columns()
         assert columns is not None  # it held operations
+        self.wrote(whole, columns)
         rows = list(zip(*columns, strict=True))
         binary = _binary_types(types, columns)
         if binary is not None:
@@ -432,9 +433,11 @@ class _Chunks:
     would hold it twice (a unique violation, or a MERGE touching a row twice), so the target
     is then gathered per key and written in one piece (`whole`)."""
 
-    def __init__(self, parts: list[Target], width: int) -> None:
+    def __init__(self, parts: list[Target], width: int,
+                 wrote: Callable[[Target, list[list]], None]) -> None:
         self._parts = parts
         self._width = width
+        self._wrote = wrote  # Gatherer.wrote: each part's columns as they are converted
         self._columns: list[list[list] | None] = [None] * len(parts)
         self._keys: set[tuple] = set()
         self.restart = False
@@ -448,6 +451,7 @@ class _Chunks:
             try:
                 columns = self._parts[index].columns()
                 assert columns is not None  # a part holds operations
+                self._wrote(self._parts[index], columns)
                 # One part has nothing to meet again (its own repeats are gathered).
                 keys = set(zip(*columns[:self._width], strict=True)) \
                     if len(self._parts) > 1 else set()
@@ -535,9 +539,10 @@ def apply_batch(conn: psycopg.Connection, schema: str,
     into the tables in ON_CONFLICT; a key another transaction inserts meanwhile raises
     MergeRaced (redo the batch without MERGE), a table refusing MERGE MergeRefused.
     Raises RejectedValueError for a value PostgreSQL or the conversion refuses."""
-    _Batch(conn, schema, layout_of, direct, merge, on_conflict).apply(ops)
+    batch = _Batch(conn, schema, layout_of, direct, merge, on_conflict)
+    batch.apply(ops)
     rows = [(step_id, partition, node, p.segment_id, p.offset)
-            for node, p in sorted(highest_positions(ops).items())]
+            for node, p in sorted(batch.positions(list(ops)).items())]
     if rows:
         with conn.cursor() as cur:
             cur.executemany(sql.SQL(

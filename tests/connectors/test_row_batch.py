@@ -4,6 +4,7 @@ order with the pending operations, and a refusal that names the first refused op
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 import uuid
@@ -50,6 +51,8 @@ class _Captured(Gatherer):
     def flush(self, target: Target) -> None:
         columns = target.columns()
         self.columnar[target.name] = target._batch is not None  # noqa: SLF001 - what we test
+        if columns is not None:
+            self.wrote(target, columns)
         self.written[target.name] = (dict(target.images), columns)
 
     def range_delete(self, op) -> None:
@@ -213,6 +216,23 @@ def test_highest_positions_per_node_leave_out_load_and_expiry(highest) -> None:
     one_node = [RowUpsert(KS, "t", {"p": "a", "c": i}, {}, 1, Source("n1", Position(s, o)))
                 for i, (s, o) in enumerate([(2, 5), (3, 1), (2, 900), (1, 7)])]
     assert highest(one_node) == {"n1": Position(3, 1)}  # segment first, then offset
+
+
+@pytest.mark.parametrize("sink", sorted(LAYOUTS))
+@pytest.mark.parametrize("keys", [10, 10**9])  # repeated keys (gathered); distinct keys
+def test_positions_of_a_batch_are_those_of_its_operations(sink: str, keys: int) -> None:
+    """Read from the written source columns, or from the operations again where those do not
+    hold every operation: the same either way, superseded images and load rows included."""
+    rng = random.Random(keys)
+    for _ in range(20):
+        ops = [dataclasses.replace(op, source=Source(
+                   rng.choice(["n1", "n2", INITIAL_LOAD_NODE]),
+                   Position(rng.randrange(3), rng.randrange(1000))))
+               for op in _ops(rng, 300, keys)]
+        gatherer = _gather(sink, ops)
+        from_columns = gatherer._written_sources is not None  # noqa: SLF001 - the path taken
+        assert from_columns == (keys > 10)
+        assert gatherer.positions(ops) == highest_positions(ops)
 
 
 def test_columns_say_whether_they_hold_every_operation() -> None:

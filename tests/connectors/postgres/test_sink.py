@@ -525,6 +525,35 @@ def test_progress_keeps_the_highest_position_per_node(part, settings, conn) -> N
     assert got == [("pg_out", 0, "n1", 8, 20), ("pg_out", 0, "n2", 3, 9)]
 
 
+def test_progress_counts_operations_that_left_no_row_of_their_own(part, settings,
+                                                                  conn) -> None:
+    """The batch's positions come from the rows it wrote only where those hold every
+    operation: a kept image below the position of the image it beat, a range delete that
+    covers no row, and a batch streamed in chunks whose highest position is in its middle
+    all count."""
+    import dataclasses
+    import random
+
+    def at(node, seg, off):
+        return Source(node, Position(seg, off))
+
+    def progress():
+        return rows(conn, settings.schema, "_cdc_progress", "node, segment_id, \"offset\"",
+                    "node")
+
+    part.write_batch([up("kv", {"k": 1}, {"v": "new"}, 9, source=at("n1", 5, 10)),
+                      up("kv", {"k": 1}, {"v": "old"}, 5, source=at("n1", 5, 99))])
+    part.write_batch([dataclasses.replace(rng("asc_t", {"p": "none"}, {"a": 1}, True,
+                                              {"a": 2}, True, 12), source=at("n2", 6, 7))])
+    assert live(conn, settings.schema, "kv", "k, v") == [(1, "new")]
+    assert progress() == [("n1", 5, 99), ("n2", 6, 7)]
+    offsets = list(range(100, 4100))
+    random.Random(5).shuffle(offsets)  # the highest somewhere in the middle
+    part.write_batch([up("kv", {"k": 10 + i}, {"v": "x"}, 1, source=at("n2", 6, offset))
+                      for i, offset in enumerate(offsets)])
+    assert progress() == [("n1", 5, 99), ("n2", 6, 4099)]
+
+
 def test_transient_error_is_retried(settings, conn) -> None:
     part = make_sink(settings).build_part("pg_out", "1", None)
     try:
