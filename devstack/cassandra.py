@@ -350,10 +350,7 @@ class CassandraService:
         # 2 cores that is quicker than one after another.
         for node in every:
             if process.tracked(node.name) is None:
-                if process.port_open(node.ip, NATIVE_PORT):
-                    raise StackError(f"{node.ip}:{NATIVE_PORT} is taken by a process this stack "
-                                     f"home ({cluster_dir(node.cluster)}) did not start: "
-                                     "another CDC_STACK_HOME's Cassandra? Stop that one first")
+                process.refuse_taken_port(node.ip, NATIVE_PORT, cluster_dir(node.cluster))
                 write_node_files(node, certs, self.settings)
                 process.start(node.name, java_command(node, lib), log_path=node.output_log)
         began = time.monotonic()

@@ -35,7 +35,15 @@ from clickhouse_connect.driver.binding import quote_identifier
 from devstack import credentials
 from devstack.certs import ensure_certificates
 from devstack.paths import service_dir
-from devstack.process import StackError, port_open, start, stop, tracked, wait_until
+from devstack.process import (
+    StackError,
+    port_open,
+    refuse_taken_port,
+    start,
+    stop,
+    tracked,
+    wait_until,
+)
 from devstack.service import ServiceStatus
 from devstack.system import apt_install, as_user, chown_to, ensure_traversable
 from devstack.tlsprobe import negotiated_protocol
@@ -243,6 +251,8 @@ class ClickHouseService:
             # Ports and certificates are read at start only; a restart takes well under a second.
             stop(PROCESS, timeout=30)
         if tracked(PROCESS) is None:
+            for port in (HTTPS_PORT, NATIVE_TLS_PORT):
+                refuse_taken_port(HOST, port, folder())
             start(
                 PROCESS,
                 as_user(OS_USER, SERVER, f"--config-file={folder() / 'config.xml'}"),

@@ -29,7 +29,15 @@ import hvac
 from devstack import credentials
 from devstack.certs import ensure_certificates
 from devstack.paths import service_dir
-from devstack.process import StackError, port_open, start, stop, tracked, wait_until
+from devstack.process import (
+    StackError,
+    port_open,
+    refuse_taken_port,
+    start,
+    stop,
+    tracked,
+    wait_until,
+)
 from devstack.service import ServiceStatus
 
 HOST = "127.0.0.1"
@@ -156,6 +164,7 @@ class OpenBaoService:
             f'api_addr = "{ADDRESS}"\ncluster_addr = "https://{HOST}:{PORT + 1}"\nui = false\n'
         )
         if tracked(PROCESS) is None:
+            refuse_taken_port(HOST, PORT, folder())
             start(PROCESS, [_bao_binary(), "server", f"-config={config}"], log_path=_log_path())
         wait_until(
             lambda: port_open(HOST, PORT),

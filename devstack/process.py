@@ -150,6 +150,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def refuse_taken_port(host: str, port: int, home: Path) -> None:
+    """Before starting a server: StackError when HOST:PORT already answers, so a process this
+    stack home did not start holds it (another CDC_STACK_HOME's stack, or a checkout's).
+    Talking to it would fail far from the cause: its certificates are from another CA."""
+    if port_open(host, port):
+        raise StackError(f"{host}:{port} is taken by a process this stack home ({home}) did not "
+                         "start: another CDC_STACK_HOME's stack? Stop that one first")
+
+
 def wait_until(
     check: Callable[[], bool],
     *,

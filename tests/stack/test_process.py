@@ -58,3 +58,18 @@ def test_kill_is_immediate(home):
     process.start("victim", ["sleep", "60"], log_path=home / "victim.log")
     assert process.kill("victim")
     assert process.tracked("victim") is None
+
+
+def test_a_port_another_process_holds_is_refused_naming_it(home):
+    """Another stack's server on our port would answer with certificates of another CA:
+    starting refuses it by name, before anything talks to it."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(process.StackError, match=rf"127\.0\.0\.1:{port} is taken by a process "
+                                                     rf"this stack home \({home}\) did not start"):
+            process.refuse_taken_port("127.0.0.1", port, home)
+    process.refuse_taken_port("127.0.0.1", port, home)  # closed again: free
