@@ -164,7 +164,8 @@ class OpenBaoService:
             f'api_addr = "{ADDRESS}"\ncluster_addr = "https://{HOST}:{PORT + 1}"\nui = false\n'
         )
         if tracked(PROCESS) is None:
-            refuse_taken_port(HOST, PORT, folder())
+            for port in (PORT, PORT + 1):  # the API, the cluster address
+                refuse_taken_port(HOST, port, folder())
             start(PROCESS, [_bao_binary(), "server", f"-config={config}"], log_path=_log_path())
         wait_until(
             lambda: port_open(HOST, PORT),

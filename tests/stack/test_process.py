@@ -70,6 +70,19 @@ def test_a_port_another_process_holds_is_refused_naming_it(home):
         held.listen()
         port = held.getsockname()[1]
         with pytest.raises(process.StackError, match=rf"127\.0\.0\.1:{port} is taken by a process "
-                                                     rf"this stack home \({home}\) did not start"):
-            process.refuse_taken_port("127.0.0.1", port, home)
+                                                     rf"this stack home \({home}\) does not"):
+            process.refuse_taken_port("127.0.0.1", port, home, grace=0.3)
     process.refuse_taken_port("127.0.0.1", port, home)  # closed again: free
+
+
+def test_a_port_freed_within_the_grace_is_not_refused(home):
+    """Our own server just stopped may hold its socket a moment longer."""
+    import socket
+    import threading
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    threading.Timer(0.5, held.close).start()
+    process.refuse_taken_port("127.0.0.1", port, home, grace=10)

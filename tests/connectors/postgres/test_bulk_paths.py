@@ -14,8 +14,10 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg import sql
 
+from connectors.cassandra.events import Position
 from connectors.postgres import RejectedValueError
 from connectors.postgres._apply import DirectCopy, _binary_types
+from connectors.row_batch import highest_positions
 from tests.connectors.postgres.conftest import KS, column, make_sink, rows, schemas
 from tests.connectors.postgres.test_sink import delete, up
 from tests.waiting import wait_for
@@ -307,6 +309,13 @@ def test_large_batches_streamed_in_chunks_give_the_row_rule(settings, conn, merg
     part = PostgresSink(settings, lambda ks, t: TABLES.get((ks, t)), merge=merge).build_part(
         "pg_chunks", "0", None)
 
+    written: list = []
+
+    def progress() -> dict:
+        return {node: Position(segment, offset) for node, segment, offset in conn.execute(
+            sql.SQL("SELECT node, segment_id, \"offset\" FROM {} WHERE step_id = 'pg_chunks'"
+                    ).format(sql.Identifier(settings.schema, "_cdc_progress"))).fetchall()}
+
     def write(ops: list, expected_streams: list[str]) -> None:
         before = {r[0]: r[1:] for r in stored(conn, settings.schema)}
         streams.clear()
@@ -314,6 +323,8 @@ def test_large_batches_streamed_in_chunks_give_the_row_rule(settings, conn, merg
         assert streams == expected_streams
         expected = _row_rule(before, ops)
         assert {r[0]: r[1:] for r in stored(conn, settings.schema)} == expected
+        written.extend(ops)  # every way records the positions of all its operations
+        assert progress() == highest_positions(written)
         part.write_batch(ops)  # a replay
         assert {r[0]: r[1:] for r in stored(conn, settings.schema)} == expected
 
