@@ -32,18 +32,10 @@ from xml.sax.saxutils import escape
 import clickhouse_connect
 from clickhouse_connect.driver.binding import quote_identifier
 
-from devstack import credentials
+from devstack import credentials, process
 from devstack.certs import ensure_certificates
 from devstack.paths import service_dir
-from devstack.process import (
-    StackError,
-    port_open,
-    refuse_taken_port,
-    start,
-    stop,
-    tracked,
-    wait_until,
-)
+from devstack.process import StackError, port_open, start, stop, tracked, wait_until
 from devstack.service import ServiceStatus
 from devstack.system import apt_install, as_user, chown_to, ensure_traversable
 from devstack.tlsprobe import negotiated_protocol
@@ -252,7 +244,7 @@ class ClickHouseService:
             stop(PROCESS, timeout=30)
         if tracked(PROCESS) is None:
             for port in (HTTPS_PORT, NATIVE_TLS_PORT):
-                refuse_taken_port(HOST, port, folder())
+                process.refuse_taken_port(HOST, port, folder())
             start(
                 PROCESS,
                 as_user(OS_USER, SERVER, f"--config-file={folder() / 'config.xml'}"),

@@ -26,18 +26,10 @@ from pathlib import Path
 
 import hvac
 
-from devstack import credentials
+from devstack import credentials, process
 from devstack.certs import ensure_certificates
 from devstack.paths import service_dir
-from devstack.process import (
-    StackError,
-    port_open,
-    refuse_taken_port,
-    start,
-    stop,
-    tracked,
-    wait_until,
-)
+from devstack.process import StackError, port_open, start, stop, tracked, wait_until
 from devstack.service import ServiceStatus
 
 HOST = "127.0.0.1"
@@ -165,7 +157,7 @@ class OpenBaoService:
         )
         if tracked(PROCESS) is None:
             for port in (PORT, PORT + 1):  # the API, the cluster address
-                refuse_taken_port(HOST, port, folder())
+                process.refuse_taken_port(HOST, port, folder())
             start(PROCESS, [_bao_binary(), "server", f"-config={config}"], log_path=_log_path())
         wait_until(
             lambda: port_open(HOST, PORT),

@@ -30,18 +30,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from devstack import credentials
+from devstack import credentials, process
 from devstack.certs import ensure_certificates
 from devstack.paths import service_dir
-from devstack.process import (
-    StackError,
-    refuse_taken_port,
-    run,
-    start,
-    stop,
-    tracked,
-    wait_until,
-)
+from devstack.process import StackError, run, start, stop, tracked, wait_until
 from devstack.service import ServiceStatus
 from devstack.system import apt_install, as_user, chown_to, ensure_traversable
 
@@ -132,7 +124,7 @@ class PostgresService:
         changed = self._configure()
         was_running = tracked(PROCESS) is not None
         if not was_running:
-            refuse_taken_port(HOST, PORT, folder())
+            process.refuse_taken_port(HOST, PORT, folder())
             start(PROCESS, as_user(OS_USER, BIN / "postgres", "-D", _data()), log_path=_log_path())
         wait_until(
             _accepts_logins,
