@@ -55,7 +55,6 @@ from devstack.cassandra_config import (
     ClusterSpec,
     NodeSpec,
     claim_size,
-    cluster_dir,
     cluster_info,
     cluster_spec,
     configured_nodes,
@@ -350,7 +349,7 @@ class CassandraService:
         # 2 cores that is quicker than one after another.
         for node in every:
             if process.tracked(node.name) is None:
-                process.refuse_taken_port(node.ip, NATIVE_PORT, cluster_dir(node.cluster))
+                process.refuse_taken_port(node.ip, NATIVE_PORT)
                 write_node_files(node, certs, self.settings)
                 process.start(node.name, java_command(node, lib), log_path=node.output_log)
         began = time.monotonic()

@@ -244,7 +244,7 @@ class ClickHouseService:
             stop(PROCESS, timeout=30)
         if tracked(PROCESS) is None:
             for port in (HTTPS_PORT, NATIVE_TLS_PORT):
-                process.refuse_taken_port(HOST, port, folder())
+                process.refuse_taken_port(HOST, port)
             start(
                 PROCESS,
                 as_user(OS_USER, SERVER, f"--config-file={folder() / 'config.xml'}"),

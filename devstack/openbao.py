@@ -157,7 +157,7 @@ class OpenBaoService:
         )
         if tracked(PROCESS) is None:
             for port in (PORT, PORT + 1):  # the API, the cluster address
-                process.refuse_taken_port(HOST, port, folder())
+                process.refuse_taken_port(HOST, port)
             start(PROCESS, [_bao_binary(), "server", f"-config={config}"], log_path=_log_path())
         wait_until(
             lambda: port_open(HOST, PORT),

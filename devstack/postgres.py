@@ -124,7 +124,7 @@ class PostgresService:
         changed = self._configure()
         was_running = tracked(PROCESS) is not None
         if not was_running:
-            process.refuse_taken_port(HOST, PORT, folder())
+            process.refuse_taken_port(HOST, PORT)
             start(PROCESS, as_user(OS_USER, BIN / "postgres", "-D", _data()), log_path=_log_path())
         wait_until(
             _accepts_logins,

@@ -150,7 +150,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def refuse_taken_port(host: str, port: int, home: Path, grace: float = 5.0) -> None:
+def refuse_taken_port(host: str, port: int, grace: float = 5.0) -> None:
     """Before starting a server: StackError when HOST:PORT still answers after GRACE seconds,
     so a process this stack home does not track holds it (another CDC_STACK_HOME's stack, or
     a checkout's). Talking to it would fail far from the cause: its certificates are from
@@ -159,9 +159,9 @@ def refuse_taken_port(host: str, port: int, home: Path, grace: float = 5.0) -> N
     deadline = time.monotonic() + grace
     while port_open(host, port):
         if time.monotonic() >= deadline:
-            raise StackError(f"{host}:{port} is taken by a process this stack home ({home}) "
-                             "does not track: another CDC_STACK_HOME's stack? Stop that one "
-                             "first")
+            raise StackError(f"{host}:{port} is taken by a process this stack home "
+                             f"({stack_home()}) does not track: another CDC_STACK_HOME's "
+                             "stack? Stop that one first")
         time.sleep(0.1)
 
 

@@ -71,8 +71,8 @@ def test_a_port_another_process_holds_is_refused_naming_it(home):
         port = held.getsockname()[1]
         with pytest.raises(process.StackError, match=rf"127\.0\.0\.1:{port} is taken by a process "
                                                      rf"this stack home \({home}\) does not"):
-            process.refuse_taken_port("127.0.0.1", port, home, grace=0.3)
-    process.refuse_taken_port("127.0.0.1", port, home)  # closed again: free
+            process.refuse_taken_port("127.0.0.1", port, grace=0.3)
+    process.refuse_taken_port("127.0.0.1", port)  # closed again: free
 
 
 def test_a_port_freed_within_the_grace_is_not_refused(home):
@@ -85,4 +85,18 @@ def test_a_port_freed_within_the_grace_is_not_refused(home):
     held.listen()
     port = held.getsockname()[1]
     threading.Timer(0.5, held.close).start()
-    process.refuse_taken_port("127.0.0.1", port, home, grace=10)
+    started = time.monotonic()
+    process.refuse_taken_port("127.0.0.1", port, grace=10)
+    assert time.monotonic() - started < 5  # as soon as it is free, not the whole grace
+
+
+def test_a_second_stack_home_refuses_the_running_openbao_s_port(openbao_env, tmp_path,
+                                                                  monkeypatch):
+    """The test stack's OpenBao holds 127.0.0.1:8200; a stack in another home, started on
+    this machine, names the port instead of meeting a server of another CA."""
+    from devstack.openbao import OpenBaoService
+
+    monkeypatch.setenv("CDC_STACK_HOME", str(tmp_path))
+    with pytest.raises(process.StackError, match=r"127\.0\.0\.1:8200 is taken by a process "
+                                                 rf"this stack home \({tmp_path}\) does not"):
+        OpenBaoService().start()
