@@ -57,7 +57,6 @@ class Target:
                             for c in self.key)
         self.pending: list[RowUpsert | RowDelete] = []  # in operation order
         self.settle: Callable[[Target], None] | None = None
-        self.every_operation = False  # set by `columns()`
         # Settled operations with distinct keys, as columns: key columns, value columns,
         # versions, deleted flags, sources. Only while `_images` is empty.
         self._batch: list[list] | None = None
@@ -65,6 +64,14 @@ class Target:
     def has_converted(self) -> bool:
         """Whether it holds converted operations (settled or gathered), not only pending."""
         return self._batch is not None or bool(self._images)
+
+    @property
+    def every_operation(self) -> bool:
+        """Whether `columns()` gives every operation the target was given (settled at once,
+        keys distinct), not images gathered per key: then their sources say the highest
+        positions of those operations (`highest_of_columns`) without another pass over them.
+        Pending operations (not yet settled) are not in it."""
+        return self._batch is not None and not self.pending
 
     def convert_pending(self) -> None:
         if self.pending:
@@ -124,10 +131,6 @@ class Target:
                 image.key + (image.values or nulls) + (image.version, image.values is None,
                                                        image.source)
                 for image in self._images.values()), strict=True)]
-        # Whether these columns hold every operation the target was given (settled at once,
-        # keys distinct), not images gathered per key: then their sources say the highest
-        # positions of those operations (`highest_of_columns`) without another pass over them.
-        self.every_operation = batch is self._batch
         positions = list(map(_position_of, batch[-1]))
         return batch[:-1] + [list(map(_node_of, batch[-1])),
                              list(map(_segment_of, positions)),
@@ -416,7 +419,13 @@ def highest_of_columns(columns: Iterable[tuple[list, list, list]]) -> dict[str, 
                 of_node = list(map(eq, nodes, repeat(node)))
                 pairs = zip(compress(segments, of_node), compress(offsets, of_node),
                             strict=True)
-            position, current = Position(*max(pairs)), highest.get(node)
-            if current is None or position > current:
-                highest[node] = position
+            merge_highest(highest, {node: Position(*max(pairs))})
     return highest
+
+
+def merge_highest(into: dict[str, Position], positions: Mapping[str, Position]) -> None:
+    """Per node, keep in INTO the higher of its position and the one in POSITIONS."""
+    for node, position in positions.items():
+        current = into.get(node)
+        if current is None or position > current:
+            into[node] = position

@@ -179,13 +179,15 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
         progress = {"progress_interval": options.pop("progress_interval")} \
             if "progress_interval" in options else {}
         _no_other_options(path, options)
-        try:
-            settings = ClickHouseSinkSettings(
-                host=destination.host, port=destination.port, database=destination.database,
-                user=destination.username, password_ref=destination.password,
-                ca_cert=str(destination.ca_cert), partitions=destination.partitions, **progress)
-        except ValueError as error:  # the message names the option
-            raise ConfigError(f"{path}.options", str(error)) from None
+        for name, value in progress.items():
+            try:
+                ClickHouseSinkSettings.check_progress_interval(value)
+            except ValueError as error:
+                raise ConfigError(f"{path}.options.{name}", str(error)) from None
+        settings = ClickHouseSinkSettings(
+            host=destination.host, port=destination.port, database=destination.database,
+            user=destination.username, password_ref=destination.password,
+            ca_cert=str(destination.ca_cert), partitions=destination.partitions, **progress)
         return ClickHouseSink(settings, runtime.table, runtime.masked_types,
                               schema_refresh=runtime.refresh_schemas)
     from connectors.postgres import PostgresSinkSettings

@@ -16,6 +16,11 @@ _cdc_progress is a lower bound. Between writes it says less than what was applie
 loses the positions recorded since the last write, and the batches they came from are not
 written again (the spool, or Bytewax, already counted them done): the row of that node and
 partition then stays behind until the partition writes another of the node's changes.
+
+A failed write keeps its positions for the next. One the sink's rule calls transient (the
+server unreachable, a timeout) is counted and logged once per outage; any other (the table
+dropped, a grant revoked) is raised by the next batch, on the data path, so the flow stops
+on it as it would on a failed data insert: progress never stops advancing unnoticed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from prometheus_client import Counter
 from connectors.cassandra.events import Position
 from connectors.clickhouse._client import close_quietly
 from connectors.clickhouse._ddl import PROGRESS_TABLE
+from connectors.row_batch import merge_highest
 
 __all__ = ["ProgressWriter", "insert_progress"]
 
@@ -55,25 +61,24 @@ def insert_progress(client: Client, database: str, step_id: str, partition: int,
                       column_type_names=["String", "Int32", "String", "Int64", "Int32"])
 
 
-def _merge(into: dict[str, Position], positions: Mapping[str, Position]) -> None:
-    for node, position in positions.items():
-        current = into.get(node)
-        if current is None or position > current:
-            into[node] = position
-
-
 class ProgressWriter:
     """The progress of one sink partition (see the module docstring).
 
     connect() -> a new client for the writer's thread; interval: seconds between writes
-    (ClickHouseSinkSettings.progress_interval), 0 for a write after every batch. The thread
+    (ClickHouseSinkSettings.progress_interval), 0 for a write after every batch;
+    transient(error): whether a failed write may pass later (the sink's rule). The thread
     starts at the first `record`."""
 
     def __init__(self, connect: Callable[[], Client], database: str, step_id: str,
-                 partition: int, interval: float) -> None:
+                 partition: int, interval: float,
+                 transient: Callable[[BaseException], bool]) -> None:
         self._connect = connect
         self._where = (database, step_id, partition)
         self._interval = interval
+        self._transient = transient
+        # A failure retrying cannot fix (the table dropped, a grant gone): raised by the next
+        # `record`, on the data path, so the flow stops on it as on a failed data insert.
+        self._failure: BaseException | None = None
         self._pending: dict[str, Position] = {}
         self._lock = threading.Lock()  # guards _pending and _thread
         self._stop = threading.Event()
@@ -89,10 +94,15 @@ class ProgressWriter:
         if self._interval == 0:
             insert_progress(client, *self._where, positions)
             return
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            with self._lock:  # written again with the next, once the cause is mended
+                merge_highest(self._pending, positions)
+            raise failure
         with self._lock:
             if self._stop.is_set():
                 raise RuntimeError(f"progress of {self._what()} recorded after close")
-            _merge(self._pending, positions)
+            merge_highest(self._pending, positions)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"progress-{self._what()}")
@@ -124,10 +134,13 @@ class ProgressWriter:
             insert_progress(self._client, *self._where, positions)
         except Exception as error:  # noqa: BLE001 - kept and retried at the next write
             with self._lock:
-                _merge(self._pending, positions)
+                merge_highest(self._pending, positions)
             client, self._client = self._client, None
             close_quietly(client)
             PROGRESS_WRITE_ERRORS.labels(self._where[1], str(self._where[2])).inc()
+            if not self._transient(error):
+                self._failure = error
+                return
             if not self._failing:
                 # The class only: a server message can quote values.
                 log.warning("%s: writing _cdc_progress failed (%s); the positions are kept "

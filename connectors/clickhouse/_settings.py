@@ -6,10 +6,11 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_PROGRESS_INTERVAL", "ClickHouseSinkSettings"]
+__all__ = ["MAX_PROGRESS_INTERVAL", "MIN_PROGRESS_INTERVAL", "ClickHouseSinkSettings"]
 
-# _cdc_progress may lag this long behind the data (connectors/clickhouse/_progress.py).
-MAX_PROGRESS_INTERVAL = 3600
+# _cdc_progress may lag this long behind the data (connectors/clickhouse/_progress.py); the
+# thread writing it wakes no more often than every MIN_PROGRESS_INTERVAL.
+MIN_PROGRESS_INTERVAL, MAX_PROGRESS_INTERVAL = 0.1, 3600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +30,7 @@ class ClickHouseSinkSettings:
     retry_attempts: tries of one batch on a transient error (connection lost or timed out)
         before the error is raised; a retried batch is re-inserted whole (idempotent).
     retry_backoff: first pause between tries in seconds, doubled each time up to retry_max_backoff.
-    progress_interval: seconds (0..3600) between writes of a partition's _cdc_progress rows,
+    progress_interval: seconds (0.1..3600) between writes of a partition's _cdc_progress rows,
         made off the data path (connectors/clickhouse/_progress.py); 0: after every batch, on
         the data path.
     """
@@ -72,12 +73,13 @@ class ClickHouseSinkSettings:
 
     @staticmethod
     def check_progress_interval(value: object) -> None:
-        """Refuse what is not a number of seconds within 0..3600, naming the option."""
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not 0 <= value <= MAX_PROGRESS_INTERVAL:
-            raise ValueError("ClickHouseSinkSettings.progress_interval must be a number of "
-                             f"seconds within 0..{MAX_PROGRESS_INTERVAL} (0: after every "
-                             f"batch), not {value!r}")
+        """Refuse what is not 0 or a number of seconds within 0.1..3600, naming the option
+        (below 0.1 the writing thread would all but spin)."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                value == 0 or MIN_PROGRESS_INTERVAL <= value <= MAX_PROGRESS_INTERVAL):
+            raise ValueError("ClickHouseSinkSettings.progress_interval must be 0 (after every "
+                             f"batch) or a number of seconds within {MIN_PROGRESS_INTERVAL}.."
+                             f"{MAX_PROGRESS_INTERVAL}, not {value!r}")
 
     def client_kwargs(self, password: str) -> dict[str, Any]:
         """clickhouse_connect.get_client arguments: verified HTTPS, TLS 1.3 only, no

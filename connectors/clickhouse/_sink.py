@@ -49,7 +49,7 @@ class _ClickHousePartition(StatefulSinkPartition[RowOp, None]):
         self._sleep = sleep
         self._tombstones = RangeTombstones(step_id, layout_of)  # against late loaded rows
         self._progress = ProgressWriter(connect, settings.database, step_id, partition,
-                                        settings.progress_interval)
+                                        settings.progress_interval, _transient)
 
     def _ensure(self, client: Client, ops: list[RowOp]) -> list[RowOp]:
         """Create or evolve the tables OPS write; OPS as they can be written."""

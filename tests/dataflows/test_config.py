@@ -143,11 +143,12 @@ def test_clickhouse_options_are_checked_when_the_flow_is_built(example):
     example["destinations"][0].update(kind="clickhouse", options={"schema": "cdc"})
     with pytest.raises(ConfigError, match=r"options.schema: is not a known option"):
         build(parse(example, base=EXAMPLE.parent))
-    for bad in (-1, "1", True):
+    for bad in (-1, "1", True, 0.01):
         example["destinations"][0]["options"] = {"progress_interval": bad}
-        with pytest.raises(ConfigError, match=rf"postgres.options: .*progress_interval must be "
-                                              rf"a number of seconds within 0\.\.3600 .*not "
-                                              rf"{bad!r}"):
+        with pytest.raises(ConfigError, match=rf"postgres.options.progress_interval: .*"
+                                              rf"progress_interval must be 0 \(after every "
+                                              rf"batch\) or a number of seconds within "
+                                              rf"0\.1\.\.3600, not {bad!r}"):
             build(parse(example, base=EXAMPLE.parent))
     example["destinations"][0]["options"] = {"progress_interval": 0.5}
     parsed = parse(example, base=EXAMPLE.parent)

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from connectors.cassandra.events import Position
-from connectors.clickhouse._progress import ProgressWriter
+from connectors.clickhouse._progress import PROGRESS_WRITE_ERRORS, ProgressWriter
+from tests.waiting import wait_for
 
 
 class RecordingClient:
@@ -32,8 +33,10 @@ class RecordingClient:
         self.closed = True
 
 
-def _writer(client: RecordingClient, interval: float) -> ProgressWriter:
-    return ProgressWriter(lambda: client, "cdc", "step", 3, interval)
+def _writer(client: RecordingClient, interval: float,
+            transient: bool = True) -> ProgressWriter:
+    return ProgressWriter(lambda: client, "cdc", "step", 3, interval,
+                          transient=lambda _error: transient)
 
 
 def _rows(*positions: tuple[str, int, int]) -> list[tuple]:
@@ -64,16 +67,13 @@ def test_interval_zero_inserts_every_batch_through_the_data_path_client() -> Non
 
 def test_the_thread_writes_each_interval_without_close() -> None:
     client = RecordingClient()
-    writer = _writer(client, interval=0.05)
+    writer = _writer(client, interval=0.1)
     try:
         writer.record({"n1": Position(1, 10)}, client=None)
-        deadline = time.monotonic() + 10
-        while not client.inserts and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.inserts, "a first write", 10)
         assert client.inserts == [_rows(("n1", 1, 10))]
         writer.record({"n1": Position(1, 11)}, client=None)
-        while len(client.inserts) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(client.inserts) >= 2, "a second write", 10)
         assert client.inserts[1:] == [_rows(("n1", 1, 11))]  # only what is new
     finally:
         writer.close()
@@ -81,9 +81,11 @@ def test_the_thread_writes_each_interval_without_close() -> None:
 
 def test_failed_writes_keep_their_positions_and_the_last_is_written_at_close() -> None:
     client = RecordingClient(fail=True)
-    writer = _writer(client, interval=0.02)
+    writer = _writer(client, interval=0.1)
+    errors = PROGRESS_WRITE_ERRORS.labels("step", "3")
+    before = errors._value.get()  # noqa: SLF001 - prometheus_client's counter value
     writer.record({"n1": Position(1, 10)}, client=None)
-    time.sleep(0.2)  # several failed writes
+    wait_for(lambda: errors._value.get() >= before + 2, "two failed writes", 10)  # noqa: SLF001
     writer.record({"n1": Position(1, 5), "n2": Position(2, 2)}, client=None)
     client.fail = False
     writer.close()
@@ -109,3 +111,21 @@ def test_recording_after_close_is_refused() -> None:
         writer.record({"n1": Position(1, 10)}, client=None)
     writer.close()  # twice: nothing more
     assert client.inserts == []
+
+
+def test_a_failure_retrying_cannot_fix_is_raised_by_the_next_record() -> None:
+    client = RecordingClient(fail=True)
+    writer = _writer(client, interval=0.1, transient=False)
+    writer.record({"n1": Position(1, 10)}, client=None)
+
+    def raised() -> bool:
+        try:
+            writer.record({"n1": Position(1, 11)}, client=None)
+        except ConnectionError:
+            return True
+        return False
+
+    wait_for(raised, "the failure raised", 10)
+    client.fail = False
+    writer.close()
+    assert client.inserts[-1] == _rows(("n1", 1, 11))  # nothing recorded was lost

@@ -11,7 +11,6 @@ import decimal
 import ipaddress
 import json
 import threading
-import time
 import uuid
 
 import pytest
@@ -29,6 +28,7 @@ from operators.masking import MaskingPolicy, masked_column_types
 from operators.row_ops import INITIAL_LOAD, Source
 from tests.connectors.clickhouse.conftest import Env
 from tests.connectors.postgres.conftest import column, schemas
+from tests.waiting import wait_for
 
 # --- settings, routing (no I/O) ---------------------------------------------------------------
 
@@ -44,6 +44,7 @@ BASE = dict(host="127.0.0.1", user="u", password_ref="env:PW", ca_cert="/ca.crt"
     ({"progress_interval": float("nan")}, "progress_interval"),
     ({"progress_interval": True}, "progress_interval"),
     ({"progress_interval": 3601}, "progress_interval"),
+    ({"progress_interval": 0.05}, "progress_interval"),
     ({"progress_interval": "1"}, "progress_interval"),
 ])
 def test_settings_are_validated(change: dict, word: str) -> None:
@@ -443,7 +444,7 @@ def test_progress_is_written_within_the_interval_while_the_flow_runs(env: Env) -
     try:
         part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
                                  source=Source("n1", Position(7, 70)))])
-        _wait_for(lambda: _progress(env) == [("n1", 7, 70)])  # no close, no other batch
+        wait_for(lambda: _progress(env) == [("n1", 7, 70)], "progress written", 20)  # no close
     finally:
         part.close()
 
@@ -463,7 +464,7 @@ def test_a_failed_progress_write_keeps_its_positions_for_the_next(env: Env) -> N
 
     from connectors.clickhouse._progress import PROGRESS_WRITE_ERRORS
 
-    part = _part_with(env, progress_interval=0.05)
+    part = _part_with(env, progress_interval=0.1)
     writer = part._progress  # noqa: SLF001 - the partition's own writer
     real, up = writer._connect, threading.Event()  # noqa: SLF001
 
@@ -478,23 +479,50 @@ def test_a_failed_progress_write_keeps_its_positions_for_the_next(env: Env) -> N
     try:
         part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
                                  source=Source("n1", Position(7, 70)))])
-        _wait_for(lambda: errors._value.get() > before)  # noqa: SLF001
+        wait_for(lambda: errors._value.get() > before, "a failed write", 20)  # noqa: SLF001
         part.write_batch([env.up("kv", {"k": 2}, {"v": "y"}, 1,
                                  source=Source("n2", Position(8, 80))),
                           env.up("kv", {"k": 3}, {"v": "z"}, 1,
                                  source=Source("n1", Position(7, 60)))])  # behind n1's 70
         up.set()
-        _wait_for(lambda: _progress(env) == [("n1", 7, 70), ("n2", 8, 80)])
+        wait_for(lambda: _progress(env) == [("n1", 7, 70), ("n2", 8, 80)], "both nodes", 20)
     finally:
         part.close()
     assert _progress(env) == [("n1", 7, 70), ("n2", 8, 80)]
 
 
-def _wait_for(condition, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
+def test_a_progress_write_retries_cannot_fix_stops_the_next_batch(env: Env) -> None:
+    """_cdc_progress dropped under a running sink: the thread's write fails for good, and the
+    next batch raises it (the flow stops, as on a failed data insert) instead of progress
+    silently standing still. Once the table is back, the kept positions are written."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from connectors.clickhouse import ensure_progress_table
+
+    part = _part_with(env, progress_interval=0.1)
+    progress_table = f"{env.settings.database}._cdc_progress"
+    try:
+        part.write_batch([env.up("kv", {"k": 1}, {"v": "x"}, 1,
+                                 source=Source("n1", Position(7, 70)))])
+        wait_for(lambda: _progress(env) == [("n1", 7, 70)], "the first progress", 20)
+        env.client.command(f"DROP TABLE {progress_table}")
+        part.write_batch([env.up("kv", {"k": 2}, {"v": "y"}, 1,
+                                 source=Source("n1", Position(7, 80)))])
+
+        def refused() -> bool:
+            try:
+                part.write_batch([env.up("kv", {"k": 3}, {"v": "z"}, 1,
+                                         source=Source("n1", Position(7, 90)))])
+            except DatabaseError:
+                return True
+            return False
+
+        wait_for(refused, "the next batch refused", 20)
+        assert env.live("kv", "k") == [(1,), (2,), (3,)]  # the data is in all the same
+    finally:
+        ensure_progress_table(env.client, env.settings.database)  # for the other tests
+        part.close()
+    assert _progress(env) == [("n1", 7, 90)]
 
 
 # --- through Bytewax --------------------------------------------------------------------------
