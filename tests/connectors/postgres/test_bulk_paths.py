@@ -6,6 +6,7 @@ COPY cannot write is redone as text COPY, whose refusal names the column."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 
@@ -316,7 +317,14 @@ def test_large_batches_streamed_in_chunks_give_the_row_rule(settings, conn, merg
             sql.SQL("SELECT node, segment_id, \"offset\" FROM {} WHERE step_id = 'pg_chunks'"
                     ).format(sql.Identifier(settings.schema, "_cdc_progress"))).fetchall()}
 
+    shuffle = random.Random(11).shuffle
+
     def write(ops: list, expected_streams: list[str]) -> None:
+        # The batch's positions in no order: its highest is in any chunk, not the last one.
+        sources = [op.source for op in ops]
+        shuffle(sources)
+        ops = [dataclasses.replace(op, source=source)
+               for op, source in zip(ops, sources, strict=True)]
         before = {r[0]: r[1:] for r in stored(conn, settings.schema)}
         streams.clear()
         part.write_batch(ops)
