@@ -60,7 +60,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
-from connectors.cassandra.schema import TableSchema
+from connectors.cassandra.schema import IgnoredTable, TableSchema
 
 __all__ = ["BucketCountError", "ExpiryDue", "ExpirySchedule", "ExpirySettings", "ExpirySource",
            "KeyCodec", "check_bucket_count", "schema_statements"]
@@ -310,7 +310,9 @@ class ExpiryPartition(StatefulSourcePartition[ExpiryDue, Cursor]):
                 want)))
             for row in rows:
                 cursor = (_millis(row.due), row.table_id, row.key, row.static)
-                items.append(self._item(row.table_id, row.key, row.static, cursor[0]))
+                item = self._item(row.table_id, row.key, row.static, cursor[0])
+                if item is not None:
+                    items.append(item)
             if len(rows) == want:
                 break  # full: the rest next time, at once
             if (hour + 1) * HOUR_MS - 1 > until:
@@ -324,8 +326,14 @@ class ExpiryPartition(StatefulSourcePartition[ExpiryDue, Cursor]):
         DUE.inc(len(items))
         return items
 
-    def _item(self, table_id: UUID, blob: bytes, static: bool, due: int) -> ExpiryDue:
+    def _item(self, table_id: UUID, blob: bytes, static: bool, due: int) -> ExpiryDue | None:
         table = self._tables(table_id)
+        if isinstance(table, IgnoredTable):
+            # A table of a keyspace this flow does not capture (any more): it writes nothing
+            # of it, so there is no row to read again. Not a dropped table: not counted as one.
+            log.debug("expiry entry of %s.%s skipped: its keyspace is not captured",
+                      table.keyspace, table.name)
+            return None
         if not isinstance(table, TableSchema):
             # A table this process never knew (dropped before it read the schema): its key
             # cannot be decoded, but the entry goes on, keyless, so that the row-images step

@@ -19,7 +19,7 @@ from connectors.cassandra.expiry import (
     KeyCodec,
     schema_statements,
 )
-from connectors.cassandra.schema import SchemaRows, TableSchema, build_schemas
+from connectors.cassandra.schema import IgnoredTable, SchemaRows, TableSchema, build_schemas
 from tests.manual_clock import ManualClock
 
 
@@ -118,6 +118,23 @@ def test_entries_of_tables_this_process_never_knew_go_on_without_a_key(schedule_
         "step", "expiry-0", None)
     clock.now = start + 20
     assert gone.next_batch() == [ExpiryDue(table.id, {}, {}, False, int((start + 10) * 1000))]
+
+
+def test_entries_of_a_keyspace_no_longer_captured_are_skipped(schedule_keyspace):
+    """The table exists, outside the capture: no row of it is written anywhere, so its
+    entries are dropped here, not passed on as a dropped table's."""
+    sess, keyspace = schedule_keyspace
+    table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
+    settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0)
+    start = 1_800_000_000.0
+    clock = ManualClock(start)
+    ExpirySchedule(sess, settings, clock=clock).add(
+        [(table, {"id": 1}, False, int((start + 10) * 1_000_000))])
+    ignored = IgnoredTable(table.keyspace, table.name, table.id)
+    source = ExpirySource(lambda: sess, lambda _id: ignored, settings, clock=clock).build_part(
+        "step", "expiry-0", None)
+    clock.now = start + 20
+    assert source.next_batch() == []
 
 
 def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keyspace):
