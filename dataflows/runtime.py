@@ -101,7 +101,9 @@ class Runtime:
     def _table_by_id(self, table_id):
         table = self.schemas.table(table_id)
         if table is None:
-            self.schemas.refresh()
+            # With the id: one found missing lately (a table dropped before this process read
+            # the schema, its expiry entries keyless) is not probed for again per entry.
+            self.schemas.refresh(table_id)
             table = self.schemas.table(table_id)
         return table
 

@@ -160,6 +160,34 @@ def test_clickhouse_options_are_checked_when_the_flow_is_built(example):
     assert sink._settings.progress_interval == 1.0  # noqa: SLF001 - the default
 
 
+def test_expiry_entries_of_a_table_never_known_probe_the_schema_once_per_interval(example):
+    """The expiry source's lookup (Runtime._table_by_id) asks the registry about that id: an
+    hour's keyless entries of a dropped table cost one schema probe, not one each."""
+    import uuid
+
+    from connectors.cassandra.schema import SchemaRegistry
+    from dataflows.runtime import Runtime
+    from tests.connectors.cassandra.test_schema import FakeFetch, rows
+    from tests.manual_clock import ManualClock
+
+    probes = {"count": 0}
+
+    def probe() -> int:
+        probes["count"] += 1
+        return 1
+
+    registry = SchemaRegistry(FakeFetch(rows()), min_refresh_interval=5, clock=ManualClock(),
+                              schema_version=probe)
+    registry.load()
+    loaded = probes["count"]  # (the load reads the version it read)
+    runtime = Runtime(parse(example, base=EXAMPLE.parent))
+    runtime.__dict__["schemas"] = registry  # the cached property, without a Cassandra session
+    gone = uuid.uuid1()
+    for _ in range(5):
+        assert runtime._table_by_id(gone) is None  # noqa: SLF001 - the expiry source's lookup
+    assert probes["count"] == loaded + 1
+
+
 def test_the_recovery_directory_is_the_key_or_bytewax_s_variable(example, monkeypatch, tmp_path):
     monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
     assert parse(example).recovery_directory is None  # then consumed segments stay
