@@ -30,12 +30,19 @@ def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every sink benchmark takes: --rows (per batch) and --repeat (runs)."""
+    made = argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    made.add_argument("--rows", type=int, default=10_000)
+    made.add_argument("--repeat", type=int, default=3)
+    return made
+
+
 def arguments(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    check_counts(parser, args)
+    made = parser(description)
+    args = made.parse_args()
+    check_counts(made, args)
     return args
 
 

@@ -57,7 +57,7 @@ import uuid
 from collections.abc import Callable
 from operator import attrgetter
 
-from benchmarks import cpu_meter
+from benchmarks import cpu_meter, sink_bench
 from benchmarks.sink_bench import (
     TABLE,
     check_counts,
@@ -68,7 +68,9 @@ from benchmarks.sink_bench import (
     upserts,
 )
 from connectors import row_batch
+from connectors.clickhouse._layout import CDC_WRITTEN as CH_CDC_WRITTEN
 from connectors.postgres import PostgresSinkSettings
+from connectors.postgres._layout import CDC_COLUMNS as PG_CDC_COLUMNS
 from connectors.postgres._layout import CDC_WRITTEN
 
 CASES = ("new", "newer", "stale")
@@ -174,8 +176,10 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
     table = sql.Identifier(f"{ks}__{TABLE}")
     raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
     names = _NAMES
-    types = ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid", "int8", "bool",
-             "text", "int8", "int4"]
+    # The bookkeeping columns' types as the sink declares them (bigint, boolean, ...).
+    types = ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid",
+             *(definition.split()[0] for name, definition in PG_CDC_COLUMNS
+               if name in CDC_WRITTEN)]
     copy_raw = sql.SQL("COPY cdc.{} ({}) FROM STDIN (FORMAT BINARY)").format(
         raw_table, sql.SQL(", ").join(map(sql.Identifier, names)))
     timed = _Timed("postgres")
@@ -278,7 +282,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
     raw_table = f"{q('cdc')}.{q(f'{ks}__{TABLE}__raw')}"
     names = _NAMES
     types = ["String", "Int64", "Nullable(String)", "Nullable(Int64)", "Nullable(Float64)",
-             "Nullable(Int64)", "Nullable(UUID)", "Int64", "UInt8", "String", "Int64", "Int32"]
+             "Nullable(Int64)", "Nullable(UUID)", *(t for _, t in CH_CDC_WRITTEN)]
     at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
     timed = _Timed("clickhouse")
     by_rows = _Timed("ch-rows")  # the sink against a row-oriented insert
@@ -334,10 +338,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = sink_bench.parser(__doc__)
     parser.add_argument("--only", default="postgres,clickhouse",
                         help="comma-separated: postgres, clickhouse")
     parser.add_argument("--fillfactor", type=int, default=None,
@@ -345,7 +346,7 @@ def main() -> None:
                              " (default: unset, PostgreSQL's 100)")
     args = parser.parse_args()
     benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
-    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    only = list(dict.fromkeys(name.strip() for name in args.only.split(",") if name.strip()))
     if not only or any(name not in benches for name in only):
         parser.error(f"--only: {args.only!r} is not a list of {', '.join(benches)}")
     check_counts(parser, args)
