@@ -25,7 +25,7 @@ def test_machine_cores_are_the_cpu_lines_the_busy_time_adds_up():
     stat = ("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
             "cpu1 1 2 3 4 5 6 7 8 9 10\ncpu12 1 2 3 4 5 6 7 8 9 10\nintr 1 2\nctxt 5\n")
     assert cpu_meter.machine_cores(stat) == 3
-    assert cpu_meter.machine_cores() == os.cpu_count()  # this machine's, all online
+    assert cpu_meter.machine_cores() == os.sysconf("SC_NPROCESSORS_ONLN")  # online ones
 
 
 def test_servers_are_told_by_their_program():
@@ -125,5 +125,5 @@ def test_resident_memory_of_a_tree_holds_its_children():
         tree = cpu_meter.rss_mib([shell.pid])
     finally:
         shell.wait(timeout=10)
-    assert tree >= 64  # the child's block, counted under the shell's tree
+    assert 64 <= tree < 64 + 100  # the child's block under the shell's tree, no more
     assert cpu_meter.rss_mib([]) == 0
