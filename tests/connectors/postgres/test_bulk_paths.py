@@ -381,6 +381,37 @@ def test_a_later_chunk_without_an_exact_binary_form_restarts_in_one_piece(settin
         part.close()
 
 
+def test_a_later_chunk_failing_to_convert_otherwise_fails_the_batch_whole(settings, conn,
+                                                                          monkeypatch) -> None:
+    """A chunk's conversion failing with anything but a refusal (a converter's own bug) is no
+    reason for the COPY paths to try another way: the chunk's operations have left its
+    pending list, so another way would write the batch without them. It raises
+    ChunkConversionError naming the error's class, and nothing of the batch is written."""
+    from connectors import row_batch
+    from connectors.postgres._apply import ChunkConversionError
+
+    tables = schemas([column("cc", "k", "partition_key", "int", 0),
+                      column("cc", "v", "regular", "text")])
+    part = make_sink(settings, tables).build_part("pg_cc", "0", None)
+    real, calls = row_batch.Gatherer._columns, []  # noqa: SLF001
+
+    def second_chunk_fails(gatherer, target, ops):
+        calls.append(len(ops))
+        if len(calls) == 2:
+            raise KeyError("a converter's bug")
+        return real(gatherer, target, ops)
+
+    try:
+        part.write_batch([up("cc", {"k": -1}, {"v": "seed"}, 1)])  # the table
+        monkeypatch.setattr(row_batch.Gatherer, "_columns", second_chunk_fails)
+        with pytest.raises(ChunkConversionError, match="KeyError"):
+            part.write_batch([up("cc", {"k": k}, {"v": "x"}, 10) for k in range(3000)])
+        assert len(calls) >= 2  # streamed in chunks, the second one failing
+        assert rows(conn, settings.schema, f"{KS}__cc", "k, v") == [(-1, "seed")]
+    finally:
+        part.close()
+
+
 def test_nan_keys_of_a_large_batch_are_one_row(settings, conn) -> None:
     """A float key column can hold NaN, and NaN != NaN in Python: a large batch of such a table
     is not streamed in chunks (the check across chunks compares keys as Python does) but
