@@ -104,37 +104,37 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
         int(start + 400 * i) * 1000 // HOUR_MS for i in range(30)}
 
 
-def test_entries_of_tables_this_process_never_knew_go_on_without_a_key(schedule_keyspace):
-    """Their keys cannot be decoded; they go on, keyless, for the row-images step to count
-    (tests/operators/test_readback.py), not dropped here unseen."""
+_DUE_AT = 1_800_000_010.0  # when the entry below falls due (seconds)
+
+
+def _one_entry_read_by(schedule_keyspace, table_of) -> tuple[TableSchema, list]:
+    """One expiry entry of a fresh table scheduled, then read once due by a source whose
+    schema lookup is TABLE_OF: (the table, what the source gave)."""
     sess, keyspace = schedule_keyspace
     table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
     settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0)
-    start = 1_800_000_000.0
-    clock = ManualClock(start)
+    clock = ManualClock(_DUE_AT - 10)
     ExpirySchedule(sess, settings, clock=clock).add(
-        [(table, {"id": 1}, False, int((start + 10) * 1_000_000))])
-    gone = ExpirySource(lambda: sess, lambda _id: None, settings, clock=clock).build_part(
-        "step", "expiry-0", None)
-    clock.now = start + 20
-    assert gone.next_batch() == [ExpiryDue(table.id, {}, {}, False, int((start + 10) * 1000))]
+        [(table, {"id": 1}, False, int(_DUE_AT * 1_000_000))])
+    source = ExpirySource(lambda: sess, lambda _id: table_of(table), settings,
+                          clock=clock).build_part("step", "expiry-0", None)
+    clock.now = _DUE_AT + 10
+    return table, source.next_batch()
+
+
+def test_entries_of_tables_this_process_never_knew_go_on_without_a_key(schedule_keyspace):
+    """Their keys cannot be decoded; they go on, keyless, for the row-images step to count
+    (tests/operators/test_readback.py), not dropped here unseen."""
+    table, read = _one_entry_read_by(schedule_keyspace, lambda _table: None)
+    assert read == [ExpiryDue(table.id, {}, {}, False, int(_DUE_AT * 1000))]
 
 
 def test_entries_of_a_keyspace_no_longer_captured_are_skipped(schedule_keyspace):
     """The table exists, outside the capture: no row of it is written anywhere, so its
     entries are dropped here, not passed on as a dropped table's."""
-    sess, keyspace = schedule_keyspace
-    table = table_schema([("id", "partition_key", "int", 0), ("name", "regular", "text", -1)])
-    settings = ExpirySettings(keyspace=keyspace, buckets=1, grace_seconds=0)
-    start = 1_800_000_000.0
-    clock = ManualClock(start)
-    ExpirySchedule(sess, settings, clock=clock).add(
-        [(table, {"id": 1}, False, int((start + 10) * 1_000_000))])
-    ignored = IgnoredTable(table.keyspace, table.name, table.id)
-    source = ExpirySource(lambda: sess, lambda _id: ignored, settings, clock=clock).build_part(
-        "step", "expiry-0", None)
-    clock.now = start + 20
-    assert source.next_batch() == []
+    _, read = _one_entry_read_by(
+        schedule_keyspace, lambda table: IgnoredTable(table.keyspace, table.name, table.id))
+    assert read == []
 
 
 def test_entries_of_rows_with_the_longest_ttls_are_kept_until_due(schedule_keyspace):
