@@ -4,7 +4,7 @@ FROM python:3.11-slim-bookworm
 
 RUN useradd --create-home --uid 10001 cdc
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY connectors/ connectors/
 COPY operators/ operators/
 COPY dataflows/ dataflows/
