@@ -192,17 +192,22 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
                               schema_refresh=runtime.refresh_schemas)
     from connectors.postgres import PostgresSinkSettings
 
+    checks = {"schema": PostgresSinkSettings.check_schema}
+    if destination.kind == "postgres":  # room for HOT updates; a time-series table takes none
+        checks["fillfactor"] = PostgresSinkSettings.check_fillfactor
+    given = {name: options.pop(name) for name in checks if name in options}
+    for name, value in given.items():  # each named by its own path, as ClickHouse's above
+        try:
+            checks[name](value)
+        except ValueError as error:
+            raise ConfigError(f"{path}.options.{name}", str(error)) from None
     try:
         settings = PostgresSinkSettings(
             host=destination.host, port=destination.port, dbname=destination.database,
             user=destination.username, password_ref=destination.password,
-            sslrootcert=str(destination.ca_cert), partitions=destination.partitions,
-            schema=options.pop("schema", "cdc"),
-            # Room for HOT updates; a time-series (timescale) table takes none.
-            fillfactor=options.pop("fillfactor", None) if destination.kind == "postgres"
-            else None)
-    except ValueError as error:  # the message names the option
-        raise ConfigError(f"{path}.options", str(error)) from None
+            sslrootcert=str(destination.ca_cert), partitions=destination.partitions, **given)
+    except ValueError as error:  # what is left is the destination's own fields
+        raise ConfigError(path, str(error)) from None
     if destination.kind == "postgres":
         from connectors.postgres import PostgresSink
 

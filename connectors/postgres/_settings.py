@@ -72,11 +72,7 @@ class PostgresSinkSettings:
         if not sep or not scheme or not rest:
             raise ValueError("PostgresSinkSettings.password_ref must be a secret reference "
                              "(openbao:path#field, env:NAME or file:path), not a password")
-        if not isinstance(self.schema, str) or not self.schema:
-            raise ValueError("PostgresSinkSettings.schema must be a non-empty string")
-        if len(self.schema.encode()) > MAX_IDENTIFIER_BYTES:
-            raise ValueError(f"PostgresSinkSettings.schema is longer than "
-                             f"{MAX_IDENTIFIER_BYTES} bytes")
+        self.check_schema(self.schema)
         if not 0 < self.port < 65536:
             raise ValueError("PostgresSinkSettings.port must be within 1..65535")
         positive = ("partitions", "max_transaction_ops", "pool_max_size", "retry_attempts",
@@ -94,6 +90,16 @@ class PostgresSinkSettings:
         self.check_fillfactor(self.fillfactor)
         if self.retry_max_backoff < self.retry_backoff:
             raise ValueError("PostgresSinkSettings.retry_max_backoff must be >= retry_backoff")
+
+    @staticmethod
+    def check_schema(value: object) -> None:
+        """ValueError unless VALUE is a schema name PostgreSQL keeps whole (a non-empty string
+        of at most MAX_IDENTIFIER_BYTES bytes)."""
+        if not isinstance(value, str) or not value:
+            raise ValueError("PostgresSinkSettings.schema must be a non-empty string")
+        if len(value.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ValueError(f"PostgresSinkSettings.schema is longer than "
+                             f"{MAX_IDENTIFIER_BYTES} bytes")
 
     @staticmethod
     def check_fillfactor(value: object) -> None:

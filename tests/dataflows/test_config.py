@@ -116,11 +116,15 @@ def test_destination_options_are_checked_when_the_flow_is_built(example):
     del example["destinations"][0]["options"]["batch"]
     for bad in (5, "50", True):
         example["destinations"][0]["options"]["fillfactor"] = bad
-        with pytest.raises(ConfigError, match=rf"postgres.options: .*fillfactor must be an "
-                                              rf"integer within 10\.\.100, not {bad!r}"):
+        with pytest.raises(ConfigError, match=rf"postgres.options.fillfactor: .*fillfactor "
+                                              rf"must be an integer within 10\.\.100, "
+                                              rf"not {bad!r}"):
             build(parse(example, base=EXAMPLE.parent))
     example["destinations"][0]["options"]["schema"] = ""
-    with pytest.raises(ConfigError, match=r"postgres.options: .*schema must be a non-empty"):
+    with pytest.raises(ConfigError, match=r"postgres.options.schema: .*schema must be a non-empty"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["options"]["schema"] = "s" * 64
+    with pytest.raises(ConfigError, match=r"postgres.options.schema: .*longer than 63 bytes"):
         build(parse(example, base=EXAMPLE.parent))
     example["destinations"][0]["options"].update(fillfactor=50, schema="cdc")
     parsed = parse(example, base=EXAMPLE.parent)
@@ -133,6 +137,10 @@ def test_destination_options_are_checked_when_the_flow_is_built(example):
     example["destinations"][0]["options"].update(time_columns={"clinic.vitals": "taken_at"},
                                                  fillfactor=50)
     with pytest.raises(ConfigError, match=r"options.fillfactor: is not a known option"):
+        build(parse(example, base=EXAMPLE.parent))
+    del example["destinations"][0]["options"]["fillfactor"]
+    example["destinations"][0]["options"]["schema"] = 5  # a TimescaleDB sink's schema too
+    with pytest.raises(ConfigError, match=r"postgres.options.schema: .*schema must be a non-empty"):
         build(parse(example, base=EXAMPLE.parent))
 
 
