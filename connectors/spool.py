@@ -52,7 +52,7 @@ from connectors.health import HEALTH
 from connectors.spool_format import decode_batch, encode_batch
 from connectors.tracing import tracer
 
-__all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink"]
+__all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink", "undrained_bytes"]
 
 # Undrained batches older than this make the destination not ready (connectors/health.py).
 LAG_TROUBLE_SECONDS = 30.0
@@ -129,14 +129,21 @@ class Spool:
             raise
 
     def _open(self) -> None:
-        self._cursor = self._read_cursor()
-        sizes: dict[int, int] = {}
+        self._cursor, closed = _read_cursor(self.directory)
+        paths: dict[int, Path] = {}
         for path in self.directory.glob(f"*{_SUFFIX}"):
             segment = int(path.stem)
             if segment < self._cursor[0]:
                 path.unlink()  # drained; its deletion did not happen before a crash
                 continue
-            sizes[segment] = self._valid_size(path)
+            paths[segment] = path
+        # Only the last run's newest segment can end in a write that never returned, and only
+        # if that run did not close: anything else that does not read back is damage.
+        torn_possible = None if closed or not paths else max(paths)
+        sizes = {segment: self._valid_size(path, torn_possible=segment == torn_possible)
+                 for segment, path in paths.items()}
+        if closed:  # from now on a crash is possible again
+            self._write_cursor(*self._cursor)
         self._sizes = sizes  # segment -> bytes of whole frames (sealed ones: final)
         self._active = max([*sizes, self._cursor[0]]) + 1
         self._active_fd = os.open(self._path(self._active),
@@ -151,41 +158,35 @@ class Spool:
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:016d}{_SUFFIX}"
 
-    def _read_cursor(self) -> tuple[int, int]:
-        try:
-            data = json.loads((self.directory / "cursor").read_text())
-        except FileNotFoundError:
-            return (0, 0)
-        return (int(data["segment"]), int(data["offset"]))
-
-    def _valid_size(self, path: Path) -> int:
-        """Bytes of the whole, checksummed frames at the start of PATH; a torn tail (a write
-        a crash interrupted, which never returned: the last frame, short or not checksummed)
-        is cut off. A frame that does not check out with more frames after it is damage, not
-        a torn write: SpoolCorruptError, since cutting there would drop synced batches."""
+    def _valid_size(self, path: Path, *, torn_possible: bool) -> int:
+        """Bytes of the whole, checksummed frames of PATH. A write a crash interrupted never
+        returned, so nobody was told it is durable: its bytes are cut off, where they can be
+        one (TORN_POSSIBLE: the newest segment of a run that did not close). The process
+        writes a frame as one sequence of bytes, so such a write leaves a prefix of its frame
+        (a header cut short, or a length past the end of the file), or zeros where a
+        filesystem extended the file before the data reached it. Anything else that does not
+        check out is damage to synced frames (a bad checksum, a frame cut short in a sealed
+        segment or in a closed spool, or whole frames after the bad one, as a damaged length
+        leaves): SpoolCorruptError, and the file is left as it was."""
         with path.open("r+b") as file:
             data = file.read()
-            end = 0
-            while end + _HEADER.size <= len(data):
-                length, crc, _ = _HEADER.unpack_from(data, end)
-                body_end = end + _HEADER.size + length
-                if body_end > len(data):
-                    break
-                if zlib.crc32(data[end + 8:body_end]) != crc:
-                    if body_end < len(data):
-                        raise SpoolCorruptError(
-                            f"spool {self.directory}: the frame at {path.name} offset {end} "
-                            f"fails its checksum and {len(data) - body_end} bytes follow it: "
-                            "the file was damaged after it was synced; nothing was dropped. "
-                            "Restore the file, or remove the spool knowing its batches are "
-                            "lost")
-                    break
-                end = body_end
-            if end < len(data):
-                log.warning("spool %s: %d bytes of an unfinished write after the last whole "
-                            "frame dropped", path, len(data) - end)
-                file.truncate(end)
-                os.fsync(file.fileno())
+            end, problem = _whole_frames(data)
+            if problem is None:
+                return end
+            torn = torn_possible and (
+                not data[end:].strip(b"\x00") or (problem == "is cut short"
+                                                   and _whole_frame_after(data, end) is None))
+            if not torn:
+                raise SpoolCorruptError(
+                    f"spool {self.directory}: the frame at {path.name} offset {end} {problem}, "
+                    f"with {len(data) - end} bytes from it to the end of the file, and no "
+                    "unfinished write can be there: the file was damaged after it was "
+                    "synced; nothing was dropped. Restore the file, or remove the spool "
+                    "knowing its batches are lost")
+            log.warning("spool %s: %d bytes of an unfinished write after the last whole "
+                        "frame dropped", path, len(data) - end)
+            file.truncate(end)
+            os.fsync(file.fileno())
         return end
 
     # -- the writer (Bytewax's worker thread) --
@@ -315,10 +316,11 @@ class Spool:
             del self._sizes[old]
             self._path(old).unlink(missing_ok=True)
 
-    def _write_cursor(self, segment: int, offset: int) -> None:
+    def _write_cursor(self, segment: int, offset: int, *, closed: bool = False) -> None:
         temporary = self.directory / "cursor.tmp"
+        cursor = {"segment": segment, "offset": offset} | ({"closed": True} if closed else {})
         with temporary.open("wb") as file:
-            file.write(json.dumps({"segment": segment, "offset": offset}).encode())
+            file.write(json.dumps(cursor).encode())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.directory / "cursor")
@@ -356,10 +358,83 @@ class Spool:
         is drained; everything undrained stays for the next open."""
         self._close_reader()
         os.close(self._active_fd)
-        if not self.pending_bytes:  # all drained: no file left but the cursor
-            for segment in self._sizes:
-                self._path(segment).unlink(missing_ok=True)
-        os.close(self._lock_fd)
+        try:
+            if not self.pending_bytes:  # all drained: no file left but the cursor
+                for segment in self._sizes:
+                    self._path(segment).unlink(missing_ok=True)
+            # Last: no write can be torn now, so the next open treats every frame that does
+            # not read back as damage. Without it (a full disk, say), the next open allows
+            # for an unfinished write as after a crash.
+            try:
+                self._write_cursor(*self._cursor, closed=True)
+            except OSError as error:
+                log.warning("spool %s: cannot record the clean close (%s)", self.directory,
+                            error.strerror or type(error).__name__)
+        finally:
+            os.close(self._lock_fd)
+
+
+def _whole_frames(data: bytes) -> tuple[int, str | None]:
+    """(bytes of the whole, checksummed frames at the start of DATA, what is wrong with the
+    frame after them: None if there is none, "is cut short" (a header or a body past the
+    end), "fails its checksum")."""
+    end = 0
+    while end < len(data):
+        if end + _HEADER.size > len(data):
+            return end, "is cut short"
+        length, crc, _ = _HEADER.unpack_from(data, end)
+        body_end = end + _HEADER.size + length
+        if body_end > len(data):
+            return end, "is cut short"
+        if zlib.crc32(data[end + 8:body_end]) != crc:
+            return end, "fails its checksum"
+        end = body_end
+    return end, None
+
+
+# A frame's append time, time.time() of a run between 2001 and 2286, has one of these as its
+# last (most significant) byte: a cheap first test of where a whole frame could start.
+_TIME_HIGH_BYTE = re.compile(rb"(?=[\s\S]{15}[\x41\x42])")
+
+
+def _whole_frame_after(data: bytes, start: int) -> int | None:
+    """The offset of a whole, checksummed frame that starts after START in DATA, if any: a
+    frame whose length was damaged has such frames after it, an unfinished write does not (it
+    was the last). A false match needs a plausible time and length and a matching CRC32."""
+    for match in _TIME_HIGH_BYTE.finditer(data, start + 1):
+        at = match.start()
+        if at + _HEADER.size > len(data):
+            return None
+        length, crc, appended_at = _HEADER.unpack_from(data, at)
+        body_end = at + _HEADER.size + length
+        if 1e9 <= appended_at <= 1e10 and body_end <= len(data) and \
+                zlib.crc32(data[at + 8:body_end]) == crc:
+            return at
+    return None
+
+
+def _read_cursor(directory: Path) -> tuple[tuple[int, int], bool]:
+    """(the cursor of the partition's spool DIRECTORY, whether the last run closed the spool:
+    then no write of it was torn)."""
+    try:
+        data = json.loads((directory / "cursor").read_text())
+    except FileNotFoundError:
+        return (0, 0), False
+    return (int(data["segment"]), int(data["offset"])), data.get("closed") is True
+
+
+def undrained_bytes(directory: Path) -> int:
+    """Bytes of whole frames a partition's spool DIRECTORY holds past its cursor, read without
+    opening it (no lock taken, nothing changed): what a run that never opens it would leave
+    undrained."""
+    (cursor_segment, cursor_offset), _ = _read_cursor(directory)
+    total = 0
+    for path in directory.glob(f"*{_SUFFIX}"):
+        segment = int(path.stem)
+        if segment >= cursor_segment:
+            whole, _ = _whole_frames(path.read_bytes())
+            total += max(0, whole - (cursor_offset if segment == cursor_segment else 0))
+    return total
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -5,8 +5,10 @@ child process, a file) that records every batch written to it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -303,10 +305,119 @@ def test_a_damaged_frame_before_others_stops_the_start_and_drops_nothing(tmp_pat
     segment.write_bytes(bytes(data))
 
     inner.down = False
-    with pytest.raises(SpoolCorruptError, match=r"fails its checksum and \d+ bytes follow"):
+    with pytest.raises(SpoolCorruptError, match=r"fails its checksum, with \d+ bytes from it"):
         spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
     assert segment.read_bytes() == bytes(data)
     assert inner.items() == []
+
+
+def _undrained(directory: Path, batches: int, **options) -> tuple[ListSink, Path]:
+    """A spool under DIRECTORY holding BATCHES one-item batches, closed with its destination
+    down: (the destination, the partition's spool folder)."""
+    inner = ListSink()
+    inner.down = True
+    part = spooled(inner, directory, close_timeout=0.2, **options).build_part("dmg", "0", None)
+    for i in range(batches):
+        part.write_batch([f"item-{i}"])
+    part.close()
+    inner.down = False
+    return inner, directory / "dmg" / "0"
+
+
+def _as_after_a_crash(folder: Path) -> None:
+    """The cursor as a run that was killed leaves it: without the clean close's mark."""
+    cursor = json.loads((folder / "cursor").read_text())
+    assert cursor.pop("closed") is True  # close() marked it
+    (folder / "cursor").write_text(json.dumps(cursor))
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    starts, at = [], 0
+    while at < len(data):
+        starts.append(at)
+        at += 16 + struct.unpack_from("<I", data, at)[0]
+    return starts
+
+
+@pytest.mark.parametrize("crashed", [False, True])
+def test_a_damaged_length_is_not_taken_for_an_unfinished_write(tmp_path, crashed):
+    """A length field damaged to point past the end of the file looks like a write cut short.
+    With whole frames after it, it is damage whether or not the last run crashed; the file
+    stays as it was and nothing is written."""
+    from connectors.spool import SpoolCorruptError
+
+    inner, folder = _undrained(tmp_path / "spool", 5)
+    if crashed:
+        _as_after_a_crash(folder)
+    segment = max(segments(folder))
+    data = bytearray(segment.read_bytes())
+    data[_frame_starts(bytes(data))[1] + 3] ^= 0x01  # frame 1's length: + 16 MiB
+    segment.write_bytes(bytes(data))
+
+    with pytest.raises(SpoolCorruptError, match=r"offset \d+ is cut short, with \d+ bytes"):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    assert segment.read_bytes() == bytes(data)
+    assert inner.items() == []
+
+
+def test_after_a_clean_close_even_a_cut_short_last_frame_is_damage(tmp_path):
+    """A run that closed its spool left no write unfinished: a last frame whose length points
+    past the end (damaged, with nothing after it) stops the start instead of being cut off."""
+    from connectors.spool import SpoolCorruptError
+
+    inner, folder = _undrained(tmp_path / "spool", 3)
+    segment = max(segments(folder))
+    data = bytearray(segment.read_bytes())
+    data[_frame_starts(bytes(data))[-1] + 3] ^= 0x01
+    segment.write_bytes(bytes(data))
+
+    with pytest.raises(SpoolCorruptError, match="is cut short"):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    assert segment.read_bytes() == bytes(data)
+
+
+def test_only_the_newest_segment_can_end_in_an_unfinished_write(tmp_path):
+    """Writes go to the newest segment only: an older one cut short was damaged after it was
+    sealed, even after a crash. The newest one's unfinished write (a short header, or zeros a
+    filesystem left) is cut off, and every whole frame before it is written."""
+    from connectors.spool import SpoolCorruptError
+
+    inner, folder = _undrained(tmp_path / "spool", 6, segment_bytes=100)
+    _as_after_a_crash(folder)
+    sealed, *_ = files = [p for p in segments(folder) if p.stat().st_size]
+    assert len(files) >= 3, files
+    whole = sealed.read_bytes()
+    sealed.write_bytes(whole[:-10])
+    with pytest.raises(SpoolCorruptError, match=rf"{sealed.name} offset \d+ is cut short"):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    assert inner.items() == []
+
+    sealed.write_bytes(whole)
+    newest = max(segments(folder))
+    with newest.open("ab") as file:
+        file.write(bytes(40))  # zeros where the unfinished write was to go
+    part = spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    wait_until(lambda: len(inner.items()) == 6)
+    part.close()
+    assert inner.items() == [f"item-{i}" for i in range(6)]
+
+
+def test_undrained_bytes_are_read_without_opening_the_spool(tmp_path):
+    from connectors.spool import undrained_bytes
+
+    inner, folder = _undrained(tmp_path / "spool", 4)
+    spooled_bytes = sum(p.stat().st_size for p in segments(folder))
+    assert undrained_bytes(folder) == spooled_bytes > 0
+    with max(segments(folder)).open("ab") as file:
+        file.write(b"\x40\x00\x00")  # not a whole frame: not counted
+    assert undrained_bytes(folder) == spooled_bytes
+    assert undrained_bytes(tmp_path / "nothing") == 0
+
+    _as_after_a_crash(folder)  # the three bytes: a write the crash cut short
+    part = spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    wait_until(lambda: len(inner.items()) == 4)
+    part.close()
+    assert undrained_bytes(folder) == 0
 
 
 def test_close_leaves_a_destination_write_that_never_returns_alone(tmp_path, monkeypatch):
