@@ -39,7 +39,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -52,7 +52,8 @@ from connectors.health import HEALTH
 from connectors.spool_format import decode_batch, encode_batch
 from connectors.tracing import tracer
 
-__all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink", "undrained_bytes"]
+__all__ = ["Spool", "SpoolCorruptError", "SpoolDrainError", "SpooledSink", "left_behind",
+           "undrained_bytes"]
 
 # Undrained batches older than this make the destination not ready (connectors/health.py).
 LAG_TROUBLE_SECONDS = 30.0
@@ -435,6 +436,22 @@ def undrained_bytes(directory: Path) -> int:
             whole, _ = _whole_frames(path.read_bytes())
             total += max(0, whole - (cursor_offset if segment == cursor_segment else 0))
     return total
+
+
+def left_behind(root: Path, expected: Mapping[str, Collection[str]]) -> list[tuple[Path, int]]:
+    """The partition spools under ROOT that a flow writing EXPECTED (step id -> its partitions)
+    never opens, with the bytes of batches they still hold (`undrained_bytes`), if any: left
+    by a run whose destination had another name, more partitions, or a spool this one turns
+    off. Their batches' epochs were committed, so nothing else will write them."""
+    wanted = {(_safe_name(step), _safe_name(part))
+              for step, parts in expected.items() for part in parts}
+    found = []
+    for folder in sorted(root.glob("*/*")) if root.is_dir() else ():
+        if folder.is_dir() and (folder.parent.name, folder.name) not in wanted:
+            left = undrained_bytes(folder)
+            if left:
+                found.append((folder, left))
+    return found
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -29,7 +30,7 @@ from connectors.cassandra.retention import RetentionSettings
 from connectors.cassandra.source import CdcSource, NodeSpec
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
-from connectors.spool import SpooledSink
+from connectors.spool import SpooledSink, left_behind
 from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
 from dataflows.initial_load import initial_load
@@ -99,14 +100,39 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         "mask", ops, lambda batch: _masked(runtime, batch))
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
                              lambda o: partition_key_of(runtime, o))
+    spooled: dict[str, list[str]] = {}
     for destination in settings.destinations:
         sink = _sink(destination, runtime)
+        if isinstance(sink, SpooledSink):
+            spooled[f"{flow.flow_id}.{destination.name}"] = sink.list_parts()
         tables = destination_tables(destination)
         routed = by_partition if tables is None else op.filter(
             f"{destination.name}_tables", by_partition,
             lambda item, tables=tables: f"{item[1].keyspace}.{item[1].table}" in tables)
         op.output(destination.name, routed, sink)
+    _refuse_spools_left_behind(settings, spooled)
     return flow
+
+
+def _spool_root(settings: PipelineSettings) -> Path:
+    return settings.spool_dir or settings.dead_letter_dir.parent / "spool"
+
+
+def _refuse_spools_left_behind(settings: PipelineSettings,
+                               spooled: Mapping[str, list[str]]) -> None:
+    """Stop with a message if a spool this configuration never opens still holds batches: a
+    destination renamed, given fewer partitions or its spool turned off while one was behind
+    (docs/adr/0006). Those batches' epochs were committed, so starting would lose them."""
+    left = left_behind(_spool_root(settings), spooled)
+    if left:
+        folders = ", ".join(f"{folder} ({size} bytes)" for folder, size in left)
+        raise ConfigError(
+            "pipeline.destinations",
+            f"spooled batches that this configuration never writes: {folders}. Their epochs "
+            "were committed, so nothing else will write them to their destination. Start "
+            "with the configuration that spooled them (the same destination names and "
+            "partitions, spool on) until they drain, or remove those folders knowing their "
+            "batches are lost")
 
 
 def destination_tables(destination: DestinationSettings) -> frozenset[str] | None:
@@ -166,7 +192,7 @@ def _sink(destination: DestinationSettings, runtime: Runtime):
     if not destination.spool:
         return sink
     settings = runtime.settings
-    return SpooledSink(sink, settings.spool_dir or settings.dead_letter_dir.parent / "spool",
+    return SpooledSink(sink, _spool_root(settings),
                        max_bytes=settings.spool_max_bytes, transient=sink.transient_error)
 
 

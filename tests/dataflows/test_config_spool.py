@@ -66,3 +66,46 @@ def test_the_flow_wraps_a_destination_unless_it_opts_out(example, tmp_path):
     example["destinations"][0]["spool"] = False
     settings = parse(example, base=EXAMPLE.parent)
     assert not isinstance(_sink(settings.destinations[0], Runtime(settings)), SpooledSink)
+
+
+def _spool_holding_a_batch(folder: Path) -> None:
+    from connectors.spool import Spool
+
+    spool = Spool(folder, max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.append(b"a batch nobody drained")
+    spool.close()
+
+
+def test_a_spool_the_configuration_never_opens_stops_the_build(example, tmp_path):
+    """Batches spooled for a destination partition the configuration no longer writes (a
+    destination renamed, fewer partitions, its spool turned off) would never reach their
+    destination: building the flow names them instead. Spools drained, or of partitions
+    the configuration writes, are no reason to stop."""
+    from connectors.spool import Spool
+    from dataflows.flow import build
+
+    example["spool_dir"] = str(tmp_path / "spool")
+    name = example["destinations"][0]["name"]
+    partitions = example["destinations"][0]["partitions"]
+    ours = tmp_path / "spool" / f"cassandra_cdc.{name}"
+    _spool_holding_a_batch(ours / "0")  # a partition the configuration writes: drained later
+    drained = Spool(ours / str(partitions), max_bytes=1 << 20, segment_bytes=1 << 16)
+    drained.close()  # a partition no longer written, but nothing left in it
+    build(parse(example, base=EXAMPLE.parent))
+
+    _spool_holding_a_batch(ours / str(partitions))  # one partition fewer than before
+    with pytest.raises(ConfigError, match=rf"pipeline\.destinations: spooled batches that "
+                                          rf"this configuration never writes: "
+                                          rf"\S+/cassandra_cdc\.{name}/{partitions} \(\d+ bytes\)"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["partitions"] = partitions + 1
+    build(parse(example, base=EXAMPLE.parent))  # back to the configuration that spooled it
+
+    example["destinations"][0]["name"] = "renamed"
+    with pytest.raises(ConfigError, match=rf"cassandra_cdc\.{name}/0 \(\d+ bytes\), \S+"
+                                          rf"cassandra_cdc\.{name}/{partitions} \(\d+ bytes\)"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["destinations"][0]["name"] = name
+    example["destinations"][0]["spool"] = False
+    with pytest.raises(ConfigError, match=rf"cassandra_cdc\.{name}/0 \("):
+        build(parse(example, base=EXAMPLE.parent))
