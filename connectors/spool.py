@@ -30,6 +30,7 @@ never read from elsewhere.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -76,7 +77,8 @@ DRAINED = Counter("cdc_spool_batches_drained",
                   "Batches written from the spool into their destination",
                   ["destination", "partition"])
 DRAIN_ERRORS = Counter("cdc_spool_drain_errors",
-                       "Failed writes of a spooled batch (transient: retried; fatal: stops)",
+                       "Failed writes of a spooled batch (transient: retried; fatal: stops),"
+                       " and of the spool's own position on a full disk (local_disk: retried)",
                        ["destination", "partition", "kind"])
 
 
@@ -307,15 +309,18 @@ class Spool:
             self._cond.notify_all()
 
     def _advance(self, segment: int) -> None:
-        """Move the cursor to the start of SEGMENT and delete the drained ones (lock held)."""
-        self._write_cursor(segment, 0)
+        """Delete the drained segments and move the cursor to the start of SEGMENT (lock held).
+        Deleted first, so that a full disk gets their space back before the cursor needs a
+        new file: the cursor already says they were drained (the last ack recorded the end of
+        the last one), and an open handles a cursor in a segment that is gone."""
         done = [s for s in self._sizes if s < segment]
-        self._cursor = (segment, 0)
         if self._read_fd is not None and self._read_fd[0] in done:
             self._close_reader()
         for old in done:
             del self._sizes[old]
             self._path(old).unlink(missing_ok=True)
+        self._write_cursor(segment, 0)
+        self._cursor = (segment, 0)
 
     def _write_cursor(self, segment: int, offset: int, *, closed: bool = False) -> None:
         temporary = self.directory / "cursor.tmp"
@@ -475,6 +480,14 @@ def _safe_name(name: str) -> str:
         f"{safe}-{zlib.crc32(name.encode()):08x}"
 
 
+# The local disk's "full" errors: retried by the drainer (its bookkeeping frees space).
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class _Aborted(Exception):  # noqa: N818 - a signal, not an error
+    """The spool was aborted while the drainer waited."""
+
+
 class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
     def __init__(self, spool: Spool, inner: StatefulSinkPartition, *, step_id: str,
                  partition: str, transient: Callable[[BaseException], bool],
@@ -526,16 +539,41 @@ class _SpooledPartition(StatefulSinkPartition[X, None], Generic[X]):
 
     def _drain(self) -> None:
         try:
-            while frames := self._spool.next_frames(self._drain_bytes):
+            while frames := self._on_local_disk(
+                    lambda: self._spool.next_frames(self._drain_bytes)):
                 batch = [item for frame in frames for item in decode_batch(frame.payload)]
                 started = time.monotonic()
                 if not self._write(batch):
                     return
-                self._spool.ack(frames)
+                self._on_local_disk(lambda frames=frames: self._spool.ack(frames))
                 DRAINED.labels(*self._labels).inc(len(frames))
                 self._report(frames, len(batch), time.monotonic() - started)
+        except _Aborted:
+            return
         except BaseException as error:  # noqa: BLE001 - surfaced by write_batch and close
             self._fail(error)
+
+    def _on_local_disk(self, action: Callable[[], Any]) -> Any:
+        """ACTION's result: the spool's own reading and cursor writing, retried with backoff
+        while the local disk is full (or over quota). Draining is what frees space there, so
+        that is no reason to stop it; the destination is not to blame either. Raises _Aborted
+        if the spool is aborted meanwhile."""
+        pause = self._retry_backoff
+        while True:
+            try:
+                return action()
+            except OSError as error:
+                if error.errno not in _DISK_FULL:
+                    raise
+                DRAIN_ERRORS.labels(*self._labels, "local_disk").inc()
+                HEALTH.trouble(self._health, f"spool disk full ({errno.errorcode[error.errno]})"
+                               ", retrying")
+                log.warning("%s: the spool's disk is full (%s): cannot record the drained "
+                            "position, retry in %.1fs", self._what,
+                            errno.errorcode[error.errno], pause)
+                if self._spool.wait_aborted(pause):
+                    raise _Aborted from None
+                pause = min(pause * 2, self._retry_max_backoff)
 
     def _report(self, frames: list[Frame], items: int, seconds: float) -> None:
         """While a backlog is being written, its progress at most every 10 s."""

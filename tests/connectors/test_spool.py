@@ -478,3 +478,70 @@ def test_a_frame_in_an_unknown_format_stops_the_drain_and_stays_spooled(tmp_path
         part.close()
     assert inner.items() == []
     assert b"Z1 from a later version" in segments(tmp_path)[0].read_bytes()
+
+
+def test_a_full_disk_under_the_drained_position_is_retried_not_fatal(tmp_path, monkeypatch):
+    """The drainer records its position in a new cursor file; on a full disk that fails with
+    ENOSPC. It is retried (draining is what frees space) and counted, the destination is not
+    blamed, and once a write succeeds every batch is there once, in order."""
+    import errno
+
+    from connectors.spool import Spool
+
+    real = Spool._write_cursor  # noqa: SLF001
+    failures = {"left": 3}
+
+    def full_disk(self, *args, **kwargs):
+        if failures["left"] and not kwargs.get("closed"):
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spool, "_write_cursor", full_disk)
+    inner = ListSink()
+    part = spooled(inner, tmp_path / "spool").build_part("full", "0", None)
+    for i in range(4):
+        part.write_batch([i])
+    wait_until(lambda: failures["left"] == 0 and inner.items()[-1:] == [3])
+    part.write_batch([4])  # not failed: the drainer went on
+    wait_until(lambda: inner.items()[-1:] == [4])
+    part.close()
+    assert sorted(set(inner.items())) == inner.items()[-5:] == [0, 1, 2, 3, 4]
+    assert metric("cdc_spool_drain_errors_total", "full", kind="local_disk") == 3
+    assert metric("cdc_spool_drain_errors_total", "full", kind="fatal") is None
+
+
+def test_drained_segments_are_deleted_before_the_cursor_moves_past_them(tmp_path, monkeypatch):
+    """On a full disk the space of drained segments comes back before the cursor needs a new
+    file; a crash between the two loses nothing (the cursor in a deleted segment is read as
+    its end)."""
+    import errno
+
+    from connectors.spool import Spool
+
+    inner = ListSink()
+    part = spooled(inner, tmp_path / "spool", segment_bytes=60).build_part("adv", "0", None)
+    for i in range(3):
+        part.write_batch([i])
+    wait_until(lambda: inner.items() == [0, 1, 2])
+    part.close()
+    folder = tmp_path / "spool" / "adv" / "0"
+    # A new run whose first cursor write at the next segment fails: the drained ones are gone.
+    inner2 = ListSink()
+    part = spooled(inner2, tmp_path / "spool", segment_bytes=60).build_part("adv", "0", None)
+    part.write_batch([3])
+    wait_until(lambda: inner2.items() == [3])
+    real = Spool._write_cursor  # noqa: SLF001
+
+    def full_disk(self, segment, offset, **kwargs):
+        if offset == 0 and not kwargs.get("closed"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, segment, offset, **kwargs)
+
+    monkeypatch.setattr(Spool, "_write_cursor", full_disk)
+    part.write_batch([4])  # a new segment: reaching it moves the cursor to its start
+    wait_until(lambda: metric("cdc_spool_drain_errors_total", "adv", kind="local_disk"))
+    assert len(segments(folder)) == 1  # only the undrained one is left
+    monkeypatch.setattr(Spool, "_write_cursor", real)
+    wait_until(lambda: inner2.items() == [3, 4])
+    part.close()
