@@ -20,7 +20,9 @@ partition then stays behind until the partition writes another of the node's cha
 A failed write keeps its positions for the next. One the sink's rule calls transient (the
 server unreachable, a timeout) is counted and logged once per outage; any other (the table
 dropped, a grant revoked) is raised by the next batch, on the data path, so the flow stops
-on it as it would on a failed data insert: progress never stops advancing unnoticed.
+on it as it would on a failed data insert: progress never stops advancing unnoticed. The
+last write, at close, has no next batch to raise its failure: it is logged (an error when
+retrying cannot fix it), with how many nodes' positions stay unwritten.
 """
 
 from __future__ import annotations
@@ -80,11 +82,12 @@ class ProgressWriter:
         # `record`, on the data path, so the flow stops on it as on a failed data insert.
         self._failure: BaseException | None = None
         self._pending: dict[str, Position] = {}
-        self._lock = threading.Lock()  # guards _pending and _thread
+        self._lock = threading.Lock()  # guards _pending, _failure and _thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Client | None = None  # the thread's own
         self._failing = False  # the last write failed (logged once per outage)
+        self._last_error = ""  # the class of the last failed write's error
 
     def record(self, positions: Mapping[str, Position], client: Client) -> None:
         """POSITIONS (node -> highest) of a batch whose data is in. With interval 0 they are
@@ -94,10 +97,11 @@ class ProgressWriter:
         if self._interval == 0:
             insert_progress(client, *self._where, positions)
             return
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            with self._lock:  # written again with the next, once the cause is mended
+        with self._lock:  # the thread sets it under the lock: none is lost in between
+            failure, self._failure = self._failure, None
+            if failure is not None:  # written again with the next, once the cause is mended
                 merge_highest(self._pending, positions)
+        if failure is not None:
             raise failure
         with self._lock:
             if self._stop.is_set():
@@ -133,13 +137,16 @@ class ProgressWriter:
                 self._client = self._connect()
             insert_progress(self._client, *self._where, positions)
         except Exception as error:  # noqa: BLE001 - kept and retried at the next write
+            transient = self._transient(error)
             with self._lock:
                 merge_highest(self._pending, positions)
+                self._last_error = type(error).__name__  # the class only: messages quote
+                if not transient:
+                    self._failure = error
             client, self._client = self._client, None
             close_quietly(client)
             PROGRESS_WRITE_ERRORS.labels(self._where[1], str(self._where[2])).inc()
-            if not self._transient(error):
-                self._failure = error
+            if not transient:
                 return
             if not self._failing:
                 # The class only: a server message can quote values.
@@ -152,9 +159,10 @@ class ProgressWriter:
         self._failing = False
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
-        """Stop the thread after it writes what is left (a failure is logged: the data is in).
-        A write still running after WAIT seconds (the server gone) is left to the process's
-        end; its positions are not written."""
+        """Stop the thread after it writes what is left. If that fails, it is logged, not
+        raised (the data is in): an error for a failure retrying cannot fix, a warning for
+        one it could. A write still running after WAIT seconds (the server gone) is left to
+        the process's end; its positions are not written."""
         with self._lock:
             self._stop.set()
             thread = self._thread
@@ -164,3 +172,13 @@ class ProgressWriter:
         if thread.is_alive():
             log.warning("%s: the last _cdc_progress write did not return within %.0fs; its "
                         "positions are not written", self._what(), wait)
+            return
+        with self._lock:
+            failure, self._failure = self._failure, None
+            unwritten = len(self._pending)
+        if unwritten:
+            log.log(logging.WARNING if failure is None else logging.ERROR,
+                    "%s: the last _cdc_progress write failed (%s%s); the positions of %d "
+                    "node(s) are not written, so _cdc_progress stays behind the data until the "
+                    "partition writes their changes again", self._what(), self._last_error,
+                    "" if failure is None else ", which retrying cannot fix", unwritten)

@@ -129,3 +129,19 @@ def test_a_failure_retrying_cannot_fix_is_raised_by_the_next_record() -> None:
     client.fail = False
     writer.close()
     assert client.inserts[-1] == _rows(("n1", 1, 11))  # nothing recorded was lost
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_a_last_write_that_fails_at_close_is_logged(transient, caplog) -> None:
+    """The last write happens at close, where nothing can raise it for the flow: its failure
+    is logged, an error when retrying cannot fix it (the table dropped), and the class only."""
+    client = RecordingClient(fail=True)
+    writer = _writer(client, interval=3600, transient=transient)
+    writer.record({"n1": Position(1, 10), "n2": Position(2, 3)}, client=None)
+    writer.close()
+    [record] = [r for r in caplog.records if "last _cdc_progress write" in r.getMessage()]
+    assert record.levelname == ("WARNING" if transient else "ERROR")
+    assert ("(ConnectionError)" if transient else
+            "(ConnectionError, which retrying cannot fix)") in record.getMessage()
+    assert "positions of 2 node(s) are not written" in record.getMessage()
+    assert "down" not in record.getMessage()  # the error's own message is not logged
