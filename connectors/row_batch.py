@@ -217,11 +217,18 @@ def _slot(key: tuple) -> tuple:
     """The `Target.images` key of a row key. Python's nan != nan, but Cassandra (Float.compare)
     and the destinations' keys treat NaN as equal to NaN: without this, two images of one row
     with a NaN float key column were both kept, and PostgreSQL's INSERT ... ON CONFLICT failed
-    the whole batch (CardinalityViolation), again on every replay."""
+    the whole batch (CardinalityViolation), again on every replay. A list (a vector key, which
+    PostgreSQL writes as an array) is no dict key: it stands as a tuple of its slots."""
     for value in key:
-        if value != value:  # noqa: PLR0124 - true only for NaN
-            return tuple(_NAN if v != v else v for v in key)  # noqa: PLR0124
+        if value != value or value.__class__ is list:  # noqa: PLR0124 - NaN, or a list
+            return tuple(map(_slot_of, key))
     return key
+
+
+def _slot_of(value: Any) -> Any:
+    if value.__class__ is list:
+        return (list, *map(_slot_of, value))  # `list` first: no other value's slot is like it
+    return _NAN if value != value else value  # noqa: PLR0124
 
 
 class Gatherer:

@@ -306,8 +306,9 @@ CASES: tuple[Case, ...] = (
     json_case("vector_float", "vector<float, 3>",
               [([F32_TENTH, -0.0, INF], [F32_TENTH, -0.0, "Infinity"]),
                ([NAN, F32_MAX, F32_TINY], ["NaN", F32_MAX, F32_TINY])],
-              pg=lambda v: [f32(x) for x in v]),
-    json_case("vector_int", "vector<int, 2>", [([-2**31, 2**31 - 1], [-2**31, 2**31 - 1])]),
+              keyable=True, pg=lambda v: [f32(x) for x in v]),
+    json_case("vector_int", "vector<int, 2>", [([-2**31, 2**31 - 1], [-2**31, 2**31 - 1])],
+              keyable=True),
 )
 CASE_BY_NAME = {c.name: c for c in CASES}
 assert len(CASE_BY_NAME) == len(CASES)
