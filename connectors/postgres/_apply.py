@@ -268,10 +268,11 @@ class _Batch(Gatherer):
             try:
                 with self._savepoint():
                     self._copy(stage, cols, rows, binary, True)
-                self._upsert(whole, names, stage)
-                return
             except _BINARY_FAILURES:
                 pass  # redone as text below
+            else:  # the upsert's own errors are the batch's, not the binary COPY's
+                self._upsert(whole, names, stage)
+                return
         try:
             self._copy(stage, cols, rows, None, False)
         except psycopg.errors.DataError as error:

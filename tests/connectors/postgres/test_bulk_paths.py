@@ -438,3 +438,29 @@ def test_nan_keys_of_a_large_batch_are_one_row(settings, conn) -> None:
     assert len(got) == 2499
     nan = [r for r in got if math.isnan(r[0])]
     assert [r[1:] for r in nan] == [("last 20", 20)]  # ties: the later operation
+
+
+def test_an_upsert_error_after_the_whole_binary_copy_is_raised_as_it_is(staged_part, settings,
+                                                                       conn) -> None:
+    """A batch that goes in one piece (a key repeated across its chunks) is staged by binary
+    COPY and upserted; an error of the upsert itself (here a trigger's) is the batch's error.
+    It is not a failed binary COPY, so it must not send the rows to the text COPY, which ran
+    in the aborted transaction and raised InFailedSqlTransaction in its place."""
+    staged_part.write_batch([up("bin", {"k": 0}, {"n": 0, "v": "first"}, 1)])
+    table = sql.Identifier(settings.schema, f"{KS}__bin")
+    conn.execute(sql.SQL("""CREATE OR REPLACE FUNCTION {}.cdc_test_refuse() RETURNS trigger
+                         LANGUAGE plpgsql AS $$ BEGIN
+                           IF NEW.n = -7 THEN RAISE EXCEPTION 'refused by a trigger'
+                             USING ERRCODE = '22023'; END IF;
+                           RETURN NEW; END $$""").format(sql.Identifier(settings.schema)))
+    conn.execute(sql.SQL("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON {} FOR EACH ROW"
+                         " EXECUTE FUNCTION {}.cdc_test_refuse()").format(
+        table, sql.Identifier(settings.schema)))
+    try:
+        batch = [up("bin", {"k": k}, {"n": k, "v": "x"}, 2) for k in range(2500)]
+        batch += [up("bin", {"k": 7}, {"n": -7, "v": "refused"}, 3)]  # key 7 again, chunk 3
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="refused by a trigger"):
+            staged_part.write_batch(batch)
+        assert stored(conn, settings.schema) == [(0, 0, "first", 1, False)]  # all or nothing
+    finally:
+        conn.execute(sql.SQL("DROP TRIGGER refuse ON {}").format(table))
