@@ -58,7 +58,8 @@ def _column(source: ColumnSource) -> Column:
     # 18.16 refuses Nullable columns in the sort key; key values are never null anyway.
     declared = ch_type if source.key else f"Nullable({ch_type})"
     return Column(source.name, source.dest_name, source.type, declared,
-                  converter(source.type), stored_value(source.type), source.masked,
+                  converter(source.type, clustering=source.order is not None),
+                  stored_value(source.type), source.masked,
                   source.order)
 
 

@@ -7,7 +7,8 @@ _comment_clickhouse for the reasons):
 - text/ascii/varchar -> String (UTF-8 bytes); blob, custom, empty -> String (raw bytes);
 - int/bigint/smallint/tinyint -> Int32/Int64/Int16/Int8; boolean -> UInt8 (0/1);
   float/double -> Float32/Float64;
-- decimal, varint -> String holding the exact decimal text (``str(Decimal)``, ``str(int)``);
+- decimal, varint -> String holding the exact decimal text (``str(Decimal)``, ``str(int)``); a
+  clustering decimal the text of its value (``1.50`` -> ``1.5``: Cassandra's row identity);
 - uuid, timeuuid -> UUID; inet -> String (its text form); duration -> String (``1mo2d3ns``);
 - timestamp -> Int64 epoch milliseconds (Cassandra's precision: exact);
   date -> Int32 days since 1970-01-01; time -> Int64 nanoseconds since midnight;
@@ -79,6 +80,22 @@ def _decimal(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     return str(decimal.Decimal(value)).encode()
+
+
+def _decimal_by_value(value: Any) -> bytes:
+    """A clustering decimal's text: one per value. Cassandra orders and matches clustering
+    decimals by value (BigDecimal.compareTo: 1.0 and 1.00 are one row), and a String sort key
+    matches by text, so the text drops trailing zeros (`1.50` -> `1.5`, `100` -> `1E+2`,
+    every zero `0`), without rounding (no context precision is involved)."""
+    if isinstance(value, bytes):
+        return value
+    sign, digits, exponent = decimal.Decimal(value).as_tuple()
+    if not any(digits):
+        return b"0"
+    kept = len(digits)
+    while digits[kept - 1] == 0:
+        kept -= 1
+    return str(decimal.Decimal((sign, digits[:kept], exponent + len(digits) - kept))).encode()
 
 
 def _varint(value: Any) -> bytes:
@@ -186,10 +203,13 @@ _SCALAR: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def converter(t: CqlType) -> Callable[[Any], Any]:
+def converter(t: CqlType, *, clustering: bool = False) -> Callable[[Any], Any]:
     """value (a cassandra-driver value after masking) -> what clickhouse-connect writes into
-    the column of `column_type(t)`; None stays None."""
+    the column of `column_type(t)`; None stays None. CLUSTERING: for a clustering column, whose
+    values are one row when Cassandra compares them equal (a decimal's text by value)."""
     column_type(t)  # refuses unmapped types
+    if clustering and t.kind == "decimal":
+        return _none_safe(_decimal_by_value)
     if t.kind in _JSON_KINDS:
         def to_json(value: Any) -> Any:
             if value is None:

@@ -231,6 +231,32 @@ def test_tombstone_cannot_be_resurrected_by_older_image(env: Env, part) -> None:
     assert env.live("kv", "k") == [(2,)]
 
 
+def test_clustering_decimals_equal_in_value_are_one_row(env: Env) -> None:
+    """Cassandra matches clustering decimals by value (1.0 and 1.00 are one row; a partition
+    key's decimal is matched by its bytes). The sort key holds the value's text, so a write or
+    a delete of the same row in another scale meets it; the partition key keeps its exact
+    text."""
+    tables = schemas([
+        column("dec", "p", "partition_key", "decimal", 0, keyspace=env.ks),
+        column("dec", "c", "clustering", "decimal", 0, "asc", keyspace=env.ks),
+        column("dec", "v", "regular", "text", keyspace=env.ks),
+    ])
+    part = env.part(tables)
+    try:
+        d = decimal.Decimal
+        part.write_batch([env.up("dec", {"p": d("1.0"), "c": d("1.0")}, {"v": "a"}, 10),
+                          env.up("dec", {"p": d("1.0"), "c": d("2.50")}, {"v": "b"}, 10)])
+        part.write_batch([env.up("dec", {"p": d("1.0"), "c": d("2.5")}, {"v": "b2"}, 11),
+                          env.delete("dec", {"p": d("1.0"), "c": d("1.00")}, 12)])
+        assert env.live("dec", "p, c, v") == [("1.0", "2.5", "b2")]
+        # Another partition (1.00 is not 1.0 there): its own rows.
+        part.write_batch([env.up("dec", {"p": d("1.00"), "c": d("100")}, {"v": "c"}, 13)])
+        assert env.live("dec", "p, c, v") == [("1.0", "2.5", "b2"),
+                                              ("1.00", "1E+2", "c")]
+    finally:
+        part.close()
+
+
 # --- range deletes ----------------------------------------------------------------------------
 
 ASC_KEYS = [(a, b) for a in range(1, 6) for b in ("x", "y", "é", "Z")]
