@@ -7,8 +7,9 @@ cassandra-driver value (a bound) or a value read back from PostgreSQL (a stored 
 
 Comparators: integers and decimals numerically; float/double as Java's Float/Double.compare
 (-0.0 < 0.0, NaN last); text/ascii/varchar and blob by unsigned bytes (UTF-8); boolean
-false < true; timestamp, date, time chronologically (time at microsecond precision: PostgreSQL
-keeps no nanoseconds, so bounds are truncated the same way); inet by address bytes; timeuuid by
+false < true; timestamp, date, time chronologically (a timestamp bound rounded to the whole
+millisecond the sinks store; time by nanosecond, or by microsecond against PostgreSQL's
+stored times, which keep no nanoseconds); inet by address bytes; timeuuid by
 timestamp, then the clock-sequence/node bytes compared as signed bytes; uuid by version, then
 (version 1) timestamp or (others) the high 64 bits unsigned, then the low 64 bits unsigned.
 A DESC column reverses its comparison. Frozen collections, tuples, UDTs and masked columns
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import ipaddress
 import math
 import uuid
@@ -30,6 +32,7 @@ from cassandra import util as cutil
 
 from connectors.cassandra.schema import ClusteringOrder
 from connectors.cassandra.values import CqlType
+from connectors.type_map import whole_milliseconds
 from operators.row_ops import ClusteringBound
 
 __all__ = ["ClusteringColumn", "UnsupportedRange", "in_range"]
@@ -72,6 +75,9 @@ def _blob(v: Any) -> bytes:
 def _timestamp(v: Any) -> int:
     if isinstance(v, int):
         return v * 1000  # the driver's milliseconds
+    # A bound is a driver datetime, a few microseconds off the whole millisecond far from
+    # 1970 (type_map.whole_milliseconds); the sinks store the millisecond it rounds to.
+    v = whole_milliseconds(v)
     if v.tzinfo is None:
         v = v.replace(tzinfo=datetime.UTC)
     delta = v - _EPOCH
@@ -84,10 +90,41 @@ def _date(v: Any) -> int:
     return (v - _EPOCH_DATE).days
 
 
-def _time(v: Any) -> int:
+@functools.total_ordering
+class _TimeKey:
+    """A time of day in nanoseconds, and whether it holds them all: a driver `Time` (a bound,
+    or ClickHouse's stored Int64) does, a `datetime.time` (PostgreSQL's) only microseconds.
+    Two exact ones compare by nanosecond; against an inexact one both are cut to microseconds,
+    as PostgreSQL stored it."""
+
+    __slots__ = ("exact", "nanoseconds")
+
+    def __init__(self, nanoseconds: int, exact: bool) -> None:
+        self.nanoseconds, self.exact = nanoseconds, exact
+
+    def _pair(self, other: _TimeKey) -> tuple[int, int]:
+        if self.exact and other.exact:
+            return self.nanoseconds, other.nanoseconds
+        return self.nanoseconds // 1000, other.nanoseconds // 1000
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _TimeKey):
+            return NotImplemented
+        a, b = self._pair(other)
+        return a == b
+
+    def __lt__(self, other: _TimeKey) -> bool:
+        a, b = self._pair(other)
+        return a < b
+
+    __hash__ = None  # type: ignore[assignment] - compared, never hashed
+
+
+def _time(v: Any) -> _TimeKey:
     if isinstance(v, cutil.Time):
-        return v.nanosecond_time // 1000
-    return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
+        return _TimeKey(v.nanosecond_time, True)
+    micros = ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
+    return _TimeKey(micros * 1000, False)
 
 
 def _inet(v: Any) -> bytes:

@@ -7,6 +7,7 @@ never contains the value (it may be personal data).
 
 from __future__ import annotations
 
+import datetime
 import json
 from functools import cache
 from importlib import resources
@@ -47,3 +48,21 @@ def mapped_type(t: CqlType, destination: str) -> str:
         raise ValueRefused(f"CQL type {t.cql} has no {NAMES.get(destination, destination)} "
                            "mapping in typemap.json")
     return found
+
+
+def whole_milliseconds(value: datetime.datetime) -> datetime.datetime:
+    """VALUE rounded to the nearest millisecond. A CQL timestamp is whole milliseconds, but
+    cassandra-driver decodes it through a float of seconds: past about 2250 (and long before
+    1970) the datetime it returns is off by a few microseconds (9999-12-31 23:59:59.999 reads
+    as ...59.998993), and truncating that would lose a millisecond. The error stays far below
+    half a millisecond for every year Python can hold, so rounding restores the exact value."""
+    micros = value.microsecond % 1000
+    if micros == 0:
+        return value
+    down = value - datetime.timedelta(microseconds=micros)
+    if micros < 500:
+        return down
+    try:
+        return down + datetime.timedelta(milliseconds=1)
+    except OverflowError:  # 9999-12-31 23:59:59.999xxx: the driver only ever errs downwards
+        return down

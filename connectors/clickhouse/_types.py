@@ -34,8 +34,8 @@ from typing import Any
 from cassandra import util as cutil
 
 from connectors.cassandra.values import CqlType
-from connectors.postgres._values import _jsonable, whole_milliseconds
-from connectors.type_map import ValueRefused, mapped_type
+from connectors.postgres._values import _jsonable
+from connectors.type_map import ValueRefused, mapped_type, whole_milliseconds
 
 __all__ = ["ValueRefused", "column_type", "converter", "stored_value"]
 
@@ -116,7 +116,7 @@ def _timestamp(value: Any) -> int:
     if value.tzinfo is not None:
         value = value.astimezone(datetime.UTC).replace(tzinfo=None)
     # Rounded, not truncated: the driver's datetime of a far timestamp is a few microseconds
-    # short of the real millisecond (connectors/postgres/_values.py, whole_milliseconds).
+    # short of the real millisecond (connectors/type_map.py, whole_milliseconds).
     return (whole_milliseconds(value) - _EPOCH) // _MILLISECOND  # floor, like Cassandra's
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from cassandra import util as cutil
 
 from connectors.cassandra.values import CqlType
-from connectors.type_map import ValueRefused, identity, mapped_type, typemap
+from connectors.type_map import ValueRefused, identity, mapped_type, typemap, whole_milliseconds
 
 __all__ = ["ValueRefused", "column_type", "converter", "identity", "typemap"]
 
@@ -80,24 +80,6 @@ def _text(value: Any) -> Any:
     if "\x00" in value:
         raise ValueRefused("text cannot hold U+0000 in PostgreSQL")
     return value
-
-
-def whole_milliseconds(value: datetime.datetime) -> datetime.datetime:
-    """VALUE rounded to the nearest millisecond. A CQL timestamp is whole milliseconds, but
-    cassandra-driver decodes it through a float of seconds: past about 2250 (and long before
-    1970) the datetime it returns is off by a few microseconds (9999-12-31 23:59:59.999 reads
-    as ...59.998993), and truncating that would lose a millisecond. The error stays far below
-    half a millisecond for every year Python can hold, so rounding restores the exact value."""
-    micros = value.microsecond % 1000
-    if micros == 0:
-        return value
-    down = value - datetime.timedelta(microseconds=micros)
-    if micros < 500:
-        return down
-    try:
-        return down + datetime.timedelta(milliseconds=1)
-    except OverflowError:  # 9999-12-31 23:59:59.999xxx: the driver only ever errs downwards
-        return down
 
 
 def _timestamp(value: Any) -> Any:
