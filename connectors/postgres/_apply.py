@@ -216,7 +216,8 @@ class _Batch(Gatherer):
             if not layout.clustering or contains(clustering):
                 key = pk + (tuple(stored) if layout.clustering else ())
                 rows.add(Image(key, None, op.version, op.source))
-        self.flush(self.targets.pop(rows.name))
+        # Its keys are stored rows: a plain COPY would only meet them (and back off).
+        self.flush(self.targets.pop(rows.name), stored_keys=True)
         if op.include_static and layout.static_table is not None:
             static = self.target(layout, static=True)
             static.add(Image(pk, None, op.version, op.source))
@@ -232,11 +233,12 @@ class _Batch(Gatherer):
             self.flush(target)
         self.targets.clear()
 
-    def flush(self, target: Target) -> None:
-        """Write TARGET: by plain COPY into the table while its keys are new (`DirectCopy`),
-        else staged and upserted. A large target is converted in chunks as its COPY streams
-        (`_Chunks`): the server writes one chunk's rows while the next converts (two cores),
-        instead of waiting for the whole conversion. A key met again in a later chunk, or a
+    def flush(self, target: Target, *, stored_keys: bool = False) -> None:
+        """Write TARGET: by plain COPY into the table while its keys are new (`DirectCopy`;
+        not tried for STORED_KEYS, a range delete's tombstones), else staged and upserted. A
+        large target is converted in chunks as its COPY streams (`_Chunks`): the server
+        writes one chunk's rows while the next converts (two cores), instead of waiting for
+        the whole conversion. A key met again in a later chunk, or a
         later chunk without an exact binary form, stops the stream (rolled back), as does a
         value binary COPY fails on: the target is then converted, gathered per key and staged
         in one piece, by text COPY if binary fails, whose errors name the column."""
@@ -244,7 +246,7 @@ class _Batch(Gatherer):
             return  # nothing gathered (a range deletion that covered no stored row)
         chunks = _Chunks(_chunks(target, self.settle), len(target.key), self.wrote)
         names, cols, types = self._names(target)
-        if self._copied_directly(target.name, cols, types, chunks):
+        if not stored_keys and self._copied_directly(target.name, cols, types, chunks):
             return
         stage = self._stage_table(target.name, names, cols)
         if not chunks.restart:

@@ -464,3 +464,15 @@ def test_an_upsert_error_after_the_whole_binary_copy_is_raised_as_it_is(staged_p
         assert stored(conn, settings.schema) == [(0, 0, "first", 1, False)]  # all or nothing
     finally:
         conn.execute(sql.SQL("DROP TRIGGER refuse ON {}").format(table))
+
+
+def test_a_range_deletes_tombstones_skip_the_plain_copy(bin_part, settings, conn) -> None:
+    """A range delete's tombstones are of stored keys: a plain COPY of them could only meet
+    those keys and make the table back off from plain COPY for the inserts after it."""
+    from tests.connectors.postgres.test_sink import rng
+
+    bin_part.write_batch([up("bin", {"k": k}, {"n": k, "v": "x"}, 10) for k in (1, 2)])
+    bin_part.write_batch([rng("bin", {"k": 1}, {}, True, {}, True, 20)])
+    assert stored(conn, settings.schema) == [(1, None, None, 20, True), (2, 2, "x", 10, False)]
+    direct = bin_part._direct  # noqa: SLF001 - the back-off is what is tested
+    assert not direct.probe(f"{KS}__bin") and direct.should_try(f"{KS}__bin")
