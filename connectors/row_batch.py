@@ -52,7 +52,7 @@ class Target:
         # converters are skipped.
         self.key_plan = _plan(self.key)
         self.value_plan = _plan(self.values)
-        # Only float-like keys can hold NaN (see _slot); others skip the check.
+        # Only float-like keys can hold NaN (see key_slot); others skip the check.
         self.nan_keys = any(getattr(c.type, "kind", None) not in _NO_NAN_KINDS
                             for c in self.key)
         self.pending: list[RowUpsert | RowDelete] = []  # in operation order
@@ -89,7 +89,7 @@ class Target:
 
     def add(self, image: Image) -> None:
         images = self.images  # pending (earlier) operations first: ties go to the later one
-        slot = _slot(image.key) if self.nan_keys else image.key
+        slot = key_slot(image.key) if self.nan_keys else image.key
         current = images.get(slot)
         if current is None or image.version >= current.version:
             images[slot] = image
@@ -111,7 +111,7 @@ class Target:
         for row in zip(*batch, strict=True):
             key = row[:width]
             version = row[-3]
-            slot = _slot(key) if nan_keys else key
+            slot = key_slot(key) if nan_keys else key
             current = images.get(slot)
             if current is None or version >= current.version:
                 images[slot] = Image(key, None if row[-2] else row[width:width + count],
@@ -200,7 +200,7 @@ def _convert_whole(column: list, convert_whole: Callable, convert_column: Callab
 
 def _distinct(key_columns: list[list], count: int) -> bool:
     """Whether the COUNT keys these columns hold are all different, as Python compares them
-    (so not for keys that can hold NaN: see `_slot`). A last column whose values are all
+    (so not for keys that can hold NaN: see `key_slot`). A last column whose values are all
     different already says so (a table's only key column, or a clustering column that tells
     rows apart): one set of values instead of a tuple per key, about a fifth of the time over
     10k int or text keys (half for UUIDs, whose hash is Python code); when that column repeats,
@@ -213,7 +213,7 @@ def _distinct(key_columns: list[list], count: int) -> bool:
 _NAN = ("NaN",)  # stands for a NaN float in a dict key (a tuple: no column value is one)
 
 
-def _slot(key: tuple) -> tuple:
+def key_slot(key: tuple) -> tuple:
     """The `Target.images` key of a row key. Python's nan != nan, but Cassandra (Float.compare)
     and the destinations' keys treat NaN as equal to NaN: without this, two images of one row
     with a NaN float key column were both kept, and PostgreSQL's INSERT ... ON CONFLICT failed

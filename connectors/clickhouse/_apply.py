@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
 from connectors.cassandra.events import Position
 from connectors.clickhouse._layout import CDC_WRITTEN, TableLayout
 from connectors.clustering import in_range
-from connectors.row_batch import Gatherer, Target
+from connectors.row_batch import Gatherer, Target, key_slot
 from connectors.row_sink import Image, key_fingerprint
 from connectors.row_sink import RejectedValueError as SharedRejectedValueError
 from operators.row_ops import RangeDelete, RowOp
@@ -61,9 +61,11 @@ class _Batch(Gatherer):
                           for c, v in zip(layout.clustering, key[width:], strict=True)}
             return contains(clustering)
 
-        # image.key, not the dict key: row_batch._slot stands NaN in with a placeholder.
+        # image.key, not the dict key: row_batch.key_slot stands NaN in with a placeholder, and
+        # compares the partition's (NaN equal to NaN, as in Cassandra).
+        partition = key_slot(pk)
         tombstones = [image.key for image in rows.images.values()
-                      if image.key[:width] == pk and image.version <= op.version
+                      if key_slot(image.key[:width]) == partition and image.version <= op.version
                       and covered(image.key)]
         for stored_key, stored_version in self._stored_versions(layout, pk):
             if stored_version <= op.version and covered(stored_key):
@@ -85,6 +87,8 @@ class _Batch(Gatherer):
             elif c.ch_type == "UUID":
                 conditions.append(f"{q(c.ch_name)} = toUUID(%({name})s)")
                 parameters[name] = str(v)
+            elif isinstance(v, float) and v != v:  # noqa: PLR0124 - NaN: `= nan` is never true
+                conditions.append(f"isNaN({q(c.ch_name)})")
             else:
                 conditions.append(f"{q(c.ch_name)} = %({name})s")
                 parameters[name] = v

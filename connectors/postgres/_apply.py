@@ -416,7 +416,7 @@ def _chunks(target: Target, settle: Callable[[Target], None]) -> list[Target]:
     usual batch) of at least 2 * _CHUNK_OPS, whose keys cannot hold NaN."""
     pending = target.pending
     # NaN-capable keys (float columns): the check across chunks compares keys as Python does,
-    # and NaN != NaN; such targets go whole, gathered by `_slot`.
+    # and NaN != NaN; such targets go whole, gathered by `key_slot`.
     if len(pending) < 2 * _CHUNK_OPS or target.has_converted() or target.nan_keys:
         return [target]
     size = -(-len(pending) // (len(pending) // _CHUNK_OPS))
