@@ -101,7 +101,11 @@ def _decimal_by_value(value: Any) -> bytes:
 def _varint(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
-    return str(int(value)).encode()
+    value = int(value)
+    try:
+        return str(value).encode()
+    except ValueError:  # past Python's int-to-text limit (4300 digits): exact through Decimal
+        return str(decimal.Decimal(value)).encode()
 
 
 def _blob(value: Any) -> bytes:
