@@ -5,6 +5,10 @@ batch, so a record is on disk before Bytewax can consider its epoch done. After 
 replayed epoch may write a record again (at-least-once): each line carries the record's origin
 (node, segment, offset) so duplicates are recognisable. Raw bytes are base64; nothing is
 dropped, including the bytes that made the record.
+
+Dead letters are taken before masking, so they hold clear data (whole events, keys, raw
+mutations): the directory is made for the owner only (0700) and every file is the owner's only
+(0600, an existing one too), as the spools are.
 """
 
 from __future__ import annotations
@@ -49,13 +53,19 @@ class DeadLetterSink(DynamicSink):
         self._directory = Path(directory)
 
     def build(self, step_id: str, worker_index: int, worker_count: int):
-        self._directory.mkdir(parents=True, exist_ok=True)
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return _DeadLetterFile(self._directory / f"dead-letter-{worker_index}.jsonl")
 
 
 class _DeadLetterFile(StatelessSinkPartition):
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the partition
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a file an older run made with the default mode, too
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file = os.fdopen(fd, "ab")
 
     def write_batch(self, items: list) -> None:
         self._file.write(b"".join(to_line(item) for item in items))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hvac
@@ -29,7 +29,7 @@ class SecretError(RuntimeError):
 class OpenBaoSettings:
     address: str
     ca_cert: str | None
-    token: str
+    token: str = field(repr=False)  # a secret: out of every repr, traceback and log line
     kv_mount: str = "secret"
 
     @classmethod

@@ -68,3 +68,14 @@ def test_openbao_speaks_tls13_only(openbao_env):
     with pytest.raises(ssl.SSLError):
         negotiated_protocol(openbao.HOST, openbao.PORT, maximum=ssl.TLSVersion.TLSv1_2)
     assert plaintext_http_refused(openbao.HOST, openbao.PORT)
+
+
+def test_the_openbao_token_is_in_no_repr() -> None:
+    """The settings are kept on the resolver (and the tokenizer's client): a repr in a log
+    line or a traceback that shows locals must not carry the token."""
+    from connectors.secrets import OpenBaoSettings
+
+    settings = OpenBaoSettings.from_environment({"BAO_ADDR": "https://bao:8200",
+                                                 "BAO_TOKEN": "s.SECRET-token"})
+    assert settings.token == "s.SECRET-token"
+    assert "SECRET" not in repr(settings) and "SECRET" not in str(settings)
