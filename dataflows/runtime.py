@@ -51,14 +51,22 @@ class Runtime:
         return SchemaRegistry.from_session(self.session, self.settings.cassandra.keyspaces)
 
     def table(self, keyspace: str, name: str) -> TableSchema:
-        for table in self.schemas.tables():
-            if table.keyspace == keyspace and table.name == name:
-                return table
-        self.schemas.refresh()
-        for table in self.schemas.tables():
-            if table.keyspace == keyspace and table.name == name:
-                return table
-        raise LookupError(f"table {keyspace}.{name} is not in system_schema")
+        found = self._named(keyspace, name)
+        if found is None:
+            self.schemas.refresh()
+            found = self._named(keyspace, name)
+        if found is None:
+            raise LookupError(f"table {keyspace}.{name} is not in system_schema")
+        return found
+
+    def _named(self, keyspace: str, name: str) -> TableSchema | None:
+        """The schema of the table of that name: the one in system_schema. A table dropped and
+        created again keeps its old id's last schema in the registry (its old entries still
+        decode), under the same name: the first of them was the old one, whose layout then
+        wrote the new table's rows (a clustering order, a column since gone)."""
+        named = [t for t in self.schemas.tables() if t.keyspace == keyspace and t.name == name]
+        live = [t for t in named if self.schemas.exists(t.id)]
+        return (live or named or [None])[-1]
 
     @cached_property
     def row_images(self) -> RowImages:
