@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -206,15 +206,17 @@ def _event_time(event: ChangeEvent) -> int:
     return max(times, default=0)
 
 
-def _reflects(event: ChangeEvent, image: Image | None) -> bool:
+def _reflects(event: ChangeEvent, image: Image | None, regular: Collection[str]) -> bool:
     """Whether a read shows at least the event's writes (see the module docstring), its
     deletes included: a replica without the tombstone still shows what it deleted, and read
-    times would let that image win over the delete."""
+    times would let that image win over the delete. REGULAR: the table's regular columns
+    (what a row tombstone covers; static ones are the partition's)."""
     if image is None:  # gone: fine if something deleted it (the event or a later tombstone)
-        return event.kind is not ChangeKind.UPSERT or not event.liveness
+        return event.kind is not ChangeKind.UPSERT or not (
+            event.liveness or _writes_a_lasting_cell(event))
     if event.kind is ChangeKind.ROW_DELETE and event.deletion is not None and \
-            _shadowed(image.write_times.values(), event.deletion.marked_for_delete_at):
-        return False  # the row is back only if something newer than the delete was written
+            _older_cells(image, regular, event.deletion.marked_for_delete_at):
+        return False  # a replica with the tombstone shows no cell it covers
     for name, cell in event.cells.items():
         written = image.write_times.get(name)
         if isinstance(cell, Cell) and cell.deleted:
@@ -231,6 +233,38 @@ def _reflects(event: ChangeEvent, image: Image | None) -> bool:
             if written is not None and written < newest:
                 return False
     return True
+
+
+def _writes_a_lasting_cell(event: ChangeEvent) -> bool:
+    """Whether EVENT writes a value without a TTL: the row is live after it (an UPDATE has no
+    liveness of its own), so a read that finds no row missed it, unless a later delete came."""
+    for cell in event.cells.values():
+        if isinstance(cell, Cell):
+            if not cell.deleted and not cell.ttl:
+                return True
+        elif any(not e.deleted and not e.ttl for e in cell.elements):
+            return True
+    return False
+
+
+def _older_cells(image: Image, regular: Collection[str], tombstone: int) -> bool:
+    """Whether IMAGE shows a regular cell a row tombstone at TOMBSTONE covers (written at or
+    before it): then the replica read has not received the tombstone."""
+    return any(t <= tombstone for n, t in image.write_times.items() if n in regular)
+
+
+def _after_tombstone(image: Image, regular: Collection[str], tombstone: int) -> Image | None:
+    """IMAGE as a row tombstone at TOMBSTONE leaves it: its regular cells written at or before
+    the tombstone gone (null); None when none is left, the row deleted. What a replica that
+    has the tombstone shows, from one that has not (every other cell as it read it)."""
+    gone = {n for n, t in image.write_times.items() if n in regular and t <= tombstone}
+    if not gone:
+        return image
+    if not any(n in regular and n not in gone for n in image.write_times):
+        return None
+    return Image(image.key, {n: None if n in gone else v for n, v in image.values.items()},
+                 {n: t for n, t in image.write_times.items() if n not in gone},
+                 {n: t for n, t in image.ttls.items() if n not in gone})
 
 
 def _shadowed(write_times: Iterable[int], tombstone: int) -> bool:
@@ -428,7 +462,7 @@ class RowImages:
         out: list[list[RowOp] | None] = []
         for event, table in zip(events, tables, strict=True):
             hit = images.get((table.id, event.partition_key[table.partition_key[0].name]))
-            if hit is None or not _reflects(event, hit[0]):
+            if hit is None or not _reflects(event, hit[0], table.regular_names):
                 out.append(None)
                 continue
             out.append([self._upsert(table, hit[0], event, Source(event.node, event.position),
@@ -480,7 +514,13 @@ class RowImages:
 
     def _row(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         key = {**event.partition_key, **event.clustering}
-        image, as_of = self._read_until_reflected(event, lambda: self._reader.row(table, key))
+        image, as_of = self._read_until_reflected(event, lambda: self._reader.row(table, key),
+                                                  table.regular_names)
+        if image is not None and as_of is None and event.kind is ChangeKind.ROW_DELETE and \
+                event.deletion is not None:
+            # Stale: the replicas read lack the delete. The row as the delete leaves it.
+            image = _after_tombstone(image, table.regular_names,
+                                     event.deletion.marked_for_delete_at)
         if image is None:
             return [RowDelete(table.keyspace, table.name, key, as_of or _event_time(event),
                               source)]
@@ -505,7 +545,7 @@ class RowImages:
     def _static(self, event: ChangeEvent, table: TableSchema, source: Source) -> list[RowOp]:
         key = dict(event.partition_key)
         image, as_of = self._read_until_reflected(
-            event, lambda: self._reader.statics(table, key))
+            event, lambda: self._reader.statics(table, key), table.regular_names)
         if image is None or not image.write_times:
             return [RowDelete(table.keyspace, table.name, key, as_of or _event_time(event),
                               source, static=True)]
@@ -534,10 +574,13 @@ class RowImages:
         regular = table.regular_names
         as_of = self._clock.now()
         for image in self._reader.partition(table, event.partition_key):
-            if covered(image.key) and _shadowed(
-                    (t for n, t in image.write_times.items() if n in regular), tombstone):
+            if covered(image.key) and _older_cells(image, regular, tombstone):
+                # A replica without the tombstone: the cells it covers are gone in
+                # Cassandra, the ones written after it are not.
                 STALE_READS.inc()
-                continue
+                image = _after_tombstone(image, regular, tombstone)
+                if image is None:
+                    continue
             ops.append(self._upsert(table, image, event, source, with_statics=False,
                                     as_of=as_of))
         if whole and table_has_statics(table):
@@ -579,19 +622,20 @@ class RowImages:
             op = dataclasses.replace(op, expires=min(ends, op.expires or ends))
         return op
 
-    def _read_until_reflected(self, event: ChangeEvent, read: Callable[[], Image | None]
-                              ) -> tuple[Image | None, int | None]:
+    def _read_until_reflected(self, event: ChangeEvent, read: Callable[[], Image | None],
+                              regular: Collection[str]) -> tuple[Image | None, int | None]:
         """(image, the time its read started) once a read reflects EVENT; after the last
-        attempt (image, None): a stale image, versioned by its own write times."""
+        attempt (image, None): a stale image, versioned by its own write times. REGULAR: the
+        table's regular columns."""
         as_of = self._clock.now()
         image = read()
         for attempt in range(1, self._attempts):
-            if _reflects(event, image):
+            if _reflects(event, image, regular):
                 return image, as_of
             time.sleep(self._backoff * attempt)
             as_of = self._clock.now()
             image = read()
-        if _reflects(event, image):
+        if _reflects(event, image, regular):
             return image, as_of
         STALE_READS.inc()
         # Debug, not warning: a row inserted then deleted looks the same (absent) as a row a

@@ -417,10 +417,14 @@ def test_rows_a_tombstone_covers_are_not_sent_back_from_a_replica_without_it(
         ("RangeDelete", False, None)]
     assert rows(images.operations(one_key_delete)) == [
         ("RangeDelete", False, None), ("RowUpsert", False, None)]
-    # A row delete or cell delete the read does not show: stale, versioned by write times.
+    # A row delete the read does not show: stale, the row as the delete leaves it (its only
+    # regular cell covered: deleted, at the delete's time). A cell delete: stale, versioned by
+    # write times.
+    (stale,) = images.operations(_with_tombstone(row_delete, 2000))
+    assert isinstance(stale, RowDelete) and stale.version == 2000
+    (stale,) = images.operations(_with_tombstone(cell_delete, 2000))
+    assert isinstance(stale, RowUpsert) and stale.version == 1000
     for event in (row_delete, cell_delete):
-        (stale,) = images.operations(_with_tombstone(event, 2000))
-        assert isinstance(stale, RowUpsert) and stale.version == 1000, event
         (fresh,) = images.operations(event)
         assert fresh.version > 1_000_000_000_000_000  # reflected: a read time
 
@@ -507,3 +511,57 @@ def test_a_keyless_expiry_of_a_table_never_known_is_counted_and_logged_once(capl
     label = {"table": str(known.id)}
     assert knowing.operations(ExpiryDue(known.id, {}, {}, False, 0)) == []
     assert REGISTRY.get_sample_value("cdc_readback_dropped_table_expiries_total", label) == 1
+
+
+# --- what a read reflects (no server: events and images as the capture and the reader give) --
+
+def _event(kind, cells=None, liveness=None, deletion=None):
+    import uuid
+
+    from connectors.cassandra.events import ChangeEvent, ChangeKind, Position
+
+    return ChangeEvent("n1", Position(1, 1), 0, "ks", "t", uuid.uuid4(), ChangeKind[kind],
+                       {"p": 1}, {"c": 1}, cells or {}, liveness, deletion, False, None, None,
+                       b"")
+
+
+def test_an_update_read_back_as_no_row_is_not_reflected() -> None:
+    """An UPDATE has no liveness, but a value it writes (without a TTL) makes the row live: a
+    read finding no row has missed it (retried, then stale), where it became a delete at the
+    read's time. Writing only nulls, or values that expire, may leave no row: accepted."""
+    from connectors.cassandra.events import Cell, CellElement, ComplexCell
+    from operators.readback import _reflects
+
+    regular = {"v", "w"}
+    assert not _reflects(_event("UPSERT", {"v": Cell(5, 300)}), None, regular)
+    assert not _reflects(_event("UPSERT", {"v": ComplexCell(None, (
+        CellElement("x", None, 300),))}), None, regular)
+    assert _reflects(_event("UPSERT", {"v": Cell(None, 300, deleted=True)}), None, regular)
+    assert _reflects(_event("UPSERT", {"v": Cell(5, 300, ttl=60)}), None, regular)
+
+
+def test_a_row_delete_is_reflected_only_by_a_read_without_the_cells_it_covers() -> None:
+    """A replica with a row tombstone at T shows no regular cell written at or before T. One
+    such cell (not all of them) says the replica lacks it; static cells are the partition's
+    and say nothing."""
+    from connectors.cassandra.events import Deletion
+    from connectors.cassandra.images import Image
+    from operators.readback import _after_tombstone, _reflects
+
+    regular = {"a", "b"}
+    delete = _event("ROW_DELETE", deletion=Deletion(2000, 0))
+    mixed = Image({"p": 1, "c": 1}, {"a": "old", "b": "new", "s": "x"},
+                  {"a": 1000, "b": 3000, "s": 3000})
+    assert not _reflects(delete, mixed, regular)
+    assert not _reflects(delete, Image({}, {"a": "old", "s": "x"}, {"a": 1000, "s": 3000}),
+                         regular)
+    assert _reflects(delete, Image({}, {"b": "new", "s": "x"}, {"b": 3000, "s": 1000}),
+                     regular)
+    # The row as the tombstone leaves it: the covered cell gone, the later one and the
+    # static one as read; nothing regular left: no row.
+    after = _after_tombstone(mixed, regular, 2000)
+    assert (after.values, after.write_times) == ({"a": None, "b": "new", "s": "x"},
+                                                 {"b": 3000, "s": 3000})
+    assert _after_tombstone(Image({}, {"a": 1, "s": 2}, {"a": 1000, "s": 3000}),
+                            regular, 2000) is None
+    assert _after_tombstone(mixed, regular, 500) is mixed
