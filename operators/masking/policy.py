@@ -8,6 +8,7 @@ Built from the ``masking`` section of the configuration (see config/masking.exam
       "tokenize": {"mount": "transit", "key": "cdc-tokenization", "key_version": 1,
                    "cache_entries": 100000},
       "unclassified_strategy": "hmac",
+      "unlisted": "detect",
       "tables": {
         "<keyspace>": {
           "<table>": {
@@ -27,11 +28,16 @@ Column entries:
   id in two tables) name the same context.
 - ``_comment`` is allowed in every object and ignored.
 
-Columns the policy does not list: masked with ``unclassified_strategy`` (``hmac`` unless set;
-``pass`` is not allowed) when their name looks like PII/PHI (classify.py), passed through
-otherwise. ``hmac.key`` must be a secret reference (``openbao:path#field``, ``env:NAME`` or
-``file:path``, see connectors/secrets.py), never a key; it is required when anything (including
-the fail-closed default) uses hmac, and ``tokenize`` when anything tokenizes.
+Columns the policy does not list (a new column, a renamed one, a new table): with ``"unlisted":
+"detect"`` (the default) masked with ``unclassified_strategy`` (``hmac`` unless set; ``pass`` is
+not allowed) when their name looks like PII/PHI (classify.py), passed through otherwise; with
+``"unlisted": "mask"`` every one is masked with ``unclassified_strategy`` (fail-closed: a column
+renamed from ``ssn`` to ``national_id``, or a UDT holding an e-mail address, never leaves in
+clear; list the columns that may pass, with a reason).
+
+``hmac.key`` must be a secret reference (``openbao:path#field``, ``env:NAME`` or ``file:path``,
+see connectors/secrets.py), never a key; it is required when anything (including the
+fail-closed default) uses hmac, and ``tokenize`` when anything tokenizes.
 
 Errors are `ConfigError`s naming the exact key path and the problem. They quote keys, class and
 strategy names; never reasons or anything given where a secret reference was expected.
@@ -61,6 +67,7 @@ __all__ = [
     "MaskingPolicy",
     "Strategy",
     "TransitSettings",
+    "Unlisted",
     "load_policy",
 ]
 
@@ -122,6 +129,14 @@ class Basis(enum.StrEnum):
     POLICY = "policy"      # the policy lists the column
     DETECTED = "detected"  # not listed, name looks sensitive: masked fail-closed
     UNLISTED = "unlisted"  # not listed, name does not look sensitive: passes through
+    UNLISTED_MASKED = "unlisted_masked"  # not listed, the policy masks every such column
+
+
+class Unlisted(enum.StrEnum):
+    """What happens to a column the policy does not list."""
+
+    DETECT = "detect"  # masked if its name looks sensitive, else passed through
+    MASK = "mask"      # masked, whatever its name
 
 
 @dataclass(frozen=True)
@@ -174,20 +189,22 @@ class MaskingPolicy:
     tokenize: TransitSettings | None
     unclassified_strategy: Strategy = Strategy.HMAC
     root: str = "masking"
+    unlisted: Unlisted = Unlisted.DETECT
 
     def rule_for(self, keyspace: str, table: str, column: str) -> ColumnRule:
-        """The column's rule: the policy's entry, else fail-closed detection, else pass."""
+        """The column's rule: the policy's entry, else fail-closed detection (or, with
+        `unlisted` mask, masking whatever the name), else pass."""
         listed = self.columns.get((keyspace, table, column))
         if listed is not None:
             return listed
         term = sensitive_term(column)
-        if term is None:
+        if term is None and self.unlisted is Unlisted.DETECT:
             return ColumnRule(Strategy.PASS, DataClass.NONE, Basis.UNLISTED)
         strategy = self.unclassified_strategy
         return ColumnRule(
             strategy,
             DataClass.UNCLASSIFIED,
-            Basis.DETECTED,
+            Basis.DETECTED if term is not None else Basis.UNLISTED_MASKED,
             context=f"{keyspace}.{table}.{column}" if strategy is Strategy.TOKENIZE else None,
             matched=term,
         )
@@ -304,7 +321,8 @@ class _Builder:
     def policy(self, section: Any) -> MaskingPolicy:
         root = self.root
         section = self.mapping(section, root, "an object")
-        self.keys(section, root, ("version", "hmac", "tokenize", "unclassified_strategy", "tables"))
+        self.keys(section, root, ("version", "hmac", "tokenize", "unclassified_strategy",
+                                  "unlisted", "tables"))
         version = section.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
             raise ConfigError(
@@ -317,6 +335,13 @@ class _Builder:
             unclassified = self.strategy(
                 section["unclassified_strategy"], f"{root}.unclassified_strategy", allowed
             )
+
+        unlisted = Unlisted.DETECT
+        if "unlisted" in section:
+            choices = tuple(u.value for u in Unlisted)
+            if section["unlisted"] not in choices:
+                raise ConfigError(f"{root}.unlisted", f"must be one of {', '.join(choices)}")
+            unlisted = Unlisted(section["unlisted"])
 
         columns: dict[tuple[str, str, str], ColumnRule] = {}
         tables_path = f"{root}.tables"
@@ -346,7 +371,8 @@ class _Builder:
         tokenize = None
         if "tokenize" in section or Strategy.TOKENIZE in strategies:
             tokenize = self.transit(section.get("tokenize"), f"{root}.tokenize")
-        return MaskingPolicy(MappingProxyType(columns), hmac, tokenize, unclassified, root)
+        return MaskingPolicy(MappingProxyType(columns), hmac, tokenize, unclassified, root,
+                             unlisted)
 
     def strategy(
         self, value: Any, path: str, allowed: tuple[Strategy, ...] = tuple(Strategy)

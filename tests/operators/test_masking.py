@@ -204,6 +204,7 @@ COLUMNS = "masking.tables.clinic.patients.columns"
     (lambda m: m.update(unclassified_strategy="pass"),
      "masking.unclassified_strategy", "'pass' is not one of hmac, tokenize, redact"),
     (lambda m: m.update(version=2), "masking.version", "unsupported"),
+    (lambda m: m.update(unlisted="strict"), "masking.unlisted", "must be one of detect, mask"),
     (lambda m: m.update(colums={}), "masking.colums", "unknown key"),
 ])
 def test_policy_errors_name_the_key_path(change, path, problem):
@@ -295,6 +296,32 @@ def test_unlisted_sensitive_columns_are_masked_fail_closed(masker, openbao_hmac_
     # The log names the column and where to classify it; never a value.
     assert "clinic.patients.contact_email" in caplog.text
     assert "ana@example.org" not in caplog.text and "1980-02-03" not in caplog.text
+
+
+def test_with_unlisted_mask_every_column_the_policy_does_not_list_is_masked(
+        masker, openbao_hmac_key):
+    """The name heuristic misses a PII column renamed to a plain name, or a UDT holding an
+    e-mail address: with "unlisted": "mask", no column the policy does not list leaves in
+    clear, whatever its name; listed exemptions still pass."""
+    mapping = policy_mapping()
+    mapping["unlisted"] = "mask"
+    policy = MaskingPolicy.from_mapping(mapping)
+    audits: list[BatchAudit] = []
+    strict = Masker(policy, SecretResolver(), audit=audits.append,
+                    tokenizer=OpenBaoTransitTokenizer(policy.tokenize))
+    row = {"national_id": "123-45-6789", "notes": "call Ana", "hostname": "ws-12",
+           "lab_name": "Acme Labs"}
+    (out,) = strict.mask_rows("clinic", "patients", [row])
+    assert out["national_id"] == reference_hmac(openbao_hmac_key, "123-45-6789")
+    assert out["notes"] == reference_hmac(openbao_hmac_key, "call Ana")
+    assert out["hostname"] == reference_hmac(openbao_hmac_key, "ws-12")
+    assert out["lab_name"] == "Acme Labs"  # listed, class none, with its reason
+    by_column = {c.column: c.basis for c in audits[0].columns}
+    assert by_column["notes"] is Basis.UNLISTED_MASKED
+    assert by_column["lab_name"] is Basis.POLICY
+    # The default stays the name heuristic.
+    (plain,) = masker.mask_rows("clinic", "patients", [{"notes": "call Ana"}])
+    assert plain["notes"] == "call Ana"
 
 
 def test_the_fail_closed_default_can_be_tokenize(openbao_env):
