@@ -116,6 +116,8 @@ class PipelineSettings:
     spool_dir: Path | None = None
     # Undrained bytes per destination partition past which the flow waits (back-pressure).
     spool_max_bytes: int = 1024 * 1024 * 1024
+    # The masking audit trail (connectors/audit_trail.py); None: "audit" beside dead_letter_dir.
+    audit_dir: Path | None = None
 
 
 def load(path: str | Path | None = None) -> PipelineSettings:
@@ -163,6 +165,7 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
         initial_load=_initial_load(root.section("initial_load", default={})),
         spool_dir=root.path("spool_dir", default=str(dead_letter_dir.parent / "spool")),
         spool_max_bytes=root.integer("spool_max_mb", default=1024, low=1) * 1024 * 1024,
+        audit_dir=root.path("audit_dir", default=str(dead_letter_dir.parent / "audit")),
     )
     cassandra.done()
     root.done()

@@ -6,11 +6,13 @@ and the read-back reader are made here lazily, once per process, from the settin
 
 from __future__ import annotations
 
+import atexit
 import threading
 from functools import cached_property
 
 from cassandra import ConsistencyLevel
 
+from connectors.audit_trail import AuditTrail
 from connectors.cassandra.expiry import ExpirySchedule, ExpirySource
 from connectors.cassandra.schema import SchemaRegistry, TableSchema
 from connectors.cassandra.session import open_session
@@ -128,12 +130,21 @@ class Runtime:
         return load_policy(self.settings.masking_policy)
 
     @cached_property
+    def audit_trail(self) -> AuditTrail:
+        """What every masked batch did, column by column (connectors/audit_trail.py); synced
+        at the process's exit."""
+        settings = self.settings
+        trail = AuditTrail(settings.audit_dir or settings.dead_letter_dir.parent / "audit")
+        atexit.register(trail.close)
+        return trail
+
+    @cached_property
     def masker(self) -> Masker:
         policy = self.policy
         tokenizer: Tokenizer = OpenBaoTransitTokenizer(policy.tokenize)
         if policy.tokenize is not None and policy.tokenize.cache_entries:
             tokenizer = CachedTokenizer(tokenizer, max_entries=policy.tokenize.cache_entries)
-        return Masker(policy, self.secrets, tokenizer)
+        return Masker(policy, self.secrets, tokenizer, audit=self.audit_trail.record)
 
     def masked_types(self, keyspace: str, name: str) -> dict[str, str]:
         table = self.table(keyspace, name)

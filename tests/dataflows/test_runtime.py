@@ -39,3 +39,36 @@ def test_a_table_created_again_under_its_name_is_looked_up_as_the_new_one() -> N
     assert {t.id for t in registry.tables()} == {old, new}  # both kept
     found = runtime.table("ks", "t")
     assert found.id == new and found.clustering[0].order is ClusteringOrder.DESC
+
+
+def test_every_masked_batch_is_in_the_audit_trail(tmp_path, monkeypatch) -> None:
+    """The running pipeline's masker records each batch in the audit trail: per column its
+    strategy, class, basis and counts, never a value (the audit hook used to be wired in
+    tests only). The file is the owner's only."""
+    import json
+    import stat
+
+    from dataflows.config import parse
+
+    monkeypatch.setenv("MASKING_KEY", "k" * 40)
+    policy = tmp_path / "masking.json"
+    policy.write_text(json.dumps({"masking": {"hmac": {"key": "env:MASKING_KEY"}, "tables": {
+        "clinic": {"patients": {"columns": {"email": {"class": "email", "strategy": "hmac"}}}}}}}))
+    config = json.loads(EXAMPLE.read_text())
+    config.update(masking_policy=str(policy), audit_dir=str(tmp_path / "audit"))
+    runtime = Runtime(parse(config, base=EXAMPLE.parent))
+    runtime.masker.mask_rows("clinic", "patients", [
+        {"email": "ana@example.org", "status": "active"}, {"email": None, "status": "x"}])
+    runtime.audit_trail.close()
+
+    (path,) = (tmp_path / "audit").glob("masking-audit-*.jsonl")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "ana@example.org" not in text and "active" not in text
+    (record,) = [json.loads(line) for line in text.splitlines()]
+    assert (record["keyspace"], record["table"], record["rows"]) == ("clinic", "patients", 2)
+    assert record["columns"] == [
+        {"column": "email", "strategy": "hmac", "class": "email", "basis": "policy",
+         "values": 1, "nulls": 1},
+        {"column": "status", "strategy": "pass", "class": "none", "basis": "unlisted",
+         "values": 2, "nulls": 0}]

@@ -1,0 +1,86 @@
+"""The masking audit trail: what each masked batch did, column by column, as JSON lines.
+
+The masking step calls `AuditTrail.record` with every batch's `BatchAudit`
+(operators/masking/masker.py): the table, how many rows, and per column its strategy, data
+class, why (listed in the policy, detected by name, unlisted) and how many values and NULLs it
+had. No value, no key, no token is in it: it says how data left, not what left, so it can be
+kept and read where the data may not be.
+
+One file per process, ``<directory>/masking-audit-<pid>.jsonl`` (appended, the owner's only,
+0600 in a 0700 directory). Each record is written and flushed as its batch is masked, and
+fsynced at most once a second (and at close): a crash can lose the last second of records, and
+a replayed epoch writes its batches' records again (at-least-once, as the dead letters).
+Rotating and keeping the files is the operator's (they only grow; `copytruncate` works, since
+every write appends).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from operators.masking import BatchAudit
+
+__all__ = ["AuditTrail"]
+
+SYNC_INTERVAL = 1.0  # seconds between fsyncs
+
+
+class AuditTrail:
+    """Appends `BatchAudit` records to this process's audit file (see the module docstring).
+    Thread-safe: a process's workers share it."""
+
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._file = None
+        self._synced = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"masking-audit-{os.getpid()}.jsonl"
+
+    def record(self, audit: BatchAudit) -> None:
+        line = orjson.dumps({
+            "at": self._clock(), "keyspace": audit.keyspace, "table": audit.table,
+            "rows": audit.rows,
+            "columns": [{"column": c.column, "strategy": str(c.strategy),
+                         "class": str(c.data_class), "basis": str(c.basis),
+                         "values": c.values, "nulls": c.nulls} for c in audit.columns],
+        }) + b"\n"
+        with self._lock:
+            file = self._open()
+            file.write(line)
+            file.flush()
+            now = self._monotonic()
+            if now - self._synced >= SYNC_INTERVAL:
+                os.fsync(file.fileno())
+                self._synced = now
+
+    def _open(self):
+        if self._file is None:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._file = os.fdopen(fd, "ab")
+        return self._file
+
+    def close(self) -> None:
+        with self._lock:
+            file, self._file = self._file, None
+        if file is not None:
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
