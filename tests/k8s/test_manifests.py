@@ -55,3 +55,21 @@ def test_addresses_name_every_replica_and_the_pods_run_unprivileged(resources):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert not any("PASSWORD" in name or "TOKEN=" in (value or "") for name, value in env.items())
+
+
+def test_only_the_pipelines_pods_reach_the_workers_exchange(resources):
+    """Bytewax's exchange (port 9999) is plaintext and carries change data before masking:
+    the NetworkPolicy admits the pipeline's own pods to it, and nothing else; metrics and
+    health stay open. Every port the container opens is covered by a rule."""
+    policy = resources["NetworkPolicy/cassandra-cdc-workers"]["spec"]
+    pod_labels = resources["StatefulSet/cassandra-cdc"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    by_port = {port["port"]: rule for rule in policy["ingress"] for port in rule["ports"]}
+    exchange = by_port[9999]
+    assert [peer["podSelector"]["matchLabels"] for peer in exchange["from"]] == [
+        policy["podSelector"]["matchLabels"]]
+    assert "from" not in by_port[3030] and "from" not in by_port[8080]
+    container = next(c for c in resources["StatefulSet/cassandra-cdc"]["spec"]["template"][
+        "spec"]["containers"] if c["name"] == "pipeline")
+    assert {p["containerPort"] for p in container["ports"]} == set(by_port)
