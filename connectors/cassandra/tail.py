@@ -20,19 +20,26 @@ Which bytes of a segment may be read (cassandra-cdc.md section 1):
 
 Segments are visited in id order (ids grow with time on one node); a segment that disappears
 between listing and reading (deleted by its owner after full consumption) is skipped only if the
-cursor is already past it; otherwise that is an error: the consumer must not lose it.
+cursor is already past it; otherwise that is an error: the consumer must not lose it. Except a
+segment read without an idx of its own (a later one has one): Cassandra links every segment
+into cdc_raw and deletes the link of one that holds no CDC data when it discards it (a flush,
+or the replay after a restart), so its disappearing loses nothing the capture wanted, and
+waiting for it would stop the node's capture for good (and fill cdc_raw).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from connectors.cassandra.cdc_index import CdcIndex, IndexNotReady, read_cdc_index
 from connectors.cassandra.segment import Entry, ReadError, read_segment
+
+log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^CommitLog-(\d+)-(\d+)\.log$")
 
@@ -48,6 +55,9 @@ class Cursor:
     segment_id: int
     offset: int = 0
     done: bool = False
+    # The segment is being read without an idx of its own: its deletion by Cassandra means it
+    # held no CDC data (see the module docstring). Not part of the order.
+    unindexed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def poll(store: SegmentStore, position: Cursor | None, *, max_records: int) -> B
     """Up to MAX_RECORDS records after POSITION (None: from the oldest segment present)."""
     records: list[Entry | ReadError] = []
     segments = store.segments()
-    _check_not_vanished(segments, position)
+    position = _check_not_vanished(segments, position)
     if position is None:
         if not segments:
             return Batch(records, Cursor(0, 0, True), caught_up=True)
@@ -140,12 +150,15 @@ def poll(store: SegmentStore, position: Cursor | None, *, max_records: int) -> B
             continue
         if segment.segment_id > position.segment_id:
             position = Cursor(segment.segment_id)
-        limit = _read_limit(store, segment, segments[index + 1 :])
+        limit, indexed = _read_limit(store, segment, segments[index + 1 :])
         if limit is _NOT_READABLE:
             return Batch(records, position, caught_up=True)
+        position = replace(position, unindexed=not indexed)
         start = position.offset or None
-        reader = _records(segment, start, limit)
+        reader = _records(segment, start, limit, position)
         for record in reader:
+            if record is _DISCARDED:
+                break  # gone with no CDC data in it (see the module docstring)
             records.append(record)
             position = _after(position, record)
             if len(records) >= max_records:
@@ -161,43 +174,62 @@ def poll(store: SegmentStore, position: Cursor | None, *, max_records: int) -> B
 
 
 _NOT_READABLE = object()
+_DISCARDED = object()  # what _records gives for a segment without idx that Cassandra deleted
 
 
 def _read_limit(store: SegmentStore, segment: SegmentFile, later: list[SegmentFile]):
-    """The read_segment limit for SEGMENT now, or _NOT_READABLE (see the module docstring)."""
+    """(the read_segment limit for SEGMENT now, or _NOT_READABLE (see the module docstring);
+    whether the segment has an idx of its own)."""
     index = store.index(segment)
-    if isinstance(index, CdcIndex) and index.completed:
-        return None
+    indexed = isinstance(index, CdcIndex)
+    if indexed and index.completed:
+        return None, True
     if any(isinstance(store.index(successor), CdcIndex) for successor in later):
-        return None  # closed (see the module docstring): final, read to its end marker
-    return index.offset if isinstance(index, CdcIndex) else _NOT_READABLE
+        return None, indexed  # closed (see the module docstring): final, read to its end
+    return (index.offset if indexed else _NOT_READABLE), indexed
 
 
-def _records(segment: SegmentFile, start: int | None, limit: int | None) -> Iterator:
+def _records(segment: SegmentFile, start: int | None, limit: int | None,
+             position: Cursor) -> Iterator:
     try:
         yield from read_segment(segment.path, start=start, limit=limit)
     except FileNotFoundError:
+        if position.unindexed:
+            _log_discarded(segment.segment_id, position.offset)
+            yield _DISCARDED
+            return
         raise SegmentVanishedError(
             f"{segment.path} disappeared before it was fully read") from None
 
 
 def _after(position: Cursor, record: Entry | ReadError) -> Cursor:
     if isinstance(record, Entry):
-        return Cursor(record.segment_id, record.end)
+        return replace(position, offset=record.end)
     if record.resume_at is None:  # nothing after a terminal error is readable: segment over
         return replace(position, done=True)
-    return Cursor(position.segment_id, record.resume_at)
+    return replace(position, offset=record.resume_at)
 
 
-def _check_not_vanished(segments: list[SegmentFile], position: Cursor | None) -> None:
-    # A segment deleted under a cursor that had started on it and not finished it means changes
-    # were lost upstream (cdc_block_writes false, or a person): say so rather than jump ahead.
+def _check_not_vanished(segments: list[SegmentFile], position: Cursor | None) -> Cursor | None:
+    """POSITION, or past its segment if Cassandra deleted it holding no CDC data. A segment
+    deleted under a cursor that had started on it and not finished it otherwise means changes
+    were lost upstream (cdc_block_writes false, or a person): say so rather than jump ahead."""
     if position is None or position.done or position.offset == 0:
-        return
+        return position
     if position.segment_id not in {s.segment_id for s in segments}:
+        if position.unindexed:
+            _log_discarded(position.segment_id, position.offset)
+            return replace(position, done=True)
         raise SegmentVanishedError(
             f"segment {position.segment_id} was deleted before it was fully read "
             f"(the cursor was at offset {position.offset})")
+    return position
+
+
+def _log_discarded(segment_id: int, offset: int) -> None:
+    log.info("segment %d, read without an idx of its own up to offset %d, was deleted by "
+             "Cassandra: it held no CDC data; reading goes on with the next segment",
+             segment_id, offset)
 
 
 def end_cursor(store: SegmentStore) -> Cursor | None:

@@ -147,6 +147,53 @@ def test_a_deleted_unfinished_segment_is_an_error_not_a_jump(node):
         poll(node.store, batch.position, max_records=10)
 
 
+def _poll_deleting_on_read(node, position):
+    """poll() from POSITION, its segment deleted as it is opened for reading."""
+    import connectors.cassandra.tail as tail
+
+    real = tail.read_segment
+
+    def vanishing(path, **kwargs):
+        if path.name.endswith(f"-{position.segment_id}.log"):
+            path.unlink()
+        return real(path, **kwargs)
+
+    tail.read_segment = vanishing
+    try:
+        return poll(node.store, position, max_records=10).records
+    finally:
+        tail.read_segment = real
+
+
+def test_a_segment_without_idx_that_cassandra_deletes_mid_read_is_passed(node, caplog):
+    """A segment with no idx of its own is read because a later one has an idx. Cassandra
+    deletes such a segment's cdc_raw link when it discards it holding no CDC data (a flush, a
+    restart's replay): gone under the cursor, mid-read or between polls, it loses nothing, and
+    the capture goes on with the next segment instead of failing on it at every start."""
+    caplog.set_level("INFO", logger="connectors.cassandra.tail")
+    for gone_between_polls in (True, False):
+        first, second = node.segment(60 + 2 * gone_between_polls), \
+            node.segment(61 + 2 * gone_between_polls)
+        for payload in (b"a.............", b"b.............", b"c............."):
+            first.add(payload)
+        first.sync()
+        node.flush(first, None)  # no idx: no CDC data in it
+        second.add(b"cdc...........")
+        node.flush(second, str(second.sync()))
+        batch = poll(node.store, None if gone_between_polls else Cursor(first.segment_id),
+                     max_records=1)
+        assert mutations(batch.records) == [b"a............."]
+        if gone_between_polls:
+            (node.directory / first.file_name()).unlink()
+            records, _ = drain(node.store, batch.position)
+        else:  # deleted while the next poll reads it
+            records = _poll_deleting_on_read(node, batch.position)
+        assert mutations(records) == [b"cdc..........."], gone_between_polls
+        (node.directory / second.file_name()).unlink()
+        (node.directory / second.file_name().replace(".log", "_cdc.idx")).unlink()
+    assert "held no CDC data" in caplog.text
+
+
 def test_deleting_finished_segments_keeps_the_cursor_valid(node):
     first, second = node.segment(30), node.segment(31)
     first.add(b"x.............")
