@@ -521,7 +521,7 @@ class _SegmentScan:
         if self.limit is not None and next_pos > self.limit:
             return None  # section not durable according to the index: later
         yield from self._section(pos, pos, next_pos, next_pos, None)
-        if next_pos <= self.start:
+        if next_pos <= self.start and self._marker_at(next_pos):
             return next_pos  # wholly before the resume position: not even read
         content = self._read(pos + MARKER_SIZE, next_pos - pos - MARKER_SIZE)
         return (
@@ -534,6 +534,18 @@ class _SegmentScan:
                 marker_pos=pos,
             )
         )
+
+    def _marker_at(self, pos: int) -> bool:
+        """Whether a sync marker checks out at POS (or the segment ends there). A marker's CRC
+        does not cover its nextMarker field, so a section is skipped on that field's word only
+        when the marker it points at checks out: a damaged one pointing into an entry made a
+        resumed read skip to there, take its errors for ones already reported (they lie before
+        the resume position) and lose the rest of the segment without a record. Otherwise the
+        section is walked entry by entry, as the first read did."""
+        raw = self._read(pos, MARKER_SIZE)
+        if len(raw) < MARKER_SIZE:
+            return not any(raw)  # no room for a marker: the segment ends
+        return raw == _ZERO_MARKER or self._marker_ok(pos, raw)
 
     def _zero_marker(self, pos: int) -> Generator[ReadError, None, None]:
         # (0, 0) ends a segment; the index never points past the last marker, so one below the

@@ -679,6 +679,31 @@ def test_uncompressed_marker_next_position_too_small(tmp_path: Path) -> None:
     assert list(read_segment(path, start=error.resume_at, limit=offsets[-1])) == records[2:]
 
 
+@pytest.mark.parametrize("damage", ["too small", "too large"])
+def test_a_read_resumed_after_any_entry_of_a_damaged_marker_section_gives_the_rest(
+        tmp_path: Path, damage: str) -> None:
+    """A marker's nextMarker field is not covered by its CRC. The first read finds the damage
+    and walks on entry by entry; a read resumed after any entry (a poll's max_records, a
+    restart) must give exactly the entries after it, not skip to the damaged position, take
+    what it finds there for errors already reported, and end the segment there. (The error
+    about the marker is reported where it is found, after entries; a read resumed after
+    those entries leaves it out, as one that lies before its start.)"""
+    writer = SegmentWriter(SEGMENT_ID)
+    offsets = fill(writer, [3, 2, 2])
+    data = bytearray(writer.data())
+    header_end = len(writer.header)
+    wrong = writer.entries[1].start + 5 if damage == "too small" else offsets[1] + 16
+    data[header_end : header_end + 4] = struct.pack(">i", wrong)
+    path = save(tmp_path, writer, bytes(data))
+    records = list(read_segment(path, limit=offsets[-1]))
+    assert as_tuples(records) == expected(writer)
+    entries = [r for r in records if not isinstance(r, ReadError)]
+    for index, entry in enumerate(entries):
+        resumed = list(read_segment(path, start=entry.end, limit=offsets[-1]))
+        assert [r for r in resumed if not isinstance(r, ReadError)] == entries[index + 1:], (
+            index, entry.end)
+
+
 def test_uncompressed_marker_next_position_too_large(tmp_path: Path) -> None:
     writer = SegmentWriter(SEGMENT_ID)
     offsets = fill(writer, [3, 2, 1])
