@@ -81,22 +81,37 @@ def create_statements(database: str, layout: TableLayout) -> list[str]:
 
 
 def _columns_of(client: Client, database: str, table: str) -> list[str]:
-    return [name for (name,) in client.query(
-        "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
-        parameters={"d": database, "t": table}).result_rows]
+    return [name for name, _ in _columns_and_sort_key(client, database, table)]
+
+
+def _columns_and_sort_key(client: Client, database: str, table: str) -> list[tuple[str, int]]:
+    return [(name, in_key) for name, in_key in client.query(
+        "SELECT name, is_in_sorting_key FROM system.columns WHERE database = %(d)s AND"
+        " table = %(t)s", parameters={"d": database, "t": table}).result_rows]
 
 
 def _add_missing(client: Client, database: str, table: str, key: tuple[Column, ...],
                  values: tuple[Column, ...]) -> None:
     """Add the value columns TABLE lacks; a key column it lacks (Cassandra renamed a
-    primary-key column; 18.16 cannot rename columns) is a LayoutError naming it."""
-    existing = set(_columns_of(client, database, table))
+    primary-key column; 18.16 cannot rename columns) is a LayoutError naming it. So is a sort
+    key other than the layout's (a table dropped and created again with another primary key):
+    FINAL would merge rows Cassandra keeps apart, or keep apart versions of one row."""
+    columns = _columns_and_sort_key(client, database, table)
+    existing = {name for name, _ in columns}
     missing_key = [c.ch_name for c in key if c.ch_name not in existing]
     if missing_key:
         raise LayoutError(
             f"{database}.{table} has no sort-key column {missing_key[0]!r}: was a primary-key "
             "column renamed in Cassandra? ClickHouse 18.16 cannot rename a column; recreate "
             "the table (docs/schema-evolution.md)")
+    sort_key = {name for name, in_key in columns if in_key}
+    wanted = {c.ch_name for c in key}
+    if sort_key != wanted:
+        raise LayoutError(
+            f"{database}.{table} is sorted by ({', '.join(sorted(sort_key))}), the Cassandra "
+            f"table's primary key is ({', '.join(sorted(wanted))}): was it dropped and created "
+            "again with another primary key? FINAL would merge the wrong rows; move or drop "
+            "the destination table (and its view), then restart (docs/schema-evolution.md)")
     for c in values:
         if c.ch_name in existing:
             continue

@@ -119,10 +119,23 @@ def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> set[
     return {name for (name,) in rows}
 
 
+def _primary_key(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_catalog.pg_index i"
+        " JOIN pg_catalog.pg_class c ON c.oid = i.indrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)"
+        " WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary",
+        (schema, table)).fetchall()
+    return {name for (name,) in rows}
+
+
 def _add_missing(conn: psycopg.Connection, schema: str, table: str,
                  key: tuple[Column, ...], values: tuple[Column, ...]) -> None:
     """Add the value columns TABLE lacks; a key column it lacks (Cassandra renamed a
-    primary-key column) cannot be added to a primary key: LayoutError naming it."""
+    primary-key column) cannot be added to a primary key: LayoutError naming it. So is a
+    primary key other than the layout's (a table dropped and created again with another
+    key): its rows would be matched by the wrong columns."""
     existing = _existing_columns(conn, schema, table)
     missing_key = [c.pg_name for c in key if c.pg_name not in existing]
     if missing_key:
@@ -130,6 +143,15 @@ def _add_missing(conn: psycopg.Connection, schema: str, table: str,
             f"{schema}.{table} has no primary-key column {missing_key[0]!r}: was a "
             "primary-key column renamed in Cassandra? Rename the destination column "
             "(ALTER TABLE ... RENAME COLUMN) to match, then restart (docs/schema-evolution.md)")
+    primary = _primary_key(conn, schema, table)
+    wanted = {c.pg_name for c in key}
+    if primary != wanted:
+        raise LayoutError(
+            f"{schema}.{table} has the primary key ({', '.join(sorted(primary))}), the "
+            f"Cassandra table ({', '.join(sorted(wanted))}): was it dropped and created again "
+            "with another primary key? Its rows would be matched by the wrong columns; move or "
+            "drop the destination table (and its view), then restart "
+            "(docs/schema-evolution.md)")
     for c in values:
         if c.pg_name not in existing:
             conn.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(

@@ -47,3 +47,25 @@ def test_add_and_drop_evolve_the_destination_in_place(env) -> None:
     finally:
         part.close()
         other.close()
+
+
+def test_a_destination_table_with_another_primary_key_is_refused(env) -> None:
+    """A table dropped and created again with another primary key must not write into the
+    old destination table: FINAL would merge its rows by the old sort key."""
+    import pytest
+
+    from connectors.clickhouse._layout import LayoutError
+    from tests.connectors.postgres.test_schema_evolution import rekeyed
+
+    old, new = rekeyed(keyspace=env.ks)
+    current = {"schema": old}
+    part = ClickHouseSink(env.settings, lambda ks, t: current["schema"]).build_part(
+        env.step, "0", None)
+    try:
+        part.write_batch([env.up("rekey", {"k": 1}, {"c": 1}, 10)])
+        current["schema"] = new
+        with pytest.raises(LayoutError, match=r"__rekey is sorted by \(k\), the Cassandra "
+                                              r"table's primary key is \(c, k\)"):
+            part.write_batch([env.up("rekey", {"k": 1, "c": 2}, {}, 20)])
+    finally:
+        part.close()

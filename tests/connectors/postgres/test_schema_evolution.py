@@ -118,3 +118,39 @@ def test_stage_of_an_older_layout_is_not_reused(settings, conn) -> None:
         assert rows(conn, settings.schema, f"{KS}__evo__current", "v, new") == [("b", 1)]
     finally:
         part.close()
+
+
+def rekeyed(keyspace: str = KS) -> tuple[TableSchema, TableSchema]:
+    """One table name, two tables: `c` a regular column, then (dropped and created again)
+    a clustering one."""
+    from tests.connectors.postgres.conftest import schemas
+
+    first = schemas([column("rekey", "k", "partition_key", "int", 0, keyspace=keyspace),
+                     column("rekey", "c", "regular", "int", keyspace=keyspace)])
+    second = schemas([column("rekey", "k", "partition_key", "int", 0, keyspace=keyspace),
+                      column("rekey", "c", "clustering", "int", 0, "asc", keyspace=keyspace)])
+    return first[(keyspace, "rekey")], second[(keyspace, "rekey")]
+
+
+def test_a_destination_table_with_another_primary_key_is_refused(settings, conn) -> None:
+    """A table dropped and created again with another primary key must not write into the
+    old destination table: its rows would be matched by the wrong columns (ON CONFLICT on a
+    key the table has no constraint for, or rows of one key merged)."""
+    import pytest
+
+    from connectors.postgres import LayoutError
+
+    old, new = rekeyed()
+    current = {"schema": old}
+    sink = PostgresSink(settings, lambda ks, t: current["schema"])
+    part = sink.build_part("pg_rekey", "0", None)
+    try:
+        part.write_batch([RowUpsert(KS, "rekey", {"k": 1}, {"c": 1}, 10,
+                                    Source("n1", Position(1, next(_offset))))])
+        current["schema"] = new
+        with pytest.raises(LayoutError, match=r"__rekey has the primary key \(k\), the "
+                                              r"Cassandra table \(c, k\)"):
+            part.write_batch([RowUpsert(KS, "rekey", {"k": 1, "c": 2}, {}, 20,
+                                        Source("n1", Position(1, next(_offset))))])
+    finally:
+        part.close()
