@@ -19,11 +19,12 @@ The schedule (created by the operator: the pipeline has no CREATE permission; se
 `hour` (due // 1 h) keeps each Cassandra partition small. An entry carries its own TTL: a day
 past its due time, so the table cleans itself up.
 
-Exactly once: the source's state is a cursor, (due, table_id, key) of the last entry it
-emitted per bucket, in Bytewax's recovery store. A replay emits entries again, and reading a
-row again is harmless (the image is versioned by when it was read). Entries are written inside
-the row-image step, before its batch leaves, so a snapshot never covers a batch whose entries
-are missing.
+Exactly once: the source's state is a cursor per bucket, in Bytewax's recovery store: the due
+time of the last entry it emitted, without its key (a clear primary key must not leave
+Cassandra), so a restart emits the entries of that millisecond again. A replay emits entries
+again too, and reading a row again is harmless (the image is versioned by when it was read).
+Entries are written inside the row-image step, before its batch leaves, so a snapshot never
+covers a batch whose entries are missing.
 
 Clocks: `due` is never less than a second ahead of the writer's clock, and the source reads
 `grace` seconds behind its own. Clocks further apart than that (NTP keeps them to
@@ -348,7 +349,12 @@ class ExpiryPartition(StatefulSourcePartition[ExpiryDue, Cursor]):
         return self._awake
 
     def snapshot(self) -> Cursor:
-        return self._cursor
+        """Where a restart resumes: before the first entry due at the same millisecond as the
+        last one emitted. Not that entry itself: its key is the row's clear primary key, and
+        the snapshot goes to Bytewax's recovery store, outside Cassandra. The entries of that
+        millisecond are emitted again after a restart, which reads their rows again
+        (harmless: see the module docstring)."""
+        return (self._cursor[0], _MIN_UUID, b"", False)
 
 
 def _timestamp(millis: int) -> datetime:

@@ -93,10 +93,16 @@ def test_entries_come_out_once_when_due_across_hours_and_batches(schedule_keyspa
     (static,) = [d for d in first if d.static]
     assert static.key == static.partition_key == {"id": 99}
     assert drain() == []  # emitted once
-    # A restart resumes each bucket from its snapshot: nothing again, the rest later.
-    parts = {name: source.build_part("step", name, part.snapshot())
-             for name, part in parts.items()}
-    assert drain() == []
+    # A restart resumes each bucket from its snapshot, which holds no key (a clear primary
+    # key would leave Cassandra for the recovery store): the entries due at the last one's
+    # millisecond come again (here one per bucket at most: a bucket whose cursor moved on to
+    # the next hour has none), then the rest later.
+    snapshots = {name: part.snapshot() for name, part in parts.items()}
+    assert all(key == b"" for _due, _table, key, _static in snapshots.values())
+    parts = {name: source.build_part("step", name, snapshots[name]) for name in parts}
+    again = drain()
+    assert {d.due for d in again} <= {due for due, *_ in snapshots.values()}
+    assert len(again) <= len(snapshots) and all(d in first for d in again)
     clock.now = start + 400 * 30
     rest = drain()
     assert sorted(d.key["id"] for d in rest) == list(range(13, 30))
