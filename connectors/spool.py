@@ -50,6 +50,7 @@ from prometheus_client import Counter, Gauge
 from typing_extensions import override
 
 from connectors.health import HEALTH
+from connectors.path_names import path_component
 from connectors.spool_format import decode_batch, encode_batch
 from connectors.tracing import tracer
 
@@ -448,7 +449,7 @@ def left_behind(root: Path, expected: Mapping[str, Collection[str]]) -> list[tup
     never opens, with the bytes of batches they still hold (`undrained_bytes`), if any: left
     by a run whose destination had another name, more partitions, or a spool this one turns
     off. Their batches' epochs were committed, so nothing else will write them."""
-    wanted = {(_safe_name(step), _safe_name(part))
+    wanted = {(path_component(step), path_component(part))
               for step, parts in expected.items() for part in parts}
     found = []
     for folder in sorted(root.glob("*/*")) if root.is_dir() else ():
@@ -471,13 +472,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _safe_name(name: str) -> str:
-    """A step id as one path component (ids are config strings)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return safe if safe == name and name not in (".", "..") else \
-        f"{safe}-{zlib.crc32(name.encode()):08x}"
 
 
 # The local disk's "full" errors: retried by the drainer (its bookkeeping frees space).
@@ -714,7 +708,7 @@ class SpooledSink(FixedPartitionedSink[X, None], Generic[X]):
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: Any
                    ) -> _SpooledPartition[X]:
-        spool = Spool(self._directory / _safe_name(step_id) / _safe_name(for_part),
+        spool = Spool(self._directory / path_component(step_id) / path_component(for_part),
                       max_bytes=self._max_bytes, segment_bytes=self._segment_bytes)
         try:
             inner = self.inner.build_part(step_id, for_part, None)

@@ -35,6 +35,7 @@ from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
 from dataflows.initial_load import initial_load
 from dataflows.runtime import Runtime
+from dataflows.start_pins import pinned
 from operators.dedup import deduplicate
 from operators.mask_ops import mask_operations
 from operators.masking.errors import ConfigError
@@ -155,15 +156,17 @@ def destination_tables(destination: DestinationSettings) -> frozenset[str] | Non
 
 
 def _initial_cursors(settings: PipelineSettings) -> dict[str, Cursor | None]:
-    """Where partitions without recovery state start: a node's start_at, else start_from.
+    """Where partitions without recovery state start: a node's start_at, else start_from
+    ("latest": pinned in the recovery store by the first start, dataflows/start_pins.py).
     Read from local files only (no connection at flow definition)."""
     initial: dict[str, Cursor | None] = {}
+    latest: dict[str, Cursor | None] = {}
     for node in settings.cassandra.nodes:
         if node.start_at is not None:
             initial[node.name] = node.start_at
         elif settings.cassandra.start_from == "latest" and node.cdc_raw.is_dir():
-            initial[node.name] = end_cursor(LocalSegmentStore(node.cdc_raw))
-    return initial
+            latest[node.name] = end_cursor(LocalSegmentStore(node.cdc_raw))
+    return initial | pinned(settings.recovery_directory, latest)
 
 
 def _masked(runtime: Runtime, batch: list[tuple[str, RowOp]]) -> list[tuple[str, RowOp]]:
