@@ -28,6 +28,7 @@ from bytewax.dataflow import Dataflow
 from connectors.cassandra.events import ChangeEvent
 from connectors.cassandra.retention import RetentionSettings
 from connectors.cassandra.source import CdcSource, NodeSpec
+from connectors.cassandra.start_pins import pinned
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
 from connectors.spool import SpooledSink, left_behind
@@ -35,7 +36,6 @@ from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
 from dataflows.initial_load import initial_load
 from dataflows.runtime import Runtime
-from dataflows.start_pins import pinned
 from operators.dedup import deduplicate
 from operators.mask_ops import mask_operations
 from operators.masking.errors import ConfigError
@@ -157,7 +157,8 @@ def destination_tables(destination: DestinationSettings) -> frozenset[str] | Non
 
 def _initial_cursors(settings: PipelineSettings) -> dict[str, Cursor | None]:
     """Where partitions without recovery state start: a node's start_at, else start_from
-    ("latest": pinned in the recovery store by the first start, dataflows/start_pins.py).
+    ("latest": pinned in the recovery store by the first start,
+    connectors/cassandra/start_pins.py).
     Read from local files only (no connection at flow definition)."""
     initial: dict[str, Cursor | None] = {}
     latest: dict[str, Cursor | None] = {}

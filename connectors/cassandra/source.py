@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.cassandra import start_pins
 from connectors.cassandra.events import Position
 from connectors.cassandra.mutation import MutationDecoder, messaging_version_for
 from connectors.cassandra.retention import RetentionSettings, SegmentJanitor
@@ -101,6 +102,8 @@ class CdcSource(FixedPartitionedSource):
     def build_part(self, step_id: str, for_part: str, resume_state: Cursor | None):
         node = self._nodes[for_part]
         cursor = resume_state if resume_state is not None else self._initial.get(for_part)
+        if resume_state is not None:  # a pinned start_from latest is of no more use
+            start_pins.release(self._retention.recovery_directory, node.name)
         store = self._store(node)
         return CdcPartition(node.name, store, self._schemas(), cursor,
                             max_records=self._max_records, idle_wait=self._idle_wait,

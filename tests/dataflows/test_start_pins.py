@@ -1,6 +1,6 @@
 """`start_from: "latest"` is fixed by the first start, in the recovery store
-(dataflows/start_pins.py): a start that fails before its first commit and the next one take
-the same position, so the writes in between are captured."""
+(connectors/cassandra/start_pins.py): a start that fails before its first commit and the next
+one take the same position, so the writes in between are captured."""
 
 from __future__ import annotations
 
@@ -52,3 +52,25 @@ def test_the_first_starts_latest_position_is_the_one_later_starts_take(tmp_path,
     (pin,) = (tmp_path / "recovery").glob("cdc-start-latest-*.json")
     assert pin.name.startswith("cdc-start-latest-node_1-")  # a path component of its own
     assert [p.name for p in (tmp_path / "recovery").iterdir()] == [pin.name]
+
+
+def test_a_partition_with_state_removes_its_pin(tmp_path, monkeypatch) -> None:
+    """Once Bytewax has state for a node's partition the pin is of no more use: it goes, so a
+    recovery store emptied later to start over takes the end of the log as it is then, not a
+    months-old pin (whose segment may be gone)."""
+    from connectors.cassandra.retention import RetentionSettings
+    from connectors.cassandra.schema import StaticSchemas
+    from connectors.cassandra.source import CdcSource, NodeSpec
+
+    monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
+    cdc_raw = tmp_path / "cdc_raw"
+    cdc_raw.mkdir()
+    _segment(cdc_raw, 100)
+    settings = _settings(tmp_path, recovery=True)
+    initial = _initial_cursors(settings)
+    source = CdcSource([NodeSpec("node/1", cdc_raw)], StaticSchemas, initial=initial,
+                       retention=RetentionSettings(tmp_path / "recovery"))
+    source.build_part("capture", "node/1", None).close()  # no state yet: the pin stays
+    assert list((tmp_path / "recovery").glob("cdc-start-latest-*.json"))
+    source.build_part("capture", "node/1", initial["node/1"]).close()
+    assert not list((tmp_path / "recovery").glob("cdc-start-latest-*.json"))

@@ -7,7 +7,8 @@ take "the end" anew, and the writes acknowledged in between would never be captu
 first start pins each node's cursor in the recovery directory, and later starts without state
 use the pin. One file per node, ``cdc-start-latest-<node>.json``, published by a hard link, so
 that when several processes build the flow at once the first pin stays and every process
-uses it. The pins go with the recovery store: a store removed to start over takes them along.
+uses it. Once Bytewax has state for a node's partition, its pin is of no more use and is
+removed (`release`), so a recovery store emptied to start over does not start from an old pin.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from connectors.cassandra.tail import Cursor
 from connectors.path_names import path_component
 
-__all__ = ["pinned"]
+__all__ = ["pinned", "release"]
 
 
 def pinned(directory: Path | None, latest: Mapping[str, Cursor | None]
@@ -33,8 +34,18 @@ def pinned(directory: Path | None, latest: Mapping[str, Cursor | None]
     return {node: _pin(Path(directory), node, cursor) for node, cursor in latest.items()}
 
 
+def release(directory: Path | None, node: str) -> None:
+    """Remove NODE's pin: its partition has Bytewax state, which every later start takes."""
+    if directory is not None:
+        _path(Path(directory), node).unlink(missing_ok=True)
+
+
+def _path(directory: Path, node: str) -> Path:
+    return directory / f"cdc-start-latest-{path_component(node)}.json"
+
+
 def _pin(directory: Path, node: str, cursor: Cursor | None) -> Cursor | None:
-    path = directory / f"cdc-start-latest-{path_component(node)}.json"
+    path = _path(directory, node)
     if not path.exists():
         data = json.dumps(None if cursor is None else {
             "segment_id": cursor.segment_id, "offset": cursor.offset, "done": cursor.done})
