@@ -20,7 +20,8 @@ how far it got (a cursor file replaced atomically) only after that write committ
   retried first at the next start.
 
 Layout of one partition's directory: ``lock`` (flock: one owner at a time), ``cursor`` (JSON,
-the next frame to drain), ``<segment id>.spool`` segment files of frames
+the next frame to drain), ``closed`` (empty: the last run closed the spool, so no write of it
+was torn; removed at open), ``<segment id>.spool`` segment files of frames
 ``<u32 payload length><u32 crc32(time + payload)><f64 append time><payload>``, little-endian.
 The payload is the batch in a tagged format (connectors/spool_format.py: row operations as
 columns, anything else pickled; the items are the pipeline's own dataclasses and the driver's
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 X = TypeVar("X")  # the items of the wrapped sink
 
 _HEADER = struct.Struct("<IId")
+_CLOSED = "closed"  # an empty file: the last run closed the spool (no write torn)
 _SUFFIX = ".spool"
 _MAX_PAYLOAD = 2**32 - 1
 
@@ -117,6 +119,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._cond = threading.Condition()
+        self._uncut = False  # a failed append could not be cut back (see close)
         self._stopping = False  # close(): the reader returns None once nothing is left
         self._aborted = False   # abort(): the reader and blocked writers give up now
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -146,8 +149,9 @@ class Spool:
         torn_possible = None if closed or not paths else max(paths)
         sizes = {segment: self._valid_size(path, torn_possible=segment == torn_possible)
                  for segment, path in paths.items()}
-        if closed:  # from now on a crash is possible again
-            self._write_cursor(*self._cursor)
+        if closed:  # from now on a crash is possible again (an unlink: needs no free space)
+            (self.directory / _CLOSED).unlink()
+            _fsync_dir(self.directory)
         self._sizes = sizes  # segment -> bytes of whole frames (sealed ones: final)
         self._active = max([*sizes, self._cursor[0]]) + 1
         self._active_fd = os.open(self._path(self._active),
@@ -165,28 +169,28 @@ class Spool:
     def _valid_size(self, path: Path, *, torn_possible: bool) -> int:
         """Bytes of the whole, checksummed frames of PATH. A write a crash interrupted never
         returned, so nobody was told it is durable: its bytes are cut off, where they can be
-        one (TORN_POSSIBLE: the newest segment of a run that did not close). The process
-        writes a frame as one sequence of bytes, so such a write leaves a prefix of its frame
-        (a header cut short, or a length past the end of the file), or zeros where a
-        filesystem extended the file before the data reached it. Anything else that does not
-        check out is damage to synced frames (a bad checksum, a frame cut short in a sealed
-        segment or in a closed spool, or whole frames after the bad one, as a damaged length
-        leaves): SpoolCorruptError, and the file is left as it was."""
+        one (TORN_POSSIBLE: the newest segment of a run that did not close) and no whole frame
+        follows them (the write was the last). It left a prefix of its frame (a header cut
+        short, a length past the end of the file), or, after a power loss, pages of it that
+        never reached the disk (a bad checksum, zeros). Anything else that does not check out
+        is damage to synced frames (anything in a sealed segment or a closed spool, or a bad
+        frame with whole frames after it, as a damaged length leaves): SpoolCorruptError, and
+        the file is left as it was."""
         with path.open("r+b") as file:
             data = file.read()
             end, problem = _whole_frames(data)
             if problem is None:
                 return end
-            torn = torn_possible and (
-                not data[end:].strip(b"\x00") or (problem == "is cut short"
-                                                   and _whole_frame_after(data, end) is None))
+            torn = torn_possible and (not data[end:].strip(b"\x00")
+                                      or _whole_frame_after(data, end) is None)
             if not torn:
                 raise SpoolCorruptError(
                     f"spool {self.directory}: the frame at {path.name} offset {end} {problem}, "
                     f"with {len(data) - end} bytes from it to the end of the file, and no "
                     "unfinished write can be there: the file was damaged after it was "
-                    "synced; nothing was dropped. Restore the file, or remove the spool "
-                    "knowing its batches are lost")
+                    "synced; nothing was dropped. Restore the file; or cut it at that offset "
+                    f"(truncate -s {end} {path}), which keeps the frames before it and loses "
+                    "the batches from it on")
             log.warning("spool %s: %d bytes of an unfinished write after the last whole "
                         "frame dropped", path, len(data) - end)
             file.truncate(end)
@@ -223,6 +227,7 @@ class Spool:
             try:  # leave no partial frame behind a later one
                 os.ftruncate(self._active_fd, start)
             except OSError:
+                self._uncut = True  # a partial frame stays: not a clean close
                 log.exception("spool %s: cannot cut a failed write back", self.directory)
             raise
         with self._cond:
@@ -323,11 +328,10 @@ class Spool:
         self._write_cursor(segment, 0)
         self._cursor = (segment, 0)
 
-    def _write_cursor(self, segment: int, offset: int, *, closed: bool = False) -> None:
+    def _write_cursor(self, segment: int, offset: int) -> None:
         temporary = self.directory / "cursor.tmp"
-        cursor = {"segment": segment, "offset": offset} | ({"closed": True} if closed else {})
         with temporary.open("wb") as file:
-            file.write(json.dumps(cursor).encode())
+            file.write(json.dumps({"segment": segment, "offset": offset}).encode())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.directory / "cursor")
@@ -370,13 +374,16 @@ class Spool:
                 for segment in self._sizes:
                     self._path(segment).unlink(missing_ok=True)
             # Last: no write can be torn now, so the next open treats every frame that does
-            # not read back as damage. Without it (a full disk, say), the next open allows
-            # for an unfinished write as after a crash.
-            try:
-                self._write_cursor(*self._cursor, closed=True)
-            except OSError as error:
-                log.warning("spool %s: cannot record the clean close (%s)", self.directory,
-                            error.strerror or type(error).__name__)
+            # not read back as damage (an empty file: no data block needed). Not after a
+            # failed write that could not be cut back: its bytes are that kind of tail. Without
+            # the mark, the next open allows for an unfinished write as after a crash.
+            if not self._uncut:
+                try:
+                    (self.directory / _CLOSED).touch()
+                    _fsync_dir(self.directory)
+                except OSError as error:
+                    log.warning("spool %s: cannot record the clean close (%s)", self.directory,
+                                error.strerror or type(error).__name__)
         finally:
             os.close(self._lock_fd)
 
@@ -423,11 +430,12 @@ def _whole_frame_after(data: bytes, start: int) -> int | None:
 def _read_cursor(directory: Path) -> tuple[tuple[int, int], bool]:
     """(the cursor of the partition's spool DIRECTORY, whether the last run closed the spool:
     then no write of it was torn)."""
+    closed = (directory / _CLOSED).exists()
     try:
         data = json.loads((directory / "cursor").read_text())
     except FileNotFoundError:
-        return (0, 0), False
-    return (int(data["segment"]), int(data["offset"])), data.get("closed") is True
+        return (0, 0), closed
+    return (int(data["segment"]), int(data["offset"])), closed
 
 
 def undrained_bytes(directory: Path) -> int:

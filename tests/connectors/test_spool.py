@@ -5,7 +5,6 @@ child process, a file) that records every batch written to it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import struct
@@ -325,10 +324,8 @@ def _undrained(directory: Path, batches: int, **options) -> tuple[ListSink, Path
 
 
 def _as_after_a_crash(folder: Path) -> None:
-    """The cursor as a run that was killed leaves it: without the clean close's mark."""
-    cursor = json.loads((folder / "cursor").read_text())
-    assert cursor.pop("closed") is True  # close() marked it
-    (folder / "cursor").write_text(json.dumps(cursor))
+    """The folder as a run that was killed leaves it: without the clean close's mark."""
+    (folder / "closed").unlink()  # close() made it
 
 
 def _frame_starts(data: bytes) -> list[int]:
@@ -545,3 +542,40 @@ def test_drained_segments_are_deleted_before_the_cursor_moves_past_them(tmp_path
     monkeypatch.setattr(Spool, "_write_cursor", real)
     wait_until(lambda: inner2.items() == [3, 4])
     part.close()
+
+
+def test_after_a_power_loss_a_last_frame_failing_its_checksum_is_an_unfinished_write(tmp_path):
+    """A power loss can leave the newest frame's length and header on disk and a page of its
+    body not: a bad checksum with nothing after it, in the newest segment of a run that did
+    not close, is that write (cut off, the frames before it drained), not damage that stops
+    every start. The same after a clean close is damage, whose message says where to cut."""
+    from connectors.spool import SpoolCorruptError
+
+    inner, folder = _undrained(tmp_path / "spool", 3)
+    segment = max(segments(folder))
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # a byte of the last frame's body
+    segment.write_bytes(bytes(data))
+    with pytest.raises(SpoolCorruptError, match=r"fails its checksum.*truncate -s \d+ "):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    _as_after_a_crash(folder)
+    part = spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    wait_until(lambda: inner.items() == ["item-0", "item-1"])
+    part.close()
+
+
+def test_opening_a_closed_spool_writes_nothing(tmp_path, monkeypatch):
+    """The clean close's mark is removed at open by an unlink: a spool opens on a full disk
+    (writing the cursor again there needed a new block, and the flow could not start)."""
+    from connectors.spool import Spool
+
+    inner, folder = _undrained(tmp_path / "spool", 2)
+    assert (folder / "closed").exists()
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Spool, "_write_cursor", no_space)
+    spool = Spool(folder, max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert not (folder / "closed").exists() and spool.pending_bytes > 0
+    spool.close()
