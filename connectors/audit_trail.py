@@ -6,7 +6,8 @@ class, why (listed in the policy, detected by name, unlisted) and how many value
 had. No value, no key, no token is in it: it says how data left, not what left, so it can be
 kept and read where the data may not be.
 
-One file per process, ``<directory>/masking-audit-<pid>.jsonl`` (appended, the owner's only,
+One file per process, ``<directory>/masking-audit-<host>-<pid>.jsonl`` (pods sharing a volume
+have a name each, and often the same pid; appended, the owner's only,
 0600 in a 0700 directory). Each record is written and flushed as its batch is masked, and
 fsynced at most once a second (and at close): a crash can lose the last second of records, and
 a replayed epoch writes its batches' records again (at-least-once, as the dead letters).
@@ -17,6 +18,7 @@ every write appends).
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from connectors.path_names import path_component
 from operators.masking import BatchAudit
 
 __all__ = ["AuditTrail"]
@@ -46,7 +49,8 @@ class AuditTrail:
 
     @property
     def path(self) -> Path:
-        return self.directory / f"masking-audit-{os.getpid()}.jsonl"
+        host = path_component(socket.gethostname())
+        return self.directory / f"masking-audit-{host}-{os.getpid()}.jsonl"
 
     def record(self, audit: BatchAudit) -> None:
         line = orjson.dumps({

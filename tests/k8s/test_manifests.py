@@ -73,3 +73,20 @@ def test_only_the_pipelines_pods_reach_the_workers_exchange(resources):
     container = next(c for c in resources["StatefulSet/cassandra-cdc"]["spec"]["template"][
         "spec"]["containers"] if c["name"] == "pipeline")
     assert {p["containerPort"] for p in container["ports"]} == set(by_port)
+
+
+def test_every_path_the_pipeline_writes_is_on_a_writable_volume(resources):
+    """The container's root file system is read-only: the dead letters, the spools, the audit
+    trail and the recovery store must each sit under a volume mounted writable, or the first
+    write stops the flow."""
+    config = json.loads(resources["ConfigMap/cassandra-cdc-config"]["data"]["pipeline.json"])
+    settings = parse(config)
+    (container,) = [c for c in resources["StatefulSet/cassandra-cdc"]["spec"]["template"][
+        "spec"]["containers"] if c["name"] == "pipeline"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = [Path(m["mountPath"]) for m in container["volumeMounts"]
+                if not m.get("readOnly") and "subPath" not in m]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    for path in (settings.dead_letter_dir, settings.spool_dir, settings.audit_dir,
+                 Path(env["BYTEWAX_RECOVERY_DIRECTORY"])):
+        assert any(path == mount or mount in path.parents for mount in writable), path
