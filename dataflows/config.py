@@ -163,9 +163,9 @@ def parse(data: Any, *, base: Path = Path()) -> PipelineSettings:
         destinations=tuple(_destination(d) for d in root.sections("destinations", min_items=1)),
         recovery_directory=_recovery_directory(root),
         initial_load=_initial_load(root.section("initial_load", default={})),
-        spool_dir=root.path("spool_dir", default=str(dead_letter_dir.parent / "spool")),
+        spool_dir=root.path("spool_dir", default=dead_letter_dir.parent / "spool"),
         spool_max_bytes=root.integer("spool_max_mb", default=1024, low=1) * 1024 * 1024,
-        audit_dir=root.path("audit_dir", default=str(dead_letter_dir.parent / "audit")),
+        audit_dir=root.path("audit_dir", default=dead_letter_dir.parent / "audit"),
     )
     cassandra.done()
     root.done()
@@ -372,6 +372,10 @@ class _Section:
         return value
 
     def path(self, key: str, default: Any = _MISSING) -> Path:
+        """The key's path, taken from the base when relative. A default given as a Path is
+        already resolved (beside another path) and is not joined to the base again."""
+        if isinstance(default, Path) and key not in self:
+            return default
         value = Path(self.string(key, default))
         return value if value.is_absolute() else (self._base / value)
 

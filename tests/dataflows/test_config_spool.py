@@ -39,6 +39,22 @@ def test_the_spool_defaults_to_beside_the_dead_letters(example, tmp_path):
     assert settings.destinations[0].spool is True
 
 
+def test_the_default_spool_and_audit_folders_are_beside_the_dead_letters_from_any_base(
+        example):
+    """A configuration read through a relative path (the default `config/pipeline.json`):
+    the defaults are beside the dead letters, not joined to the configuration's folder a
+    second time (config/config/...), which moved the spool, and left its batches behind,
+    when the same file was read by an absolute path."""
+    for key in ("spool_dir", "audit_dir"):
+        example.pop(key, None)
+    example["dead_letter_dir"] = "../state/dead-letter"
+    relative = parse(example, base=Path("config"))
+    absolute = parse(example, base=Path("/srv/cdc/config"))
+    assert relative.spool_dir == Path("config/../state/spool")
+    assert relative.audit_dir == Path("config/../state/audit")
+    assert absolute.spool_dir == Path("/srv/cdc/config/../state/spool")
+
+
 @pytest.mark.parametrize(("where", "value", "message"), [
     ((), ("spool_max_mb", 0), r"pipeline\.spool_max_mb: 0 is out of range"),
     ((), ("spool_dir", ""), r"pipeline\.spool_dir: must be a non-empty string"),
