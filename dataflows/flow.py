@@ -31,9 +31,11 @@ from connectors.cassandra.source import CdcSource, NodeSpec
 from connectors.cassandra.start_pins import pinned
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
+from connectors.health import HEALTH
 from connectors.spool import SpooledSink, left_behind
 from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
+from dataflows.health import STARTUP
 from dataflows.initial_load import initial_load
 from dataflows.runtime import Runtime
 from operators.dedup import deduplicate
@@ -88,7 +90,7 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     ops = readable.trues
     op.output("dead_letter", op.merge(
         "dead_letters", split.falses, op.map("unreadable", readable.falses, lambda item: item[1])),
-        DeadLetterSink(settings.dead_letter_dir))
+        _StartedDeadLetterSink(settings.dead_letter_dir))
     if settings.initial_load.enabled:
         # The rows that already exist, as (bucket, operation) too. The capture's cursors above
         # were fixed before the load reads anything: see dataflows/initial_load.py.
@@ -134,6 +136,16 @@ def _refuse_spools_left_behind(settings: PipelineSettings,
             "with the configuration that spooled them (the same destination names and "
             "partitions, spool on) until they drain, or remove those folders knowing their "
             "batches are lost")
+
+
+class _StartedDeadLetterSink(DeadLetterSink):
+    """The dead-letter sink. Every worker of every process builds it when the flow starts
+    running (its cluster formed, its recovery loaded): that clears the health check `startup`
+    (dataflows/main.py), so /readyz is not 200 before then."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int):
+        HEALTH.forget(STARTUP)
+        return super().build(step_id, worker_index, worker_count)
 
 
 def destination_tables(destination: DestinationSettings) -> frozenset[str] | None:

@@ -8,7 +8,9 @@ With `CDC_HEALTH_PORT` set, `serve` answers on it (all interfaces; JSON bodies):
 - `GET /readyz` (readiness): 200 when every capture partition of this process has polled at
   least once within `stall_after` seconds and no destination is in trouble; otherwise 503,
   naming each check that is not ok. A process that owns no capture partition (more processes
-  than Cassandra nodes) is ready while its destinations are.
+  than Cassandra nodes) is ready while its destinations are. Before the flow runs (the
+  processes still forming their cluster, recovery still loading) the `startup` check is in
+  trouble: not ready, still live.
 
 Bodies carry component names, states and error classes only, never values.
 """
@@ -27,6 +29,7 @@ from connectors.health import HEALTH, Health
 log = logging.getLogger(__name__)
 
 PORT_VARIABLE = "CDC_HEALTH_PORT"
+STARTUP = "startup"  # in trouble from the entry point until the flow builds its first parts
 
 
 class _Handler(BaseHTTPRequestHandler):

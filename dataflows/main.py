@@ -1,29 +1,42 @@
 """The pipeline's entry point: `python -m bytewax.run dataflows.main`.
 
-Configuration from $CDC_PIPELINE_CONFIG (default config/pipeline.json); a bad file stops the
-job with one line naming the key and the problem (no traceback). Logs are JSON lines on stderr
-(dataflows/logs.py; level from $CDC_LOG_LEVEL). With $CDC_HEALTH_PORT set, /healthz and /readyz
-are served on it (dataflows/health.py); with $CDC_TRACES set, OpenTelemetry spans of each step
+Configuration from $CDC_PIPELINE_CONFIG (default config/pipeline.json); a bad file, or a
+masking policy it names that does not load, stops the job with one line naming the key and
+the problem (no traceback), before anything runs. SIGTERM stops the flow as Ctrl-C does: the
+partitions close (the spools drain what they can within their close timeout; what is left
+stays spooled). Without a handler, Python as PID 1 in a container ignored SIGTERM until the
+pod's grace ran out and SIGKILL came, and outside one it died without closing anything.
+
+Logs are JSON lines on stderr (dataflows/logs.py; level from $CDC_LOG_LEVEL). With
+$CDC_HEALTH_PORT set, /healthz and /readyz are served on it (dataflows/health.py; not ready
+until the flow runs); with $CDC_TRACES set, OpenTelemetry spans of each step
 (connectors/tracing.py). The garbage collector runs with the pipeline's thresholds
 (dataflows/collector.py).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from connectors import tracing
+from connectors.health import HEALTH
 from dataflows import health, logs
 from dataflows.collector import tune_collector
 from dataflows.config import load
 from dataflows.flow import build
 from operators.masking.errors import ConfigError
+from operators.masking.policy import load_policy
 
 tune_collector()
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 try:
     logs.configure()
     tracing.configure()
-    flow = build(load())
+    settings = load()
+    load_policy(settings.masking_policy)  # read again, once, when the first change comes
+    flow = build(settings)
+    HEALTH.trouble(health.STARTUP, "the flow has not started yet")
     health.serve_from_environment()
 except (ConfigError, ValueError) as error:
     sys.exit(f"configuration error: {error}")

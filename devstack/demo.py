@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
+    # Stopped from outside (timeout, a closed terminal): leave by SystemExit, so the pipeline
+    # this starts is stopped too (a signal without a handler ended Python at once).
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda number, _frame: sys.exit(128 + number))
     rng = random.Random(7)
     folder = service_dir("demo")
     for old in (folder / "dead-letter").glob("*.jsonl"):  # count this run's dead letters only
@@ -162,10 +166,21 @@ def main(argv: list[str] | None = None) -> int:
             _load(sess, rng, args.patients)
             _report(sess, args.timeout, folder)
         finally:
-            os.killpg(pipeline.pid, signal.SIGTERM)
-            pipeline.wait(timeout=30)
+            _stop(pipeline)
             log.close()
     return 0
+
+
+def _stop(pipeline: subprocess.Popen) -> None:
+    """SIGTERM: the flow closes its partitions (the spools drain, hardly anything is left by
+    now); SIGKILL after 90 s, whatever holds it (what it had spooled stays for a next run)."""
+    os.killpg(pipeline.pid, signal.SIGTERM)
+    try:
+        pipeline.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        print("pipeline: still closing after 90 s; killed")
+        os.killpg(pipeline.pid, signal.SIGKILL)
+        pipeline.wait(timeout=30)
 
 
 def _reset(sess) -> None:

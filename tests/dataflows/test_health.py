@@ -99,3 +99,18 @@ def test_the_port_comes_from_the_environment():
     finally:
         first.shutdown()
         first.server_close()
+
+
+def test_not_ready_until_the_flow_builds_its_parts(tmp_path):
+    """The entry point reports `startup` in trouble; every worker builds the dead-letter sink
+    when the flow starts running (its cluster formed, its recovery loaded), which clears it.
+    Before, a process that never formed its cluster answered 200 on /readyz with no checks."""
+    from connectors.health import HEALTH
+    from dataflows.flow import _StartedDeadLetterSink
+    from dataflows.health import STARTUP
+
+    HEALTH.trouble(STARTUP, "the flow has not started yet")
+    live, ready, body = HEALTH.report()
+    assert live and not ready and body["checks"][STARTUP]["state"] == "trouble"
+    _StartedDeadLetterSink(tmp_path / "dlq").build("dead_letter", 0, 1).close()
+    assert STARTUP not in HEALTH.report()[2]["checks"]
