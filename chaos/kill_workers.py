@@ -2,11 +2,12 @@
 
     python chaos/kill_workers.py [--count 5] [--min 3] [--max 7] [--match "dataflows.main"]
 
-Finds the processes whose command line contains --match (default: the pipeline started with
-`python -m bytewax.run dataflows.main`), waits a random time between --min and --max seconds,
-SIGKILLs one of them (its whole process group), and repeats --count times. It does not restart
-anything: whatever supervises the pipeline (Kubernetes, systemd, the test) must. Bounded in
-count and time; touches only local processes of this user.
+Finds the processes of this user whose command line contains --match (default: the pipeline
+started with `python -m bytewax.run dataflows.main`), waits a random time between --min and
+--max seconds, SIGKILLs one of them and the processes it started, and repeats --count times.
+Not its process group: a pipeline started from a script shares that script's group (and this
+one's), which killing the group took down too. It does not restart anything: whatever
+supervises the pipeline (Kubernetes, systemd, the test) must. Bounded in count and time.
 """
 
 from __future__ import annotations
@@ -20,18 +21,41 @@ import time
 from pathlib import Path
 
 
-def matching(pattern: str) -> list[int]:
-    found = []
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, owner uid, command line) of every process readable now."""
+    found = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit():
             continue
         try:
             command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            # Field 4 of stat, after the command name in parentheses (which may hold spaces).
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            owner = proc.stat().st_uid
+        except (OSError, IndexError, ValueError):
             continue
-        if pattern in command and "kill_workers" not in command:
-            found.append(int(proc.name))
+        found[int(proc.name)] = (parent, owner, command)
     return found
+
+
+def matching(pattern: str) -> list[int]:
+    """The pids of this user's processes whose command line holds PATTERN (not this one)."""
+    return [pid for pid, (_parent, owner, command) in _processes().items()
+            if owner == os.getuid() and pid != os.getpid() and pattern in command
+            and "kill_workers" not in command]
+
+
+def _with_descendants(pid: int) -> list[int]:
+    """PID and every process started under it, parents first."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _owner, _command) in _processes().items():
+        children.setdefault(parent, []).append(child)
+    order, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        order.append(current)
+        queue += children.get(current, [])
+    return order
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_}: no process matches {args.match!r}", file=sys.stderr)
             continue
         victim = rng.choice(victims)
-        try:
-            os.killpg(os.getpgid(victim), signal.SIGKILL)
-            print(f"round {round_}: SIGKILL process group of pid {victim}")
-        except ProcessLookupError:
+        killed = []
+        for pid in _with_descendants(victim):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except (ProcessLookupError, PermissionError):
+                continue
+        if killed:
+            print(f"round {round_}: SIGKILL pid {victim} and {len(killed) - 1} process(es) "
+                  "it started", flush=True)
+        else:
             print(f"round {round_}: pid {victim} was already gone", file=sys.stderr)
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "chaos" / "kill_workers.py"
 
 
-def test_it_sigkills_a_matching_process_group_only():
+def test_it_sigkills_a_matching_process_only():
     marker = f"chaos-target-{uuid.uuid4().hex}"
     target = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(60)  # {marker}"],
                               start_new_session=True)
@@ -28,3 +28,18 @@ def test_it_sigkills_a_matching_process_group_only():
         for proc in (target, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_a_target_in_the_scripts_own_process_group_takes_nothing_else_with_it():
+    """A pipeline started from a script shares the script's process group, and this one's:
+    killing the group took down the launcher and the chaos script after the first round. Now
+    the target (and what it started) goes, and both rounds run."""
+    marker = f"chaos-target-{uuid.uuid4().hex}"
+    target = f"{sys.executable} -c 'import time; time.sleep(60)  # {marker}'"
+    script = (f"{target} & {target} & sleep 0.5; "
+              f"{sys.executable} {SCRIPT} --count 2 --min 0 --max 0 --match {marker} --seed 1; "
+              "echo launcher survived; wait")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          start_new_session=True, check=False)
+    assert "launcher survived" in done.stdout, (done.stdout, done.stderr)
+    assert done.stdout.count("SIGKILL pid") == 2, done.stdout
