@@ -319,6 +319,13 @@ class _Frame:
     crc_ok: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Stopped:
+    """Where a walk with stop_at_problem met a frame it does not read on its own."""
+
+    position: int
+
+
 def _resumes_at(data: bytes, end: int) -> bool:
     """Whether a read resumed inside a section may start walking at its resume position, DATA
     (the section from there, ending at data[end]): when a whole entry frame starts there, as
@@ -326,8 +333,10 @@ def _resumes_at(data: bytes, end: int) -> bool:
     again made every poll of a large section cost the section up to there (quadratic: 9 s
     for one section of 60k entries polled 1000 at a time, 0.6 s in one poll). Otherwise (a
     position that is no boundary, or a damaged entry there) the section is walked from its
-    start, which names the problem as before."""
-    return not isinstance(_parse_frame(data, 0, end), _Problem)
+    start, which names the problem as before. Both of the frame's CRCs must check out: a
+    position inside an entry would need its bytes to pass both by chance."""
+    frame = _parse_frame(data, 0, end)
+    return isinstance(frame, _Frame) and frame.crc_ok
 
 
 def _parse_frame(data: bytes, i: int, end: int) -> _Frame | _Problem:
@@ -535,13 +544,20 @@ class _SegmentScan:
         if next_pos <= self.start and self._marker_at(next_pos):
             return next_pos  # wholly before the resume position: not even read
         begin = pos + MARKER_SIZE
-        if begin < self.start < next_pos:
-            # Resuming inside the section: from the resume position (see _resumes_at).
+        if begin < self.start < next_pos and self._marker_at(next_pos):
+            # Resuming inside the section: from the resume position (see _resumes_at), while
+            # every frame from there checks out. At the first that does not, the section is
+            # walked again from its start (the entries handed out are not repeated: the
+            # resume position moves up to the problem), so a damaged nextMarker field or a
+            # damaged entry is handled as a read from the section's start handles it.
             content = self._read(self.start, next_pos - self.start)
             if _resumes_at(content, next_pos - self.start):
-                begin = self.start
-        if begin != self.start:
-            content = self._read(begin, next_pos - begin)
+                stopped = yield from self._walk(content, self.start, next_pos, file_offset=None,
+                                                find_markers=False, stop_at_problem=True)
+                if not isinstance(stopped, _Stopped):
+                    return stopped
+                self.start = stopped.position
+        content = self._read(begin, next_pos - begin)
         return (
             yield from self._walk(
                 content,
@@ -682,13 +698,16 @@ class _SegmentScan:
         file_offset: int | None,
         find_markers: bool,
         marker_pos: int | None = None,
-    ) -> Generator[Record, None, int | None]:
+        stop_at_problem: bool = False,
+    ) -> Generator[Record, None, int | None | _Stopped]:
         """Entries of data (logical ``base``) up to ``end``; return the next marker position.
 
         find_markers: the section end is unknown (its marker was bad); stop at the first entry
         boundary that holds a valid marker (or a zero one) for its position.
         marker_pos: set for an uncompressed section whose end came from the marker at that
         position; a framing problem then first suspects the marker's next-position field.
+        stop_at_problem: at the first frame that is not a whole, checked entry, report nothing
+        and return _Stopped(its position) (a resumed read's fast path).
         Returns None when nothing after this point can be read safely.
         """
         i = 0
@@ -700,6 +719,9 @@ class _SegmentScan:
                 if window == _ZERO_MARKER or self._marker_ok(pos, window):
                     return pos
             frame = _parse_frame(data, i, limit)
+            if stop_at_problem and (isinstance(frame, _Problem) and frame.kind is not None
+                                    or isinstance(frame, _Frame) and not frame.crc_ok):
+                return _Stopped(pos)
             if isinstance(frame, _Problem):
                 if frame.kind is None:
                     return end

@@ -679,7 +679,8 @@ def test_uncompressed_marker_next_position_too_small(tmp_path: Path) -> None:
     assert list(read_segment(path, start=error.resume_at, limit=offsets[-1])) == records[2:]
 
 
-@pytest.mark.parametrize("damage", ["too small", "too large"])
+@pytest.mark.parametrize("damage", ["too small", "too large", "an entry of the next section",
+                                    "a later marker, a bad entry between"])
 def test_a_read_resumed_after_any_entry_of_a_damaged_marker_section_gives_the_rest(
         tmp_path: Path, damage: str) -> None:
     """A marker's nextMarker field is not covered by its CRC. The first read finds the damage
@@ -689,14 +690,21 @@ def test_a_read_resumed_after_any_entry_of_a_damaged_marker_section_gives_the_re
     about the marker is reported where it is found, after entries; a read resumed after
     those entries leaves it out, as one that lies before its start.)"""
     writer = SegmentWriter(SEGMENT_ID)
-    offsets = fill(writer, [3, 2, 2])
+    offsets = fill(writer, [3, 4, 2])
     data = bytearray(writer.data())
     header_end = len(writer.header)
-    wrong = writer.entries[1].start + 5 if damage == "too small" else offsets[1] + 16
+    wrong = {"too small": writer.entries[1].start + 5, "too large": offsets[1] + 16,
+             # The first section claims to end at an entry boundary of the second one, or at
+             # the third section's (valid) marker with a damaged entry in the second.
+             "an entry of the next section": writer.entries[5].start,
+             "a later marker, a bad entry between": offsets[1]}[damage]
     data[header_end : header_end + 4] = struct.pack(">i", wrong)
+    if damage == "a later marker, a bad entry between":
+        data[writer.entries[5].start + 12] ^= 0xFF  # a byte of its mutation: entry CRC
     path = save(tmp_path, writer, bytes(data))
     records = list(read_segment(path, limit=offsets[-1]))
-    assert as_tuples(records) == expected(writer)
+    if damage != "a later marker, a bad entry between":
+        assert as_tuples(records) == expected(writer)
     entries = [r for r in records if not isinstance(r, ReadError)]
     for index, entry in enumerate(entries):
         resumed = list(read_segment(path, start=entry.end, limit=offsets[-1]))
@@ -819,3 +827,13 @@ def test_polls_through_a_large_section_parse_each_entry_about_once(
         start = batch[-1].end
     assert as_tuples(got) == expected(writer)
     assert parsed[0] < 2 * 600 + 200, parsed[0]
+
+
+def test_a_read_resumed_at_a_sections_first_entry_reads_on(tmp_path: Path) -> None:
+    """A resume position right after a section's marker (a configured start_at taken from a
+    Cassandra position) is that section's first entry."""
+    writer = SegmentWriter(SEGMENT_ID)
+    fill(writer, [3, 2])
+    path = save(tmp_path, writer)
+    first = writer.entries[0].start
+    assert as_tuples(list(read_segment(path, start=first))) == expected(writer)
