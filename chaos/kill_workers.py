@@ -39,9 +39,15 @@ def _processes() -> dict[int, tuple[int, int, str]]:
 
 
 def matching(pattern: str) -> list[int]:
-    """The pids of this user's processes whose command line holds PATTERN (not this one)."""
-    return [pid for pid, (_parent, owner, command) in _processes().items()
-            if owner == os.getuid() and pid != os.getpid() and pattern in command
+    """The pids of this user's processes whose command line holds PATTERN: not this one, nor
+    one that started it (a wrapper holding the pattern would take this script with it)."""
+    processes = _processes()
+    ancestors, pid = set(), os.getpid()
+    while pid in processes and pid not in ancestors:
+        ancestors.add(pid)
+        pid = processes[pid][0]
+    return [pid for pid, (_parent, owner, command) in processes.items()
+            if owner == os.getuid() and pid not in ancestors and pattern in command
             and "kill_workers" not in command]
 
 

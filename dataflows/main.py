@@ -16,6 +16,7 @@ until the flow runs); with $CDC_TRACES set, OpenTelemetry spans of each step
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -28,8 +29,18 @@ from dataflows.flow import build
 from operators.masking.errors import ConfigError
 from operators.masking.policy import load_policy
 
+
+def _stop_once(number: int, frame: object) -> None:
+    """The first SIGTERM stops the flow as Ctrl-C does; later ones are logged and ignored: a
+    second KeyboardInterrupt inside a partition's close aborted the process, leaving the
+    remaining partitions unclosed."""
+    signal.signal(signal.SIGTERM, lambda *_: logging.getLogger(__name__).warning(
+        "SIGTERM again: the flow is already closing its partitions"))
+    signal.default_int_handler(number, frame)
+
+
 tune_collector()
-signal.signal(signal.SIGTERM, signal.default_int_handler)
+signal.signal(signal.SIGTERM, _stop_once)
 try:
     logs.configure()
     tracing.configure()

@@ -174,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
 def _stop(pipeline: subprocess.Popen) -> None:
     """SIGTERM: the flow closes its partitions (the spools drain, hardly anything is left by
     now); SIGKILL after 90 s, whatever holds it (what it had spooled stays for a next run)."""
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # a second one must not leave it running
+        signal.signal(stop, signal.SIG_IGN)
     os.killpg(pipeline.pid, signal.SIGTERM)
     try:
         pipeline.wait(timeout=90)
     except subprocess.TimeoutExpired:
-        print("pipeline: still closing after 90 s; killed")
-        os.killpg(pipeline.pid, signal.SIGKILL)
+        os.killpg(pipeline.pid, signal.SIGKILL)  # before printing: a hung-up terminal raises
         pipeline.wait(timeout=30)
+        print("pipeline: still closing after 90 s; killed")
 
 
 def _reset(sess) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -36,10 +37,13 @@ def test_a_target_in_the_scripts_own_process_group_takes_nothing_else_with_it():
     the target (and what it started) goes, and both rounds run."""
     marker = f"chaos-target-{uuid.uuid4().hex}"
     target = f"{sys.executable} -c 'import time; time.sleep(60)  # {marker}'"
+    # The launching shell's own command line holds the marker too: it is an ancestor of the
+    # chaos script, never its target.
     script = (f"{target} & {target} & sleep 0.5; "
-              f"{sys.executable} {SCRIPT} --count 2 --min 0 --max 0 --match {marker} --seed 1; "
+              f'{sys.executable} "$CHAOS" --count 2 --min 0 --max 0 --match {marker} --seed 1; '
               "echo launcher survived; wait")
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
-                          start_new_session=True, check=False)
+                          start_new_session=True, check=False,
+                          env={**os.environ, "CHAOS": str(SCRIPT)})
     assert "launcher survived" in done.stdout, (done.stdout, done.stderr)
     assert done.stdout.count("SIGKILL pid") == 2, done.stdout

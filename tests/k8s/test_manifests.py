@@ -45,6 +45,10 @@ def test_the_embedded_configuration_is_a_valid_pipeline_configuration(resources,
 
 def test_addresses_name_every_replica_and_the_pods_run_unprivileged(resources):
     stateful = resources["StatefulSet/cassandra-cdc"]["spec"]
+    # The addresses resolve before the pods are ready (they are not until the cluster forms).
+    service = resources["Service/cassandra-cdc"]["spec"]
+    assert stateful["serviceName"] == "cassandra-cdc"
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
     pod = stateful["template"]["spec"]
     container = next(c for c in pod["containers"] if c["name"] == "pipeline")
     env = {e["name"]: e.get("value") for e in container["env"]}
