@@ -97,3 +97,16 @@ def build_table_layout(schema: TableSchema, masked_types: Mapping[str, str] | No
     return TableLayout(schema.keyspace, schema.name, rows_table,
                        static_table if static else None, view,
                        partition, clustering, regular, static)
+
+
+def refuse_another_key(table: str, found: set[str], wanted: set[str], *, key: str,
+                       harm: str) -> None:
+    """LayoutError unless the destination TABLE's KEY columns (its primary key, its sort key)
+    are the Cassandra table's key columns, WANTED: a table dropped and created again with
+    another primary key must not write into the old destination table (HARM says why)."""
+    if found != wanted:
+        raise LayoutError(
+            f"{table} has the {key} ({', '.join(sorted(found))}), the Cassandra table's "
+            f"primary key is ({', '.join(sorted(wanted))}): was it dropped and created again "
+            f"with another primary key? {harm}; move or drop the destination table (and its "
+            "view), then restart (docs/schema-evolution.md)")

@@ -28,6 +28,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from connectors.clickhouse._layout import CDC_COLUMNS, Column, LayoutError, TableLayout
+from connectors.table_layout import refuse_another_key
 
 __all__ = ["PROGRESS_TABLE", "create_statements", "ensure_progress_table", "ensure_table"]
 
@@ -104,14 +105,9 @@ def _add_missing(client: Client, database: str, table: str, key: tuple[Column, .
             f"{database}.{table} has no sort-key column {missing_key[0]!r}: was a primary-key "
             "column renamed in Cassandra? ClickHouse 18.16 cannot rename a column; recreate "
             "the table (docs/schema-evolution.md)")
-    sort_key = {name for name, in_key in columns if in_key}
-    wanted = {c.ch_name for c in key}
-    if sort_key != wanted:
-        raise LayoutError(
-            f"{database}.{table} is sorted by ({', '.join(sorted(sort_key))}), the Cassandra "
-            f"table's primary key is ({', '.join(sorted(wanted))}): was it dropped and created "
-            "again with another primary key? FINAL would merge the wrong rows; move or drop "
-            "the destination table (and its view), then restart (docs/schema-evolution.md)")
+    refuse_another_key(f"{database}.{table}", {name for name, in_key in columns if in_key},
+                       {c.ch_name for c in key}, key="sort key",
+                       harm="FINAL would merge the wrong rows")
     for c in values:
         if c.ch_name in existing:
             continue

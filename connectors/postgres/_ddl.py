@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.postgres._layout import CDC_COLUMNS, Column, LayoutError, TableLayout
+from connectors.table_layout import refuse_another_key
 
 __all__ = ["PROGRESS_TABLE", "TableHook", "ensure_progress_table", "ensure_table"]
 
@@ -143,15 +144,9 @@ def _add_missing(conn: psycopg.Connection, schema: str, table: str,
             f"{schema}.{table} has no primary-key column {missing_key[0]!r}: was a "
             "primary-key column renamed in Cassandra? Rename the destination column "
             "(ALTER TABLE ... RENAME COLUMN) to match, then restart (docs/schema-evolution.md)")
-    primary = _primary_key(conn, schema, table)
-    wanted = {c.pg_name for c in key}
-    if primary != wanted:
-        raise LayoutError(
-            f"{schema}.{table} has the primary key ({', '.join(sorted(primary))}), the "
-            f"Cassandra table ({', '.join(sorted(wanted))}): was it dropped and created again "
-            "with another primary key? Its rows would be matched by the wrong columns; move or "
-            "drop the destination table (and its view), then restart "
-            "(docs/schema-evolution.md)")
+    refuse_another_key(f"{schema}.{table}", _primary_key(conn, schema, table),
+                       {c.pg_name for c in key}, key="primary key",
+                       harm="Its rows would be matched by the wrong columns")
     for c in values:
         if c.pg_name not in existing:
             conn.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(

@@ -64,8 +64,8 @@ def test_a_destination_table_with_another_primary_key_is_refused(env) -> None:
     try:
         part.write_batch([env.up("rekey", {"k": 1}, {"c": 1}, 10)])
         current["schema"] = new
-        with pytest.raises(LayoutError, match=r"__rekey is sorted by \(k\), the Cassandra "
-                                              r"table's primary key is \(c, k\)"):
+        with pytest.raises(LayoutError, match=r"__rekey has the sort key \(k\), the "
+                                              r"Cassandra table's primary key is \(c, k\)"):
             part.write_batch([env.up("rekey", {"k": 1, "c": 2}, {}, 20)])
     finally:
         part.close()

@@ -149,7 +149,7 @@ def test_a_destination_table_with_another_primary_key_is_refused(settings, conn)
                                     Source("n1", Position(1, next(_offset))))])
         current["schema"] = new
         with pytest.raises(LayoutError, match=r"__rekey has the primary key \(k\), the "
-                                              r"Cassandra table \(c, k\)"):
+                                              r"Cassandra table's primary key is \(c, k\)"):
             part.write_batch([RowUpsert(KS, "rekey", {"k": 1, "c": 2}, {}, 20,
                                         Source("n1", Position(1, next(_offset))))])
     finally:
