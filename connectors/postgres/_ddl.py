@@ -110,25 +110,18 @@ def _view(schema: str, layout: TableLayout) -> sql.Composed:
         sql.Identifier(schema), sql.Identifier(layout.view), body)
 
 
-def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+def _columns_and_key(conn: psycopg.Connection, schema: str, table: str) -> dict[str, bool]:
+    """TABLE's columns, each with whether its primary key holds it (one catalog read, as
+    ClickHouse's system.columns gives both: connectors/clickhouse/_ddl.py)."""
     rows = conn.execute(
-        "SELECT a.attname FROM pg_catalog.pg_attribute a"
+        "SELECT a.attname, COALESCE(a.attnum = ANY(i.indkey), false)"
+        " FROM pg_catalog.pg_attribute a"
         " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary"
         " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
         (schema, table)).fetchall()
-    return {name for (name,) in rows}
-
-
-def _primary_key(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_catalog.pg_index i"
-        " JOIN pg_catalog.pg_class c ON c.oid = i.indrelid"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)"
-        " WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary",
-        (schema, table)).fetchall()
-    return {name for (name,) in rows}
+    return dict(rows)
 
 
 def _add_missing(conn: psycopg.Connection, schema: str, table: str,
@@ -137,14 +130,14 @@ def _add_missing(conn: psycopg.Connection, schema: str, table: str,
     primary-key column) cannot be added to a primary key: LayoutError naming it. So is a
     primary key other than the layout's (a table dropped and created again with another
     key): its rows would be matched by the wrong columns."""
-    existing = _existing_columns(conn, schema, table)
+    existing = _columns_and_key(conn, schema, table)
     missing_key = [c.pg_name for c in key if c.pg_name not in existing]
     if missing_key:
         raise LayoutError(
             f"{schema}.{table} has no primary-key column {missing_key[0]!r}: was a "
             "primary-key column renamed in Cassandra? Rename the destination column "
             "(ALTER TABLE ... RENAME COLUMN) to match, then restart (docs/schema-evolution.md)")
-    refuse_another_key(f"{schema}.{table}", _primary_key(conn, schema, table),
+    refuse_another_key(f"{schema}.{table}", {n for n, in_key in existing.items() if in_key},
                        {c.pg_name for c in key}, key="primary key",
                        harm="Its rows would be matched by the wrong columns")
     for c in values:
