@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from connectors.path_names import path_component
+from connectors.private_files import open_private_append
 from operators.masking import BatchAudit
 
 __all__ = ["AuditTrail"]
@@ -71,14 +72,7 @@ class AuditTrail:
 
     def _open(self):
         if self._file is None:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._file = os.fdopen(fd, "ab")
+            self._file = open_private_append(self.path)
         return self._file
 
     def close(self) -> None:

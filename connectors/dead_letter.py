@@ -24,6 +24,8 @@ from uuid import UUID
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.private_files import open_private_append
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
@@ -53,19 +55,12 @@ class DeadLetterSink(DynamicSink):
         self._directory = Path(directory)
 
     def build(self, step_id: str, worker_index: int, worker_count: int):
-        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return _DeadLetterFile(self._directory / f"dead-letter-{worker_index}.jsonl")
 
 
 class _DeadLetterFile(StatelessSinkPartition):
     def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # a file an older run made with the default mode, too
-        except BaseException:
-            os.close(fd)
-            raise
-        self._file = os.fdopen(fd, "ab")
+        self._file = open_private_append(path)
 
     def write_batch(self, items: list) -> None:
         self._file.write(b"".join(to_line(item) for item in items))

@@ -52,6 +52,7 @@ from typing_extensions import override
 
 from connectors.health import HEALTH
 from connectors.path_names import path_component
+from connectors.private_files import fsync_directory
 from connectors.spool_format import decode_batch, encode_batch
 from connectors.tracing import tracer
 
@@ -151,12 +152,12 @@ class Spool:
                  for segment, path in paths.items()}
         if closed:  # from now on a crash is possible again (an unlink: needs no free space)
             (self.directory / _CLOSED).unlink()
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
         self._sizes = sizes  # segment -> bytes of whole frames (sealed ones: final)
         self._active = max([*sizes, self._cursor[0]]) + 1
         self._active_fd = os.open(self._path(self._active),
                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         self._sizes[self._active] = 0
         segment, offset = self._cursor
         self.pending_bytes = sum(sizes.values()) - (offset if segment in sizes else 0)
@@ -241,7 +242,7 @@ class Spool:
         self._active += 1
         self._active_fd = os.open(self._path(self._active),
                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         self._sizes[self._active] = 0
 
     # -- the reader (the drainer thread) --
@@ -335,7 +336,7 @@ class Spool:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.directory / "cursor")
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def _close_reader(self) -> None:
         if self._read_fd is not None:
@@ -380,7 +381,7 @@ class Spool:
             if not self._uncut:
                 try:
                     (self.directory / _CLOSED).touch()
-                    _fsync_dir(self.directory)
+                    fsync_directory(self.directory)
                 except OSError as error:
                     log.warning("spool %s: cannot record the clean close (%s)", self.directory,
                                 error.strerror or type(error).__name__)
@@ -472,14 +473,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # The local disk's "full" errors: retried by the drainer (its bookkeeping frees space).

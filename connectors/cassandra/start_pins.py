@@ -21,6 +21,7 @@ from pathlib import Path
 
 from connectors.cassandra.tail import Cursor
 from connectors.path_names import path_component
+from connectors.private_files import fsync_directory
 
 __all__ = ["pinned", "release"]
 
@@ -61,11 +62,7 @@ def _pin(directory: Path, node: str, cursor: Cursor | None) -> Cursor | None:
                 pass
         finally:
             os.unlink(temporary)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(directory)
     stored = json.loads(path.read_text())
     return None if stored is None else Cursor(stored["segment_id"], stored["offset"],
                                               stored["done"])
