@@ -63,6 +63,10 @@ def _pin(directory: Path, node: str, cursor: Cursor | None) -> Cursor | None:
         finally:
             os.unlink(temporary)
         fsync_directory(directory)
-    stored = json.loads(path.read_text())
-    return None if stored is None else Cursor(stored["segment_id"], stored["offset"],
-                                              stored["done"])
+    try:
+        stored = json.loads(path.read_text())
+        return None if stored is None else Cursor(int(stored["segment_id"]),
+                                                  int(stored["offset"]), bool(stored["done"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"the start pin {path} does not read back ({type(error).__name__}): "
+                         "remove it to start from the end of the log as it is now") from None

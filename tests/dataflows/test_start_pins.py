@@ -74,3 +74,21 @@ def test_a_partition_with_state_removes_its_pin(tmp_path, monkeypatch) -> None:
     assert list((tmp_path / "recovery").glob("cdc-start-latest-*.json"))
     source.build_part("capture", "node/1", initial["node/1"]).close()
     assert not list((tmp_path / "recovery").glob("cdc-start-latest-*.json"))
+
+
+def test_a_pin_that_does_not_read_back_names_its_file(tmp_path, monkeypatch) -> None:
+    """A truncated or hand-edited pin stops the build naming the file and what to do, not
+    with a bare JSONDecodeError or KeyError."""
+    import pytest
+
+    monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
+    cdc_raw = tmp_path / "cdc_raw"
+    cdc_raw.mkdir()
+    _segment(cdc_raw, 100)
+    settings = _settings(tmp_path, recovery=True)
+    _initial_cursors(settings)
+    (pin,) = (tmp_path / "recovery").glob("cdc-start-latest-*.json")
+    for damage in ('{"segment_id": 1', '{"offset": 0}'):
+        pin.write_text(damage)
+        with pytest.raises(ValueError, match=rf"start pin {pin} does not read back .*remove it"):
+            _initial_cursors(settings)
