@@ -75,6 +75,12 @@ class AuditTrail:
             self._file = open_private_append(self.path)
         return self._file
 
+    def close_after_opening(self) -> None:
+        """Open (create) the file and close it: whether this process can keep its trail."""
+        with self._lock:
+            self._open()
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             file, self._file = self._file, None

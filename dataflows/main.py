@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from connectors import tracing
+from connectors.audit_trail import AuditTrail
 from connectors.health import HEALTH
 from dataflows import health, logs
 from dataflows.collector import tune_collector
@@ -39,6 +41,18 @@ def _stop_once(number: int, frame: object) -> None:
     signal.default_int_handler(number, frame)
 
 
+def _check_audit_dir(directory: Path | None) -> None:
+    """Open this process's audit file now (connectors/audit_trail.py): a folder it cannot
+    write stops the start naming the key, not the flow at its first masked batch."""
+    if directory is None:
+        return
+    try:
+        AuditTrail(directory).close_after_opening()
+    except OSError as error:
+        raise ConfigError("pipeline.audit_dir", f"{directory} cannot hold the audit trail "
+                          f"({error.strerror or type(error).__name__})") from None
+
+
 tune_collector()
 signal.signal(signal.SIGTERM, _stop_once)
 try:
@@ -46,6 +60,7 @@ try:
     tracing.configure()
     settings = load()
     load_policy(settings.masking_policy)  # read again, once, when the first change comes
+    _check_audit_dir(settings.audit_dir)
     flow = build(settings)
     HEALTH.trouble(health.STARTUP, "the flow has not started yet")
     health.serve_from_environment()

@@ -58,3 +58,15 @@ def test_sigterm_stops_the_flow_as_ctrl_c_does(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["interrupted", "closing", "on"]
     assert "SIGTERM again" in result.stderr
+
+
+def test_an_audit_dir_that_cannot_hold_the_trail_stops_the_start_in_one_line(tmp_path) -> None:
+    """The audit file was first opened at the first masked batch, so a folder it cannot use
+    stopped a running flow with a bare OSError."""
+    config = _example(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    config["audit_dir"] = str(tmp_path / "a-file" / "audit")  # under a file: no folder there
+    result = _import_main(tmp_path, config)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("configuration error: pipeline.audit_dir:")
+    assert "Traceback" not in result.stderr
