@@ -105,8 +105,9 @@ def refuse_another_key(table: str, found: set[str], wanted: set[str], *, key: st
     are the Cassandra table's key columns, WANTED: a table dropped and created again with
     another primary key must not write into the old destination table (HARM says why)."""
     if found != wanted:
+        has = f"the {key} ({', '.join(sorted(found))})" if found else f"no {key}"
         raise LayoutError(
-            f"{table} has the {key} ({', '.join(sorted(found))}), the Cassandra table's "
+            f"{table} has {has}, the Cassandra table's "
             f"primary key is ({', '.join(sorted(wanted))}): was it dropped and created again "
             f"with another primary key? {harm}; move or drop the destination table (and its "
             "view), then restart (docs/schema-evolution.md)")

@@ -72,3 +72,14 @@ def test_every_masked_batch_is_in_the_audit_trail(tmp_path, monkeypatch) -> None
          "values": 1, "nulls": 1},
         {"column": "status", "strategy": "pass", "class": "none", "basis": "unlisted",
          "values": 2, "nulls": 0}]
+
+
+def test_a_destination_table_without_any_primary_key_says_so() -> None:
+    import pytest
+
+    from connectors.table_layout import LayoutError, refuse_another_key
+
+    with pytest.raises(LayoutError, match=r"cdc.t has no primary key, the Cassandra table's "
+                                          r"primary key is \(k\)"):
+        refuse_another_key("cdc.t", set(), {"k"}, key="primary key", harm="Wrong")
+    refuse_another_key("cdc.t", {"k"}, {"k"}, key="primary key", harm="Wrong")  # the same
