@@ -114,3 +114,26 @@ def test_not_ready_until_the_flow_builds_its_parts(tmp_path):
     assert live and not ready and body["checks"][STARTUP]["state"] == "trouble"
     _StartedDeadLetterSink(tmp_path / "dlq").build("dead_letter", 0, 1).close()
     assert STARTUP not in HEALTH.report()[2]["checks"]
+
+
+def test_a_running_flow_clears_startup_without_any_dead_letter(tmp_path):
+    """Bytewax builds the dead-letter sink when the flow starts, whether or not anything ever
+    reaches it: a flow run for real (no dead letters) clears `startup`."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    from connectors.health import HEALTH
+    from dataflows.flow import _StartedDeadLetterSink
+    from dataflows.health import STARTUP
+
+    HEALTH.trouble(STARTUP, "the flow has not started yet")
+    flow = Dataflow("startup")
+    items = op.input("in", flow, TestingSource([1, 2]))
+    op.output("dead_letter", op.filter("none", items, lambda _item: False),
+              _StartedDeadLetterSink(tmp_path / "dlq"))
+    out: list = []
+    op.output("out", items, TestingSink(out))
+    run_main(flow)
+    assert out == [1, 2]
+    assert STARTUP not in HEALTH.report()[2]["checks"]
