@@ -119,6 +119,16 @@ class PipelineSettings:
     # The masking audit trail (connectors/audit_trail.py); None: "audit" beside dead_letter_dir.
     audit_dir: Path | None = None
 
+    @property
+    def spool_root(self) -> Path:
+        """spool_dir, or its default beside the dead letters (parse fills it in)."""
+        return self.spool_dir or self.dead_letter_dir.parent / "spool"
+
+    @property
+    def audit_root(self) -> Path:
+        """audit_dir, or its default beside the dead letters (parse fills it in)."""
+        return self.audit_dir or self.dead_letter_dir.parent / "audit"
+
 
 def load(path: str | Path | None = None) -> PipelineSettings:
     """Read and validate the configuration file (see the module docstring)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -117,16 +116,12 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
     return flow
 
 
-def _spool_root(settings: PipelineSettings) -> Path:
-    return settings.spool_dir or settings.dead_letter_dir.parent / "spool"
-
-
 def _refuse_spools_left_behind(settings: PipelineSettings,
                                spooled: Mapping[str, list[str]]) -> None:
     """Stop with a message if a spool this configuration never opens still holds batches: a
     destination renamed, given fewer partitions or its spool turned off while one was behind
     (docs/adr/0006). Those batches' epochs were committed, so starting would lose them."""
-    left = left_behind(_spool_root(settings), spooled)
+    left = left_behind(settings.spool_root, spooled)
     if left:
         folders = ", ".join(f"{folder} ({size} bytes)" for folder, size in left)
         raise ConfigError(
@@ -208,7 +203,7 @@ def _sink(destination: DestinationSettings, runtime: Runtime):
     if not destination.spool:
         return sink
     settings = runtime.settings
-    return SpooledSink(sink, _spool_root(settings),
+    return SpooledSink(sink, settings.spool_root,
                        max_bytes=settings.spool_max_bytes, transient=sink.transient_error)
 
 

@@ -41,11 +41,9 @@ def _stop_once(number: int, frame: object) -> None:
     signal.default_int_handler(number, frame)
 
 
-def _check_audit_dir(directory: Path | None) -> None:
+def _check_audit_dir(directory: Path) -> None:
     """Open this process's audit file now (connectors/audit_trail.py): a folder it cannot
     write stops the start naming the key, not the flow at its first masked batch."""
-    if directory is None:
-        return
     try:
         AuditTrail(directory).close_after_opening()
     except OSError as error:
@@ -60,7 +58,7 @@ try:
     tracing.configure()
     settings = load()
     load_policy(settings.masking_policy)  # read again, once, when the first change comes
-    _check_audit_dir(settings.audit_dir)
+    _check_audit_dir(settings.audit_root)
     flow = build(settings)
     HEALTH.trouble(health.STARTUP, "the flow has not started yet")
     health.serve_from_environment()

@@ -133,8 +133,7 @@ class Runtime:
     def audit_trail(self) -> AuditTrail:
         """What every masked batch did, column by column (connectors/audit_trail.py); synced
         at the process's exit."""
-        settings = self.settings
-        trail = AuditTrail(settings.audit_dir or settings.dead_letter_dir.parent / "audit")
+        trail = AuditTrail(self.settings.audit_root)
         atexit.register(trail.close)
         return trail
 
