@@ -97,20 +97,19 @@ class ProgressWriter:
         if self._interval == 0:
             insert_progress(client, *self._where, positions)
             return
-        with self._lock:  # the thread sets it under the lock: none is lost in between
-            failure, self._failure = self._failure, None
-            if failure is not None:  # written again with the next, once the cause is mended
-                merge_highest(self._pending, positions)
-        if failure is not None:
-            raise failure
-        with self._lock:
+        with self._lock:  # the thread sets _failure under it: none is lost in between
             if self._stop.is_set():
                 raise RuntimeError(f"progress of {self._what()} recorded after close")
+            # Kept for the next write, also when a failure is raised below: written once the
+            # cause is mended.
             merge_highest(self._pending, positions)
-            if self._thread is None:
+            failure, self._failure = self._failure, None
+            if failure is None and self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"progress-{self._what()}")
                 self._thread.start()
+        if failure is not None:
+            raise failure
 
     def _what(self) -> str:
         return f"clickhouse sink {self._where[1]}/{self._where[2]}"
