@@ -19,7 +19,7 @@ make replays after recovery harmless.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -213,18 +213,17 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     if destination.kind == "clickhouse":
         from connectors.clickhouse import ClickHouseSink, ClickHouseSinkSettings
 
-        progress = {"progress_interval": options.pop("progress_interval")} \
-            if "progress_interval" in options else {}
+        progress = _checked_options(path, options, {
+            "progress_interval": ClickHouseSinkSettings.check_progress_interval})
         _no_other_options(path, options)
-        for name, value in progress.items():
-            try:
-                ClickHouseSinkSettings.check_progress_interval(value)
-            except ValueError as error:
-                raise ConfigError(f"{path}.options.{name}", str(error)) from None
-        settings = ClickHouseSinkSettings(
-            host=destination.host, port=destination.port, database=destination.database,
-            user=destination.username, password_ref=destination.password,
-            ca_cert=str(destination.ca_cert), partitions=destination.partitions, **progress)
+        try:
+            settings = ClickHouseSinkSettings(
+                host=destination.host, port=destination.port, database=destination.database,
+                user=destination.username, password_ref=destination.password,
+                ca_cert=str(destination.ca_cert), partitions=destination.partitions,
+                **progress)
+        except ValueError as error:  # what is left is the destination's own fields
+            raise ConfigError(path, str(error)) from None
         return ClickHouseSink(settings, runtime.table, runtime.masked_types,
                               schema_refresh=runtime.refresh_schemas)
     from connectors.postgres import PostgresSinkSettings
@@ -232,12 +231,7 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     checks = {"schema": PostgresSinkSettings.check_schema}
     if destination.kind == "postgres":  # room for HOT updates; a time-series table takes none
         checks["fillfactor"] = PostgresSinkSettings.check_fillfactor
-    given = {name: options.pop(name) for name in checks if name in options}
-    for name, value in given.items():  # each named by its own path, as ClickHouse's above
-        try:
-            checks[name](value)
-        except ValueError as error:
-            raise ConfigError(f"{path}.options.{name}", str(error)) from None
+    given = _checked_options(path, options, checks)
     try:
         settings = PostgresSinkSettings(
             host=destination.host, port=destination.port, dbname=destination.database,
@@ -268,6 +262,19 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     _no_other_options(path, options)
     return TimescaleSink(settings, timescale, runtime.table, runtime.masked_types,
                          schema_refresh=runtime.refresh_schemas)
+
+
+def _checked_options(path: str, options: dict, checks: Mapping[str, Callable[[object], None]]
+                     ) -> dict:
+    """The OPTIONS CHECKS names, taken out of OPTIONS, each checked by its function: a value
+    it refuses (ValueError) is a ConfigError named by the option's own path."""
+    given = {name: options.pop(name) for name in checks if name in options}
+    for name, value in given.items():
+        try:
+            checks[name](value)
+        except ValueError as error:
+            raise ConfigError(f"{path}.options.{name}", str(error)) from None
+    return given
 
 
 def _no_other_options(path: str, options: dict) -> None:
