@@ -215,7 +215,7 @@ def _reflects(event: ChangeEvent, image: Image | None, regular: Collection[str])
         return event.kind is not ChangeKind.UPSERT or not (
             event.liveness or _writes_a_lasting_cell(event))
     if event.kind is ChangeKind.ROW_DELETE and event.deletion is not None and \
-            _older_cells(image, regular, event.deletion.marked_for_delete_at):
+            _after_tombstone(image, regular, event.deletion.marked_for_delete_at) is not image:
         return False  # a replica with the tombstone shows no cell it covers
     for name, cell in event.cells.items():
         written = image.write_times.get(name)
@@ -247,15 +247,11 @@ def _writes_a_lasting_cell(event: ChangeEvent) -> bool:
     return False
 
 
-def _older_cells(image: Image, regular: Collection[str], tombstone: int) -> bool:
-    """Whether IMAGE shows a regular cell a row tombstone at TOMBSTONE covers (written at or
-    before it): then the replica read has not received the tombstone."""
-    return any(t <= tombstone for n, t in image.write_times.items() if n in regular)
-
-
 def _after_tombstone(image: Image, regular: Collection[str], tombstone: int) -> Image | None:
     """IMAGE as a row tombstone at TOMBSTONE leaves it: its regular cells written at or before
-    the tombstone gone (null); None when none is left, the row deleted. What a replica that
+    the tombstone gone (null); None when none is left, the row deleted; IMAGE itself when the
+    tombstone covers none of them (a replica that has it shows none: anything else says the
+    replica read lacks it). What a replica that
     has the tombstone shows, from one that has not (every other cell as it read it)."""
     gone = {n for n, t in image.write_times.items() if n in regular and t <= tombstone}
     if not gone:
@@ -574,13 +570,15 @@ class RowImages:
         regular = table.regular_names
         as_of = self._clock.now()
         for image in self._reader.partition(table, event.partition_key):
-            if covered(image.key) and _older_cells(image, regular, tombstone):
+            after = _after_tombstone(image, regular, tombstone) if covered(image.key) \
+                else image
+            if after is not image:
                 # A replica without the tombstone: the cells it covers are gone in
                 # Cassandra, the ones written after it are not.
                 STALE_READS.inc()
-                image = _after_tombstone(image, regular, tombstone)
-                if image is None:
+                if after is None:
                     continue
+                image = after
             ops.append(self._upsert(table, image, event, source, with_statics=False,
                                     as_of=as_of))
         if whole and table_has_statics(table):
