@@ -54,7 +54,7 @@ import shlex
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 
 from benchmarks import cpu_meter, sink_bench
@@ -81,14 +81,14 @@ def _load() -> str:
     return f"load {load_average()}"
 
 
-def _raw_values(rows: int, version: int) -> list[tuple]:
+def raw_values(rows: int, version: int) -> list[tuple]:
     """The sink's values for `upserts(ks, rows, version)`, as the PostgreSQL sink converts them."""
     at = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     return [(f"t{i % 50}", i, f"item {i}", i, i * 0.5, at, uuid.UUID(int=i),
              version, False, "n1", 1, i + 1) for i in range(rows)]
 
 
-class _Timed:
+class Timed:
     """Per case, the rate of each run and its ratio to the raw rate timed last (just before
     it, in the same run)."""
 
@@ -109,7 +109,7 @@ class _Timed:
         return rate
 
     def pair(self, case: str, rate: float) -> None:
-        """Record RATE for CASE (timed here, or by another _Timed), paired with the last raw."""
+        """Record RATE for CASE (timed here, or by another Timed), paired with the last raw."""
         self.rates.setdefault(case, []).append(rate)
         if case == "raw":
             self._raw_rate = rate
@@ -117,19 +117,21 @@ class _Timed:
             assert self._raw_rate is not None, "a case timed before its raw path"
             self.ratios.setdefault(case, []).append(rate / self._raw_rate)
 
-    def report(self, rows: int, *, target: bool = True) -> list[str]:
-        """The summary lines; TARGET: whether this raw path is the one the target is set
-        against (else the ratios are printed without a verdict)."""
+    def report(self, rows: int, *, target: bool = True,
+               cases: Sequence[str] = CASES, what: str = "sink ") -> list[str]:
+        """The summary lines, CASES first, each named WHAT + case; TARGET: whether this raw
+        path is the one the target is set against (else the ratios are printed without a
+        verdict)."""
         raw = statistics.median(self.rates["raw"])
         lines = [f"{self.name}: raw {raw:,.0f} rows/s (median, {rows} rows/batch)"]
-        for case in CASES:
+        for case in cases:
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
             verdict = (("; meets" if ratio >= TARGET else "; BELOW")
                        + f" the {TARGET:.0%} target") if target else ""
-            lines.append(f"{self.name}: sink {case:6s} {rate:>10,.0f} rows/s  ratio {ratio:.2f}"
+            lines.append(f"{self.name}: {what}{case:6s} {rate:>10,.0f} rows/s  ratio {ratio:.2f}"
                          f" of raw (median of paired ratios{verdict})")
-        for case in sorted(set(self.ratios) - set(CASES)):  # references, not the sink
+        for case in sorted(set(self.ratios) - set(cases)):  # references, not the sink
             rate = statistics.median(self.rates[case])
             ratio = statistics.median(self.ratios[case])
             lines.append(f"{self.name}: {case} {rate:>10,.0f} rows/s  ratio {ratio:.2f} of raw"
@@ -151,7 +153,15 @@ _REFERENCES = {
                 " the least Python work of any sink that takes the flow's row operations",
 }
 _KEY_NAMES, _VALUE_NAMES = ("tenant", "id"), ("name", "qty", "price", "at", "ref")
-_NAMES = [*_KEY_NAMES, *_VALUE_NAMES, *CDC_WRITTEN]  # what both sinks write, in this order
+NAMES = [*_KEY_NAMES, *_VALUE_NAMES, *CDC_WRITTEN]  # what both sinks write, in this order
+
+
+def postgres_types() -> list[str]:
+    """The PostgreSQL types of `NAMES`, in order: the bookkeeping columns' as the sink declares
+    them (bigint, boolean, ...)."""
+    return ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid",
+            *(definition.split()[0] for name, definition in PG_CDC_COLUMNS
+              if name in CDC_WRITTEN)]
 
 
 def _extract(ops: list) -> list[list]:
@@ -163,7 +173,7 @@ def _extract(ops: list) -> list[list]:
             + [list(map(attrgetter("version"), ops)), list(map(attrgetter("source"), ops))])
 
 
-def _time_extraction(timed: _Timed, ks: str, rows: int, version: int) -> None:
+def _time_extraction(timed: Timed, ks: str, rows: int, version: int) -> None:
     """Time `_extract` over a batch built for it (as fresh in memory as the sink's own)."""
     ops = upserts(ks, rows, version)
     timed.time(EXTRACTION, rows, lambda: _extract(ops))
@@ -175,14 +185,10 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
     ks, part = postgres_sink_part("bench_raw", args.fillfactor)
     table = sql.Identifier(f"{ks}__{TABLE}")
     raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
-    names = _NAMES
-    # The bookkeeping columns' types as the sink declares them (bigint, boolean, ...).
-    types = ["text", "int8", "text", "int8", "float8", "timestamptz", "uuid",
-             *(definition.split()[0] for name, definition in PG_CDC_COLUMNS
-               if name in CDC_WRITTEN)]
+    names, types = NAMES, postgres_types()
     copy_raw = sql.SQL("COPY cdc.{} ({}) FROM STDIN (FORMAT BINARY)").format(
         raw_table, sql.SQL(", ").join(map(sql.Identifier, names)))
-    timed = _Timed("postgres")
+    timed = Timed("postgres")
     try:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
@@ -192,7 +198,7 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
                 # LIKE copies no storage parameters: the raw table gets the sink's packing too.
                 conn.execute(sql.SQL("ALTER TABLE cdc.{} SET (fillfactor = {})").format(
                     raw_table, sql.Literal(args.fillfactor)))
-        rows = _raw_values(args.rows, 1)
+        rows = raw_values(args.rows, 1)
         for run in range(args.repeat):
             with part._pool.connection() as conn:  # noqa: SLF001
                 conn.execute(sql.SQL("TRUNCATE cdc.{}").format(table))
@@ -221,7 +227,7 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
                     statements = ("merge", "on conflict")
                     for statement in statements if run % 2 == 0 else statements[::-1]:
                         _upsert_alone(part, timed, args.rows, table, names, types,
-                                      _raw_values(args.rows, version + 1), statement)
+                                      raw_values(args.rows, version + 1), statement)
     finally:
         with part._pool.connection() as conn:  # noqa: SLF001
             conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(raw_table))
@@ -237,7 +243,7 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
         " upserts with a version guard and records progress"]
 
 
-def _upsert_alone(part, timed: _Timed, rows: int, table, names: list[str], types: list[str],
+def _upsert_alone(part, timed: Timed, rows: int, table, names: list[str], types: list[str],
                   values: list[tuple], statement: str) -> None:
     """Time the server's version-guarded upsert of VALUES (staged untimed) into TABLE, by
     STATEMENT: "merge" or "on conflict"."""
@@ -280,12 +286,12 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
     admin = clickhouse.connect("admin")
     table = f"{q('cdc')}.{q(f'{ks}__{TABLE}')}"
     raw_table = f"{q('cdc')}.{q(f'{ks}__{TABLE}__raw')}"
-    names = _NAMES
+    names = NAMES
     types = ["String", "Int64", "Nullable(String)", "Nullable(Int64)", "Nullable(Float64)",
              "Nullable(Int64)", "Nullable(UUID)", *(t for _, t in CH_CDC_WRITTEN)]
     at_ms = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp() * 1000)
-    timed = _Timed("clickhouse")
-    by_rows = _Timed("ch-rows")  # the sink against a row-oriented insert
+    timed = Timed("clickhouse")
+    by_rows = Timed("ch-rows")  # the sink against a row-oriented insert
     try:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         admin.command(f"CREATE TABLE {raw_table} AS {table}")
@@ -293,7 +299,7 @@ def clickhouse_bench(args: argparse.Namespace) -> list[str]:
         # The same values as PostgreSQL's raw path, as ClickHouse takes them: timestamps in
         # epoch milliseconds, the deleted flag 0/1. Rows as the driver's default form takes
         # them (text as str); columns with the text already bytes.
-        rows = [(*r[:5], at_ms, *r[6:8], int(r[8]), *r[9:]) for r in _raw_values(n, 1)]
+        rows = [(*r[:5], at_ms, *r[6:8], int(r[8]), *r[9:]) for r in raw_values(n, 1)]
         columns = [list(column) for column in zip(*rows, strict=True)]
         for text in (names.index("tenant"), names.index("name"),
                      names.index("_cdc_source_node")):

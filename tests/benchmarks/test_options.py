@@ -33,6 +33,17 @@ def test_sink_vs_raw_refuses(argv, named, capsys) -> None:
 
 
 @pytest.mark.parametrize(("argv", "named"), [
+    (["--rows", "0"], "--rows: must be at least 1, not 0"),
+    (["--fillfactor", "101"], "--fillfactor: PostgresSinkSettings.fillfactor must be an "
+                              "integer within 10..100, not 101"),
+])
+def test_postgres_update_paths_refuses(argv, named, capsys) -> None:
+    from benchmarks.postgres_update_paths import main
+
+    assert named in _refused(main, argv, capsys)
+
+
+@pytest.mark.parametrize(("argv", "named"), [
     (["--repeat", "0"], "--repeat: must be at least 1, not 0"),
     (["--rows", "-3"], "--rows: must be at least 1, not -3"),
 ])
