@@ -15,17 +15,48 @@ __all__ = ["fsync_directory", "open_private_append"]
 
 
 def open_private_append(path: Path) -> BinaryIO:
-    """PATH opened for appending, created if missing: its directory made for the owner only
-    (0700) if it is not there, the file the owner's only (0600), one an older run left with
-    the default mode as well."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    """PATH, a file of lines, opened for appending, created if missing: its directory made for
+    the owner only (0700) if it is not there, the file the owner's only (0600), one an older
+    run left with the default mode as well. A new file's name, and any directory made for it,
+    is made durable at once (the first batch's fsync covers the data, not the name). A last
+    line left unfinished (a crash or a full disk mid-write) is ended first, so the next line
+    starts on its own instead of gluing itself to the fragment (the fragment stays)."""
+    _make_directories(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        created = True
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        created = False
     try:
         os.fchmod(fd, 0o600)
+        if created:
+            fsync_directory(path.parent)
+        else:
+            _end_last_line(fd)
     except BaseException:
         os.close(fd)
         raise
     return os.fdopen(fd, "ab")
+
+
+def _make_directories(directory: Path) -> None:
+    """DIRECTORY and its missing parents, each 0700, each name synced into its parent."""
+    if directory.is_dir():
+        return
+    _make_directories(directory.parent)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # made meanwhile (another worker)
+    fsync_directory(directory.parent)
+
+
+def _end_last_line(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
+        os.fsync(fd)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -66,3 +66,99 @@ def test_dead_letters_are_the_owners_only(tmp_path):
     for path in (folder / "dead-letter-0.jsonl", left):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+
+
+def _unreadable(partition_key, cells):
+    import uuid
+
+    from connectors.cassandra.events import ChangeEvent, ChangeKind
+    from operators.readback import UnreadableChange
+
+    event = ChangeEvent("n1", Position(3, 77), 0, "ks", "gone", uuid.UUID(int=5),
+                        ChangeKind.UPSERT, partition_key, {}, cells, None, None, False, None,
+                        None, b"\x01")
+    return UnreadableChange(event, "table dropped")
+
+
+def test_values_json_has_no_form_for_are_kept_and_named():
+    """A dropped table's change is dead-lettered whole: a varint beyond 64 bits (which orjson
+    refused, failing the sink, again at every replay), NaN and infinities (written as null), a
+    decimal, a set and a map with non-text keys (written as their repr, or keys as text), and
+    the cells' fields (written as bare lists) each keep what they were."""
+    import datetime
+    from decimal import Decimal
+
+    from connectors.cassandra.events import Cell, CellElement, ComplexCell
+    from connectors.dead_letter import to_line
+
+    cells = {"big": Cell(-2**70, 10), "nan": Cell(float("nan"), 11),
+             "inf": Cell(float("-inf"), 12), "price": Cell(Decimal("1.50"), 13),
+             "tags": Cell(frozenset({"a"}), 14), "counts": Cell({1: "one"}, 15),
+             "at": Cell(datetime.datetime(1969, 7, 20, 20, 17), 16),
+             "list": ComplexCell(None, (CellElement(7, "seven", 20),))}
+    line = json.loads(to_line(_unreadable({"k": 2**64}, cells)))
+    assert line["type"] == "UnreadableChange" and line["reason"] == "table dropped"
+    event = line["event"]
+    assert event["partition_key"] == {"k": {"int": str(2**64)}}
+    assert event["position"] == {"segment_id": 3, "offset": 77}
+    got = event["cells"]
+    assert got["big"] == {"value": {"int": str(-2**70)}, "timestamp": 10, "ttl": 0,
+                          "local_deletion_time": None, "deleted": False}
+    assert got["nan"]["value"] == {"float": "nan"}
+    assert got["inf"]["value"] == {"float": "-inf"}
+    assert got["price"]["value"] == {"decimal": "1.50"}
+    assert got["tags"]["value"] == {"set": ["a"]}
+    assert got["counts"]["value"] == {"map": [[1, "one"]]}
+    assert got["at"]["value"] == {"datetime": "1969-07-20T20:17:00"}
+    assert got["list"]["elements"][0]["path"] == 7
+    assert to_line(_unreadable({"k": 2**64 - 1}, {})).count(b"18446744073709551615") == 1
+
+
+def test_a_record_json_cannot_take_is_written_as_its_repr(tmp_path):
+    """Text that is not valid Unicode (a lone surrogate) stops orjson: the line says so and
+    keeps the record's repr, and the batch's other records are written."""
+    part = DeadLetterSink(tmp_path).build("dlq", 0, 1)
+    part.write_batch([_unreadable({"k": "\ud800"}, {}), _unreadable({"k": 1}, {})])
+    part.close()
+    first, second = (json.loads(line) for line in
+                     (tmp_path / "dead-letter-0.jsonl").read_text().splitlines())
+    assert first["type"] == "UnreadableChange" and first["unencodable"]  # the error's class
+    assert "\\ud800" in first["repr"] and "table dropped" in first["repr"]
+    assert second["event"]["partition_key"] == {"k": 1}
+
+
+def test_a_line_left_unfinished_is_ended_before_the_next(tmp_path):
+    """A crash (or a full disk) mid-write leaves a fragment without its newline: the replayed
+    record must not be glued to it, or the only whole copy is an unreadable line."""
+    (tmp_path / "dead-letter-0.jsonl").write_bytes(b'{"type":"Und')
+    part = DeadLetterSink(tmp_path).build("dlq", 0, 1)
+    part.write_batch([_unreadable({"k": 1}, {})])
+    part.close()
+    fragment, record = (tmp_path / "dead-letter-0.jsonl").read_text().splitlines()
+    assert fragment == '{"type":"Und'
+    assert json.loads(record)["event"]["partition_key"] == {"k": 1}
+    # A file ending whole is left as it is.
+    part = DeadLetterSink(tmp_path).build("dlq", 0, 1)
+    part.close()
+    assert len((tmp_path / "dead-letter-0.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_new_file_and_its_directories_are_named_durably(tmp_path, monkeypatch):
+    """The batch's fsync makes the data durable, not the new file's name: a power loss could
+    drop the whole file (the only copy, once its segment is deleted). Each directory made for
+    it is synced into its parent too."""
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    DeadLetterSink(tmp_path / "a" / "b").build("dlq", 0, 1).close()
+    assert synced == [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")]
+    synced.clear()
+    DeadLetterSink(tmp_path / "a" / "b").build("dlq", 0, 1).close()  # nothing new: no sync
+    assert synced == []
