@@ -351,12 +351,20 @@ class _Section:
         return value
 
     def secret(self, key: str) -> str:
+        """The key's secret reference, checked whole here (not when a partition first resolves
+        it); a relative file: path is taken from the base, as every other path."""
         value = self.string(key)
         scheme, sep, rest = value.partition(":")
         if not sep or scheme not in SECRET_SCHEMES or not rest:
             # Never echo the value: it may be the secret itself, pasted by mistake.
             raise self._fail(key, "must be a secret reference (openbao:path#field, env:NAME or "
                                   "file:path), not a literal secret")
+        if scheme in ("openbao", "vault"):
+            path, sep, field = rest.partition("#")
+            if not (sep and path and field):
+                raise self._fail(key, f"needs a path and a field: {scheme}:path#field")
+        if scheme == "file" and not Path(rest).is_absolute():
+            return f"file:{self._base / rest}"
         return value
 
     def integer(self, key: str, default: Any = _MISSING, *, low: int | None = None,

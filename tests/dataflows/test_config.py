@@ -76,6 +76,11 @@ def test_the_path_comes_from_the_environment(monkeypatch, tmp_path, example):
     (lambda d: d.update(destinations=[]), "pipeline.destinations", "at least 1"),
     (lambda d: d["cassandra"].update(start_from="now"), "pipeline.cassandra.start_from",
      "'now' is not one of earliest, latest"),
+    # Refused here, not when a partition first resolves it (after the flow has started).
+    (lambda d: d["cassandra"].update(password="openbao:cdc/cassandra"),
+     "pipeline.cassandra.password", "needs a path and a field: openbao:path#field"),
+    (lambda d: d["destinations"][0].update(password="vault:#password"),
+     "pipeline.destinations[0].password", "needs a path and a field: vault:path#field"),
 ])
 def test_a_bad_file_names_the_key_and_the_problem(example, change, path, problem):
     broken = copy.deepcopy(example)
@@ -84,6 +89,18 @@ def test_a_bad_file_names_the_key_and_the_problem(example, change, path, problem
         parse(broken)
     assert error.value.path == path
     assert problem in error.value.problem
+
+
+def test_a_relative_secret_file_is_taken_from_the_configuration_folder(example, tmp_path):
+    """As every other path in the file (its example says so), not from the working
+    directory; an absolute one and the other schemes stay as written."""
+    from dataflows.config import parse as parse_from
+
+    example["cassandra"]["password"] = "file:secrets/cassandra"
+    example["destinations"][0]["password"] = "file:/run/secrets/pg"
+    settings = parse_from(example, base=tmp_path)
+    assert settings.cassandra.password == f"file:{tmp_path / 'secrets' / 'cassandra'}"
+    assert settings.destinations[0].password == "file:/run/secrets/pg"
 
 
 def test_a_literal_secret_is_never_echoed(example):
