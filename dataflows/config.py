@@ -78,6 +78,9 @@ class InitialLoadSettings:
     enabled: bool = False
     splits: int = 16
     page_size: int = 500
+    # Raised, every table is loaded again (connectors/cassandra/snapshot.py): finished ranges
+    # stay finished, so this is how rows written while CDC was off come (once it is on again).
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,7 @@ def _initial_load(section: _Section) -> InitialLoadSettings:
         enabled=section.boolean("enabled", default=False),
         splits=section.integer("splits", default=16, low=1, high=4096),
         page_size=section.integer("page_size", default=500, low=10, high=5000),
+        generation=section.integer("generation", default=0, low=0),
     )
     section.done()
     return settings

@@ -50,6 +50,8 @@ def initial_load(step_id: str, flow: Dataflow, runtime: Runtime) -> op.KeyedStre
     # Lambdas: the session and the schemas are made in the worker, on first use.
     rows = op.input(step_id, flow, SnapshotSource(
         lambda: runtime.session, tables, splits=load.splits, page_size=load.page_size,
-        consistency=ConsistencyLevel.name_to_value[settings.cassandra.consistency]))
+        consistency=ConsistencyLevel.name_to_value[settings.cassandra.consistency],
+        generation=load.generation, recovery_directory=settings.recovery_directory,
+        step=step_id))
 
     return op.key_on(f"{step_id}_key", rows, lambda _operation: LOADED)

@@ -1,8 +1,15 @@
 """The initial load as a Bytewax input: the rows that already exist, read by token ranges.
 
 Each captured table's Murmur3 token space (-2**63 .. 2**63-1) is cut into ``splits``
-contiguous ranges; each range is one partition, keyed ``"keyspace.table:03/16"``, so a load is
-spread over the workers and resumes per range after a crash. A partition pages through
+contiguous ranges; each range is one partition, keyed
+``"keyspace.table@<table id>[#<generation>]:03/16"``, so a load is spread over the workers and
+resumes per range after a crash. The table's id is in the key: a table dropped and created again
+under the same name is another table, loaded again. So is the `generation` when it is above 0:
+raising it loads every table again (after CDC was switched off and on while the pipeline was
+stopped, say: nothing records that, and a finished range stays finished). The ranges of a
+table gone since, of another split count or another generation are still listed, as finished
+ones (connectors/listed_parts.py: Bytewax refuses a recovery store holding state for a
+partition no worker lists). A partition pages through
 
     SELECT <key>, <col>, WRITETIME(<col>) ..., token(<partition key>) FROM ks.t
     WHERE token(<partition key>) > ? AND token(<partition key>) <= ?
@@ -38,6 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -55,6 +63,7 @@ from connectors.cassandra.images import (
 )
 from connectors.cassandra.schema import ColumnKind, TableSchema
 from connectors.cassandra.session import tuple_rows
+from connectors.listed_parts import with_listed_before
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -97,29 +106,47 @@ class SnapshotSource(FixedPartitionedSource):
 
     def __init__(self, session: Callable[[], Any], tables: Callable[[], Iterable[TableSchema]],
                  *, splits: int = 16, page_size: int = 500,
-                 consistency: int = ConsistencyLevel.LOCAL_QUORUM) -> None:
+                 consistency: int = ConsistencyLevel.LOCAL_QUORUM, generation: int = 0,
+                 recovery_directory: Path | None = None, step: str = "initial_load") -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
+        if generation < 0:
+            raise ValueError(f"generation must be >= 0, got {generation}")
         self._ranges = token_ranges(splits)
+        self._generation = generation
+        self._recovery_directory = recovery_directory
+        self._step = step
         self._session = session
         self._tables = tables
         self._page_size = page_size
         self._consistency = consistency
 
     def _loadable(self) -> dict[str, TableSchema]:
-        return {f"{t.keyspace}.{t.name}": t for t in self._tables() if loadable(t)}
+        """The tables to load by the name their ranges' keys start with (module docstring)."""
+        generation = f"#{self._generation}" if self._generation else ""
+        return {f"{t.keyspace}.{t.name}@{t.id}{generation}": t for t in self._tables()
+                if loadable(t)}
 
     def list_parts(self) -> list[str]:
         # The split count is part of the key: with another count the ranges are other ones,
         # so the load starts over rather than resuming states that no longer fit.
         width = len(str(len(self._ranges)))
-        return [f"{name}:{i:0{width}d}/{len(self._ranges)}"
-                for name in sorted(self._loadable()) for i in range(len(self._ranges))]
+        return with_listed_before(self._recovery_directory, self._step, (
+            f"{name}:{i:0{width}d}/{len(self._ranges)}"
+            for name in self._loadable() for i in range(len(self._ranges))))
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):
         name, _, split = for_part.rpartition(":")
-        index = split.partition("/")[0]
+        index, _, count = split.partition("/")
         table = self._loadable().get(name)
+        if table is None or int(count) != len(self._ranges):
+            # Listed before (list_parts), not now: its state, if any, is of no more use.
+            log.info("initial load %s: %s, nothing to load", for_part,
+                     "not a range of the tables to load now (a table dropped or created"
+                     " again, another generation)" if table is None else
+                     f"a range of {count} splits, where the load now has {len(self._ranges)}")
+            return SnapshotPartition(for_part, None, None, 0, 0, None,
+                                     page_size=self._page_size, consistency=self._consistency)
         low, high = self._ranges[int(index)]
         return SnapshotPartition(for_part, self._session(), table, low, high, resume_state,
                                  page_size=self._page_size, consistency=self._consistency)
@@ -142,8 +169,7 @@ class SnapshotPartition(StatefulSourcePartition):
         self._emitted = 0
         self._log_every = log_every_s
         self._logged = time.monotonic()
-        if table is None:
-            log.warning("initial load %s: the table is gone, nothing to load", name)
+        if table is None:  # nothing to load (SnapshotSource.build_part says why)
             self._after = high
             return
         if self.done:
