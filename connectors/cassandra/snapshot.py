@@ -35,13 +35,15 @@ sinks record no progress for them (connectors/row_batch.py).
 
 Loaded rows keep write-time versions while captured changes are versioned by their read time
 (docs/adr/0003, amendment): a write time is older than any read made after it, so a loaded
-image only replaces a captured one that it is newer than. A row holding only its primary key
+image only replaces a captured one that it is newer than. A write time later than the read's
+start (a client clock ahead) is taken as that start. A row holding only its primary key
 shows no write time:
 such rows get version 0 ("exists, time unknown") and lose to any captured change too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -49,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable
+from cassandra.cluster import NoHostAvailable
 from cassandra.metadata import protect_name
 from prometheus_client import Counter
 
@@ -77,6 +80,14 @@ RANGES_DONE = Counter("cdc_initial_load_ranges_done",
                       "Token ranges the initial load has finished", ["table"])
 
 _UNKNOWN_VERSION = 0
+
+
+# Read failures worth asking again (SnapshotPartition._read); anything else stops the flow.
+_TRANSIENT = (ReadTimeout, Unavailable, OperationTimedOut, NoHostAvailable)
+
+
+def _at_most(op: RowUpsert, version: int) -> RowUpsert:
+    return op if op.version <= version else dataclasses.replace(op, version=version)
 
 
 def token_ranges(splits: int) -> list[tuple[int, int]]:
@@ -157,9 +168,11 @@ class SnapshotPartition(StatefulSourcePartition):
 
     def __init__(self, name: str, session, table: TableSchema | None, low: int, high: int,
                  after: int | None, *, page_size: int, consistency: int,
-                 log_every_s: float = 10.0) -> None:
+                 log_every_s: float = 10.0, attempts: int = 5, backoff_s: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._name = name
         self._table = table
+        self._attempts, self._backoff_s, self._sleep = attempts, backoff_s, sleep
         self._low, self._high = low, high
         self._after = after
         self._page_size = page_size
@@ -207,9 +220,8 @@ class SnapshotPartition(StatefulSourcePartition):
         """One page: its rows (and the page before's held-back ones) as operations."""
         if self.done:
             raise StopIteration
-        result = self._session.execute(self._statement, self._params,
-                                       paging_state=self._paging_state,
-                                       execution_profile=self._tuples)
+        read_at = time.time_ns() // 1000
+        result = self._read()
         page = [(row[-1], image_of(row, self._key_columns, self._columns))
                 for row in result.current_rows]
         self._paging_state = result.paging_state
@@ -229,12 +241,36 @@ class SnapshotPartition(StatefulSourcePartition):
             if len(self._held) > self._page_size:
                 # One wide token: send it now, the state stays before it (module docstring).
                 ready, self._held = rows, []
-        batch = self._operations(ready)
+        batch = self._operations(ready, read_at)
         self._after = complete
         self._progress(len(ready))
         return batch
 
-    def _operations(self, rows: list[tuple[int, Image]]) -> list[RowUpsert]:
+    def _read(self):
+        """This range's next page. What is likely to pass if asked again (a timeout, too few
+        replicas, no host reachable) is asked again, up to `attempts` times in all, waiting
+        `backoff_s`, then twice that, and so on, before it stops the flow: a large table's
+        load meets them under load, and a stop takes the capture down with it."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return self._session.execute(self._statement, self._params,
+                                             paging_state=self._paging_state,
+                                             execution_profile=self._tuples)
+            except _TRANSIENT as error:
+                if attempt == self._attempts:
+                    raise
+                wait = self._backoff_s * 2 ** (attempt - 1)
+                log.warning("initial load %s: read failed (%s), attempt %d of %d, again in"
+                            " %.1f s", self._name, type(error).__name__, attempt,
+                            self._attempts, wait)
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _operations(self, rows: list[tuple[int, Image]], read_at: int) -> list[RowUpsert]:
+        """The rows' operations. A version is at most READ_AT, when the read started: a write
+        time later than that (a client clock ahead, USING TIMESTAMP in the future) would
+        otherwise outrank the changes captured after this read, and this older state would
+        stay over them."""
         table = self._table
         assert table is not None
         ops: list[RowUpsert] = []
@@ -244,12 +280,13 @@ class SnapshotPartition(StatefulSourcePartition):
                 statics = statics_of(table, image)
                 static = static_upsert_of(table, statics.key, statics, INITIAL_LOAD)
                 if static is not None:
-                    ops.append(static)
+                    ops.append(_at_most(static, read_at))
             self._last_partition = partition
             if any(image.key[c] is None for c in self._clustering_columns):
                 continue  # a partition with static cells and no rows: only its static row
-            ops.append(upsert_of(table, image, INITIAL_LOAD,
-                                 version_if_unknown=lambda: _UNKNOWN_VERSION))
+            ops.append(_at_most(upsert_of(table, image, INITIAL_LOAD,
+                                          version_if_unknown=lambda: _UNKNOWN_VERSION),
+                                read_at))
         return ops
 
     def _progress(self, rows: int) -> None:

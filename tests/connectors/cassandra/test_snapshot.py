@@ -330,3 +330,79 @@ def test_loaded_rows_and_static_rows_say_when_they_expire(cassandra_keyspace):
     assert written[0] + 599 <= ends[(False, 1)] <= written[1] + 602
     assert ends[(False, 2)] is None
     assert written[0] + 299 <= ends[(True, None)] <= written[1] + 302
+
+
+class _Failing:
+    """A session whose first FAILURES reads raise ReadTimeout (as a node under load answers),
+    then read through the real one."""
+
+    def __init__(self, session, failures: int) -> None:
+        self._session, self.failures = session, failures
+
+    def execute(self, *args, **kwargs):
+        from cassandra import ReadTimeout
+
+        if self.failures:
+            self.failures -= 1
+            raise ReadTimeout("timed out", consistency=1, required_responses=1,
+                              received_responses=0, data_retrieved=False)
+        return self._session.execute(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _partition(sess, ks, session, **kwargs):
+    from connectors.cassandra.snapshot import SnapshotPartition
+
+    (table,) = SchemaRegistry.from_session(sess, [ks.strip('"')]).tables()
+    return SnapshotPartition("load", session, table, MIN_TOKEN, MAX_TOKEN, None, page_size=10,
+                             consistency=ConsistencyLevel.ONE, **kwargs)
+
+
+def _drain(partition) -> list:
+    out = []
+    while True:
+        try:
+            out.extend(partition.next_batch())
+        except StopIteration:
+            return out
+
+
+def test_a_read_that_times_out_is_asked_again_with_backoff(cassandra_keyspace):
+    """A timeout stopped the flow (capture included) at once; now it is asked again, waiting
+    longer each time, and the range loads whole. Past the attempts it still stops."""
+    from cassandra import ReadTimeout
+
+    sess, ks = cassandra_keyspace(7)
+    write_patients(Workload(sess, ks), rows=25)
+    waits: list[float] = []
+    partition = _partition(sess, ks, _Failing(sess, 2), sleep=waits.append)
+    assert sorted(o.key["id"] for o in _drain(partition)) == list(range(25))
+    assert waits == [1.0, 2.0]
+    waits.clear()
+    with pytest.raises(ReadTimeout):
+        _drain(_partition(sess, ks, _Failing(sess, 3), attempts=3, backoff_s=0.5,
+                          sleep=waits.append))
+    assert waits == [0.5, 1.0]
+
+
+def test_a_write_time_in_the_future_is_versioned_as_of_the_read(cassandra_keyspace):
+    """A client clock ahead (or USING TIMESTAMP in the future) gave the loaded image a version
+    above every change captured after the load read it: that older state then stayed over
+    them. A version is at most when the read started."""
+    import time
+
+    sess, ks = cassandra_keyspace(7)
+    sess.execute(f"CREATE TABLE {ks}.patients (id int PRIMARY KEY, label text, "
+                 "notes list<text>) WITH cdc = true")
+    ahead = (time.time_ns() // 1000) + 3_600_000_000  # an hour ahead
+    sess.execute(f"INSERT INTO {ks}.patients (id, label) VALUES (1, 'ahead') "
+                 f"USING TIMESTAMP {ahead}")
+    sess.execute(f"INSERT INTO {ks}.patients (id, label) VALUES (2, 'past') "
+                 "USING TIMESTAMP 1000")
+    before = time.time_ns() // 1000
+    loaded = {o.key["id"]: o.version for o in _drain(_partition(sess, ks, sess))}
+    after = time.time_ns() // 1000
+    assert before <= loaded[1] <= after
+    assert loaded[2] == 1000
