@@ -1,7 +1,7 @@
 """The pipeline's configuration: one JSON file, validated into frozen settings before any I/O.
 
 The file's path comes from ``CDC_PIPELINE_CONFIG`` (default ``config/pipeline.json``); see
-config/pipeline.example.json for every key. Secrets are never written in it: every credential is
+docs/configuration.md for every key. Secrets are never written in it: every credential is
 a reference (``openbao:path#field``, ``env:NAME`` or ``file:path``; connectors/secrets.py).
 
 A bad file stops the job with one `ConfigError` naming the key path and the problem, e.g.

@@ -19,6 +19,7 @@ make replays after recovery harmless.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 
 import bytewax.operators as op
@@ -43,11 +44,23 @@ from operators.masking.errors import ConfigError
 from operators.readback import UnreadableChange
 from operators.row_ops import RangeDelete, RowOp
 
+log = logging.getLogger(__name__)
+
+# Read-back levels that may miss a change written at QUORUM (1 + 2 replicas of 3 need not
+# overlap): the row is then stale until its next change (ADR 0003).
+_BELOW_QUORUM = frozenset({"ONE", "LOCAL_ONE"})
+
 
 def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
           until_caught_up: bool = False,
           initial: Mapping[str, Cursor | None] | None = None) -> Dataflow:
     runtime = runtime or Runtime(settings)
+    if settings.cassandra.consistency in _BELOW_QUORUM:
+        log.warning("cassandra.consistency is %s: a row read back at it may not hold the"
+                    " change it was read for yet (its replicas' copies are then dropped as"
+                    " duplicates), and the row stays stale in every destination until its"
+                    " next change; read at QUORUM or LOCAL_QUORUM (docs/adr/0003)",
+                    settings.cassandra.consistency)
     flow = Dataflow("cassandra_cdc")
     nodes = [NodeSpec(n.name, n.cdc_raw) for n in settings.cassandra.nodes]
     if initial is None:

@@ -97,7 +97,7 @@ def _configuration(folder) -> dict:
         "cassandra": {
             "contact_points": info.contact_points, "port": info.port, "username": "cdc_pipeline",
             "password": "openbao:cdc/cassandra/pipeline#password", "ca_cert": ca,
-            "consistency": "ONE", "keyspaces": [KEYSPACE], "start_from": "latest",
+            "consistency": "LOCAL_QUORUM", "keyspaces": [KEYSPACE], "start_from": "latest",
             # Rows whose TTL runs out leave the destinations (the stack made the schedule).
             "ttl_expiry": {"poll_seconds": 2},
             "nodes": [{"name": f"c7-node{i + 1}", "cdc_raw": str(path)}

@@ -263,3 +263,23 @@ def test_a_timescale_destination_receives_the_tables_with_a_time_column(example)
         "clinic.visits", "clinic.patients"}
     del example["destinations"][0]["tables"]
     assert destination_tables(parse(example).destinations[0]) is None
+
+
+@pytest.mark.parametrize(("level", "warned"), [("ONE", True), ("LOCAL_ONE", True),
+                                               ("QUORUM", False), ("LOCAL_QUORUM", False)])
+def test_reading_back_below_quorum_is_warned_about(example, caplog, level, warned):
+    """Accepted (a single-node cluster has nothing else), but a stale read then lasts until
+    the row's next change: said once, when the flow is built."""
+    import logging
+
+    from dataflows.flow import build
+
+    example["cassandra"]["consistency"] = level
+    with caplog.at_level(logging.WARNING, logger="dataflows.flow"):
+        build(parse(example, base=EXAMPLE.parent))
+    said = [r.getMessage() for r in caplog.records if "cassandra.consistency" in r.getMessage()]
+    assert said == ([f"cassandra.consistency is {level}: a row read back at it may not hold"
+                     " the change it was read for yet (its replicas' copies are then dropped as"
+                     " duplicates), and the row stays stale in every destination until its"
+                     " next change; read at QUORUM or LOCAL_QUORUM (docs/adr/0003)"]
+                    if warned else [])
