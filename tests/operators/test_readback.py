@@ -484,7 +484,7 @@ def test_an_expiry_reread_after_a_column_was_dropped_reads_with_the_current_sche
     assert line["type"] == "UnreadableChange"
     assert line["event"]["position"] == {"segment_id": change.position.segment_id,
                                          "offset": change.position.offset}
-    assert line["event"]["cells"]["weight"][0] == 60.0
+    assert line["event"]["cells"]["weight"]["value"] == 60.0  # a Cell, by its fields
 
 
 def test_a_keyless_expiry_of_a_table_never_known_is_counted_and_logged_once(caplog) -> None:
