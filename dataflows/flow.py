@@ -258,13 +258,13 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
         _no_other_options(path, options)
         return PostgresSink(settings, runtime.table, runtime.masked_types,
                             schema_refresh=runtime.refresh_schemas)
-    from connectors.timescale import Compression, TimescaleSettings, TimescaleSink
+    from connectors.timescale import TimescaleSettings, TimescaleSink
 
     try:
         timescale = TimescaleSettings(
             time_columns=options.pop("time_columns"),
-            compression={table: Compression(c["after"], tuple(c.get("segment_by", ())))
-                         for table, c in options.pop("compression", {}).items()},
+            compression=_compression(f"{path}.options.compression",
+                                     options.pop("compression", {})),
             retention=options.pop("retention", {}),
             chunk_intervals=options.pop("chunk_intervals", {}),
             when_missing=options.pop("when_missing", "fail"))
@@ -275,6 +275,36 @@ def _destination_sink(destination: DestinationSettings, runtime: Runtime):
     _no_other_options(path, options)
     return TimescaleSink(settings, timescale, runtime.table, runtime.masked_types,
                          schema_refresh=runtime.refresh_schemas)
+
+
+def _compression(path: str, entries: object) -> dict:
+    """A timescale destination's `compression` option, {"keyspace.table": {"after": interval,
+    "segment_by": [column, ...]}}, as Compression settings; anything else is a ConfigError
+    naming its own path."""
+    from connectors.timescale import Compression
+
+    if not isinstance(entries, dict):
+        raise ConfigError(path, "must be an object of \"keyspace.table\": {\"after\": ...}")
+    compression = {}
+    for table, entry in entries.items():
+        here = f"{path}.{table}"
+        if not isinstance(entry, dict):
+            raise ConfigError(here, "must be an object: {\"after\": interval, \"segment_by\":"
+                                    " [column, ...]}")
+        unknown = sorted(set(entry) - {"after", "segment_by"})
+        if unknown:
+            raise ConfigError(f"{here}.{unknown[0]}", "is not a known key")
+        if "after" not in entry:
+            raise ConfigError(f"{here}.after", "is required")
+        segment_by = entry.get("segment_by", [])
+        if not isinstance(segment_by, list):
+            raise ConfigError(f"{here}.segment_by", "must be a list of column names")
+        try:
+            compression[table] = Compression(after=entry["after"],
+                                             segment_by=tuple(segment_by))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(here, str(error)) from None
+    return compression
 
 
 def _checked_options(path: str, options: dict, checks: Mapping[str, Callable[[object], None]]

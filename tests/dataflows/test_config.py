@@ -283,3 +283,34 @@ def test_reading_back_below_quorum_is_warned_about(example, caplog, level, warne
                      " duplicates), and the row stays stale in every destination until its"
                      " next change; read at QUORUM or LOCAL_QUORUM (docs/adr/0003)"]
                     if warned else [])
+
+
+def test_a_timescale_destinations_compression_reaches_its_sink(example):
+    """Each entry, {"after": interval, "segment_by": [column, ...]}, became Compression(...)
+    by position, which it refuses (keyword-only): every compression setting stopped the flow.
+    A bad entry is named by its own path."""
+    from dataflows.flow import _destination_sink, build
+    from dataflows.runtime import Runtime
+
+    def options(entry) -> dict:
+        return {"when_missing": "plain", "time_columns": {"clinic.vitals": "taken_at"},
+                "compression": {"clinic.vitals": entry}}
+
+    example["destinations"][0].update(kind="timescale", options=options(
+        {"after": "7 days", "segment_by": ["patient_id"]}))
+    parsed = parse(example, base=EXAMPLE.parent)
+    build(parsed)
+    sink = _destination_sink(parsed.destinations[0], Runtime(parsed))
+    (compression,) = sink.timescale.compression.values()  # what reached the sink
+    assert (compression.after, compression.segment_by) == ("7 days", ("patient_id",))
+    at = r"destinations\.postgres\.options\.compression\.clinic\.vitals"
+    for entry, where, problem in [
+            ({"segment_by": []}, r"\.after", "is required"),
+            ({"after": "7 days", "segmentby": []}, r"\.segmentby", "is not a known key"),
+            ({"after": "7 days", "segment_by": "patient_id"}, r"\.segment_by",
+             "must be a list of column names"),
+            ("7 days", "", "must be an object"),
+            ({"after": "a week"}, "", "Compression.after")]:
+        example["destinations"][0]["options"] = options(entry)
+        with pytest.raises(ConfigError, match=at + where + ": " + problem):
+            build(parse(example, base=EXAMPLE.parent))
