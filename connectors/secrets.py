@@ -84,7 +84,8 @@ class SecretResolver:
             except OSError as error:
                 raise SecretError(f"secret reference {reference!r}: {error.strerror}") from None
         raise SecretError(
-            f"secret reference {reference!r}: unknown scheme {scheme!r} (use openbao, env or file)"
+            f"secret reference {reference!r}: unknown scheme {scheme!r}"
+            " (use openbao, vault, env or file)"
         )
 
     def _from_openbao(self, reference: str, rest: str) -> str:

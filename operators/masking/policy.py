@@ -248,6 +248,11 @@ def load_policy(file: str | Path) -> MaskingPolicy:
     _check_duplicates(document, "")
     if "masking" not in document:
         raise ConfigError(f"{file}: masking", "missing")
+    # A misspelt or misplaced section ("tables" beside "masking", say) must not be ignored.
+    unknown = sorted(set(document) - {"masking", "_comment"})
+    if unknown:
+        raise ConfigError(f"{file}: {unknown[0]}", "is not a known key (a policy file holds"
+                                                   " \"masking\" and \"_comment\" only)")
     return MaskingPolicy.from_mapping(document["masking"])
 
 

@@ -236,6 +236,11 @@ def test_duplicate_keys_in_a_policy_file_are_an_error(tmp_path):
     file.write_text('{"masking": {"tables": }}')
     with pytest.raises(ConfigError, match=r"not valid JSON: .* line 1 column 24"):
         load_policy(file)
+    # A section beside "masking" instead of in it (its tables would go unused): refused.
+    file.write_text('{"masking": {"hmac": {"key": "env:K"}}, "tables": {}, "_comment": "ok"}')
+    with pytest.raises(ConfigError) as caught:
+        load_policy(file)
+    assert str(caught.value).startswith(f"{file}: tables: is not a known key")
 
 
 def test_the_example_policy_file_is_valid():
