@@ -38,7 +38,10 @@ Loaded rows keep write-time versions while captured changes are versioned by the
 image only replaces a captured one that it is newer than. A write time later than the read's
 start (a client clock ahead) is taken as that start. A row holding only its primary key
 shows no write time:
-such rows get version 0 ("exists, time unknown") and lose to any captured change too.
+such rows get version 0 ("exists, time unknown") and lose to any captured change too. Nor does
+it show a TTL (CQL cannot select the row marker's): such a row written with a TTL is loaded
+without one, so TTL expiry never schedules it, and it stays in the destinations after
+Cassandra drops it (a captured change of it carries the TTL, and is scheduled).
 """
 
 from __future__ import annotations
