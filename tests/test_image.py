@@ -54,3 +54,18 @@ def test_the_dockerfile_copies_what_the_package_build_needs(tmp_path: Path) -> N
     # The licence travels in the image's installed package, and the pipeline's code with it.
     assert any(n.endswith("licenses/LICENSE") for n in names), names
     assert "dataflows/main.py" in names
+
+
+def test_the_image_runs_where_its_user_can_write() -> None:
+    """The pipeline runs as `cdc`: its working directory (where Bytewax writes dataflow.json
+    when the API is on) must be that user's, and the API cache is pointed at /tmp. /app, where
+    the package is built, is root's: with it as the working directory the pipeline failed to
+    start as soon as the metrics API was turned on."""
+    lines = [line.split() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    user = [words[1] for words in lines if words[:1] == ["USER"]][-1]
+    workdir = [words[1] for words in lines if words[:1] == ["WORKDIR"]][-1]
+    owned = [words for words in lines if words[:1] == ["RUN"] and "chown" in words]
+    assert any(f"{user}:{user}" in words and workdir in words for words in owned), (
+        f"the last WORKDIR {workdir} is not made {user}'s")
+    text = (ROOT / "Dockerfile").read_text()
+    assert "BYTEWAX_DATAFLOW_API_CACHE_PATH=/tmp" in text
