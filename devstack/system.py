@@ -31,6 +31,10 @@ def apt_install(packages: Sequence[str], *, missing: Path) -> None:
 
 def chown_to(path: Path, user: str, mode: int) -> None:
     """Give PATH to the OS user USER (and its group) with MODE."""
+    if os.geteuid() != 0:  # else a bare PermissionError from os.chown
+        raise StackError(f"{path} must be given to the `{user}` user, which needs root: the "
+                         "stack runs PostgreSQL and ClickHouse as their own users; run it as "
+                         "root")
     account = pwd.getpwnam(user)
     os.chown(path, account.pw_uid, account.pw_gid)
     os.chmod(path, mode)
