@@ -20,12 +20,13 @@ def apt_install(packages: Sequence[str], *, missing: Path) -> None:
     if os.geteuid() != 0:
         raise StackError(f"{missing} is missing: as root, `apt-get install {' '.join(packages)}`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    lock = ["-o", "DPkg::Lock::Timeout=600"]  # a fresh machine's unattended-upgrades
+    argv = ["apt-get", *lock, "install", "-y", "--no-install-recommends", *packages]
     what = f"apt-get install {' '.join(packages)}"
     try:
         run(argv, what=what, env=env)
     except StackError:
-        run(["apt-get", "update"], what="apt-get update", env=env)
+        run(["apt-get", *lock, "update"], what="apt-get update", env=env)
         run(argv, what=what, env=env)
 
 
