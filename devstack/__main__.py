@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from devstack import stack
+from devstack import process, stack
 from devstack.process import StackError
 
 
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     down = commands.add_parser("down", help="stop everything the stack started (by PID)")
     down.add_argument("--only", type=lambda s: s.split(","), default=list(stack.SERVICE_NAMES))
+    down.add_argument("--keep", type=lambda s: [n for n in s.split(",") if n], default=None,
+                      help="instead: stop every process but these (names `running` printed)")
+    commands.add_parser("running", help="the names of the stack's live processes, one a line")
     commands.add_parser("status", help="each service: address, version, TLS protocol, health")
     logs = commands.add_parser("logs", help="print the paths of the services' logs, or tail one")
     logs.add_argument("service", nargs="?", choices=stack.SERVICE_NAMES)
@@ -52,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             stack.up(args.only, versions=args.versions, nodes=args.nodes)
             _print_status(stack.status(args.only))
+        elif args.command == "down" and args.keep is not None:
+            stack.stop_all_but(args.keep)
         elif args.command == "down":
             stack.down(args.only)
+        elif args.command == "running":
+            print("\n".join(process.running()))
         elif args.command == "status":
             rows = stack.status()
             _print_status(rows)

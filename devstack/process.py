@@ -107,6 +107,11 @@ def start(
     return Tracked(name, proc.pid, started)
 
 
+def running() -> list[str]:
+    """The names of the live processes the stack started (stale PID files are removed)."""
+    return sorted(p.stem for p in _run_dir().glob("*.pid") if tracked(p.stem) is not None)
+
+
 def stop(name: str, *, timeout: float = 60.0) -> bool:
     """Stop NAME's whole process group: SIGTERM, then SIGKILL after TIMEOUT. True if it ran."""
     proc = tracked(name)

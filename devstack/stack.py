@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from devstack import openbao
+from devstack import openbao, process
 from devstack.certs import ensure_certificates
 from devstack.paths import stack_home
 from devstack.service import Service, ServiceStatus
@@ -57,6 +57,21 @@ def down(names: Iterable[str] = SERVICE_NAMES, report=print) -> None:
     for service in reversed(services(names, nodes=3)):
         service.stop()
         report(f"{service.name}: stopped")
+
+
+def stop_all_but(kept: Iterable[str], report=print) -> None:
+    """Stop every live process of the stack but those named in KEPT (`process.running()` names,
+    as they were before a command started its own), Cassandra first, OpenBao last: what
+    scripts/test leaves behind is what ran before it, not whole services it found half up."""
+    kept = set(kept)
+    order = {name: i for i, name in enumerate(SERVICE_NAMES)}
+
+    def service_of(name: str) -> int:
+        return next((i for prefix, i in order.items() if name.startswith(prefix)), len(order))
+
+    for name in sorted(set(process.running()) - kept, key=service_of, reverse=True):
+        process.stop(name)
+        report(f"{name}: stopped")
 
 
 def status(names: Iterable[str] = SERVICE_NAMES) -> list[ServiceStatus]:

@@ -100,3 +100,23 @@ def test_a_second_stack_home_refuses_the_running_openbao_s_port(openbao_env, tmp
     with pytest.raises(process.StackError, match=r"127\.0\.0\.1:8200 is taken by a process "
                                                  rf"this stack home \({tmp_path}\) does not"):
         OpenBaoService().start()
+
+
+def test_what_ran_before_is_kept_and_the_rest_stopped(home):
+    """scripts/test stops what it started, not what ran before it: it judged the whole stack
+    "already up" when anything healthy ran (the demo's cluster), and then left running every
+    service and cluster it had started itself."""
+    from devstack import stack
+
+    for name in ("openbao", "cassandra-c7-node1"):
+        process.start(name, ["sleep", "60"], log_path=home / f"{name}.log")
+    before = process.running()
+    assert before == ["cassandra-c7-node1", "openbao"]
+    for name in ("postgres", "cassandra-c8-node1"):
+        process.start(name, ["sleep", "60"], log_path=home / f"{name}.log")
+    stopped: list[str] = []
+    stack.stop_all_but(before, report=stopped.append)
+    assert stopped == ["cassandra-c8-node1: stopped", "postgres: stopped"]  # Cassandra first
+    assert process.running() == before
+    stack.stop_all_but([], report=stopped.append)
+    assert process.running() == []
