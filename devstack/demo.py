@@ -21,11 +21,14 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from psycopg import sql
 
@@ -153,16 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         for statement in SCHEMA:
             sess.execute(statement)
         print(f"pipeline: starting (config {folder / 'pipeline.json'})")
+        health_port = _free_port()
         env = {**os.environ, **stack.client_environment(),
-               "CDC_PIPELINE_CONFIG": str(folder / "pipeline.json")}
+               "CDC_PIPELINE_CONFIG": str(folder / "pipeline.json"),
+               "CDC_HEALTH_PORT": str(health_port)}
         log = open(folder / "pipeline.log", "ab")  # noqa: SIM115 - closed below
         pipeline = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "bytewax.run", "dataflows.main"], cwd=REPO_ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            time.sleep(5)  # the capture takes its starting point ("latest") as it starts
-            if pipeline.poll() is not None:
-                raise SystemExit(f"the pipeline exited at once; see {folder / 'pipeline.log'}")
+            # The capture takes its starting point ("latest") as the flow is built: the load
+            # waits until the pipeline says it is ready (its capture has polled), not a guess.
+            _wait_ready(pipeline, health_port, folder / "pipeline.log")
             _load(sess, rng, args.patients)
             _report(sess, args.timeout, folder)
         finally:
@@ -171,10 +176,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_ready(pipeline: subprocess.Popen, port: int, log: Path, timeout: float = 180.0
+                ) -> None:
+    """Until the pipeline's /readyz answers 200; stops the demo if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pipeline.poll() is not None:
+            raise SystemExit(f"the pipeline exited at start; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not serving yet, or 503 (urllib raises HTTPError, an OSError)
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the pipeline was not ready after {timeout:.0f} s; see {log}")
+
+
 def _stop(pipeline: subprocess.Popen) -> None:
     """SIGTERM: the flow closes its partitions (the spools drain, hardly anything is left by
     now); SIGKILL after 90 s, whatever holds it (what it had spooled stays for a next run)."""
-    for stop in (signal.SIGTERM, signal.SIGHUP):  # a second one must not leave it running
+    # A second signal (a second Ctrl-C too) must not leave it running.
+    for stop in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(stop, signal.SIG_IGN)
     os.killpg(pipeline.pid, signal.SIGTERM)
     try:
