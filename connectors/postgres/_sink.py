@@ -42,8 +42,17 @@ _MERGE_SINCE = 150000  # server_version of PostgreSQL 15, the first with MERGE
 
 def _transient(error: BaseException) -> bool:
     """Errors after which the same transaction may succeed: the connection or the server
-    failed, a serialization failure or deadlock, a timeout. Data and schema errors are not."""
-    return isinstance(error, psycopg.OperationalError | PoolTimeout)
+    failed, a serialization failure or deadlock, a timeout. Data and schema errors are not,
+    nor a limit the same batch meets again (psycopg files them under OperationalError too,
+    so the spool retried them for ever, logging the destination as unavailable): 53400, a
+    configured limit (TimescaleDB's rows decompressed per statement, say), and class 54, a
+    limit of the server's own (an index row too large)."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate or ""
+    return state != "53400" and not state.startswith("54")
 
 
 def _connection_lost(error: BaseException) -> bool:

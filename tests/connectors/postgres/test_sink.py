@@ -692,3 +692,27 @@ def test_a_pool_that_lost_its_server_is_replaced_at_the_next_try(settings, conn,
     assert _connection_lost(psycopg.errors.AdminShutdown())
     assert not _connection_lost(psycopg.errors.SerializationFailure())
     assert not _connection_lost(psycopg.errors.DeadlockDetected())
+
+
+def test_a_limit_the_same_batch_meets_again_is_not_transient(conn) -> None:
+    """psycopg files a limit under OperationalError, as it does a lost connection: the spool
+    retried such a batch for ever, logging the destination as unavailable. A text key longer
+    than a btree entry may be (Cassandra keys go to 64 KiB) meets it again at every attempt;
+    so does TimescaleDB's cap on rows decompressed per statement (53400)."""
+    import os
+
+    import psycopg
+
+    from connectors.postgres._sink import _transient
+
+    conn.execute("CREATE TEMP TABLE wide_key (k text PRIMARY KEY)")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        conn.execute("INSERT INTO wide_key VALUES (%s)", (os.urandom(6000).hex(),))
+    assert refused.value.sqlstate == "54000"  # program_limit_exceeded, from the server
+    assert not _transient(refused.value)
+    assert not _transient(psycopg.errors.ConfigurationLimitExceeded())
+    # What another attempt can get past stays transient.
+    for passing in (psycopg.errors.SerializationFailure(), psycopg.errors.DeadlockDetected(),
+                    psycopg.errors.QueryCanceled(), psycopg.errors.AdminShutdown(),
+                    psycopg.OperationalError("connection lost")):
+        assert _transient(passing), passing
