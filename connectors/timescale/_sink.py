@@ -147,6 +147,10 @@ def make_hook(settings: TimescaleSettings
                 f"compression of {schema}.{table.table} needs TimescaleDB >= 2.11 (compressed "
                 f"chunks refuse the sink's upserts before it); database {state.database!r} "
                 f"has {state.installed}: upgrade it or drop the compression setting")
+        # Making a populated table (one written while the extension was missing) a hypertable
+        # moves its rows, which can take longer than the sink's statement timeout: cancelled,
+        # it is retried as transient, and would move them again for ever, holding the table.
+        conn.execute("SET LOCAL statement_timeout = 0")
         conn.execute(planned[0])
         rest = planned[1:]
         if table.compress_after is not None:

@@ -273,3 +273,31 @@ def test_when_missing_plain_warns_and_applies_with_version_guards(settings, conn
         assert [r[0] for r in pk] == ["device", "ts"]  # the hypertable rule would hold
     finally:
         part.close()
+
+
+def test_making_a_populated_table_a_hypertable_is_not_cut_by_the_statement_timeout(
+        settings, monkeypatch) -> None:
+    """create_hypertable(migrate_data => TRUE) moves every row of a table written while the
+    extension was missing: cut by the sink's statement timeout (300 s), it was retried as
+    transient and moved them again, for ever. Here a stand-in create_hypertable (in the
+    schema on the role's search path, devstack/postgres.py) takes 2 s against a 1 s
+    timeout."""
+    import dataclasses
+
+    from devstack import postgres
+
+    stand_in = "cdc.create_hypertable(regclass, name, boolean, boolean)"
+    with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION cdc.create_hypertable(relation regclass, time_column_name name,"
+            " if_not_exists boolean, migrate_data boolean)"
+            " RETURNS integer LANGUAGE sql AS 'SELECT pg_sleep(2); SELECT 1'")
+    monkeypatch.setattr(ext, "detect", lambda _conn: ext.ExtensionState("db", "2.14.0", None))
+    slow = dataclasses.replace(settings, statement_timeout_ms=1000)
+    part = sink(slow, TimescaleSettings(time_columns=TIMES)).build_part("ts_out", "0", None)
+    try:
+        part.write_batch([up({"device": "d", "ts": T0}, {"v": "a", "n": 1}, 10)])
+    finally:
+        part.close()
+        with postgres.connect(role="admin", autocommit=True) as admin:
+            admin.execute(f"DROP FUNCTION {stand_in}")
