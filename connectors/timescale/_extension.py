@@ -109,6 +109,16 @@ def enable_compression(schema: str, table: str, segment_by: Sequence[str]) -> sq
         sql.Identifier(schema, table), sql.SQL(", ").join(options))
 
 
+def remove_policy(kind: str, schema: str, table: str) -> sql.Composed:
+    """Remove the table's KIND ("compression" or "retention") policy if it has one. Run before
+    adding it again: an add with if_not_exists meeting a policy of other arguments only warns
+    (a notice psycopg does not log) and keeps the old one, so a changed setting was ignored.
+    Positional arguments: (relation, if_exists), the same since TimescaleDB 2.0."""
+    assert kind in ("compression", "retention"), kind
+    return sql.SQL("SELECT remove_{}_policy({}, TRUE)").format(
+        sql.SQL(kind), _relation(schema, table))
+
+
 def add_compression_policy(schema: str, table: str, compress_after: str) -> sql.Composed:
     return sql.SQL(
         "SELECT add_compression_policy({}, compress_after => {}::interval,"

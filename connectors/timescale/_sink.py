@@ -104,10 +104,14 @@ def statements(schema: str, table: Hypertable) -> list[sql.Composed]:
     """Every extension statement TABLE may need, in order (the compression ALTER is skipped at
     run time when compression is already enabled)."""
     found = [ext.create_hypertable(schema, table.table, table.time_column, table.chunk_interval)]
+    # Each policy is removed and added again: the settings are what the configuration says
+    # now (a policy the configuration no longer names is left as it is).
     if table.compress_after is not None:
         found.append(ext.enable_compression(schema, table.table, table.segment_by))
+        found.append(ext.remove_policy("compression", schema, table.table))
         found.append(ext.add_compression_policy(schema, table.table, table.compress_after))
     if table.drop_after is not None:
+        found.append(ext.remove_policy("retention", schema, table.table))
         found.append(ext.add_retention_policy(schema, table.table, table.drop_after))
     return found
 

@@ -155,8 +155,11 @@ def test_statement_text() -> None:
         " if_not_exists => TRUE, migrate_data => TRUE)",
         "ALTER TABLE \"cdc\".\"we\"\"ird\" SET (timescaledb.compress,"
         " timescaledb.compress_segmentby = '\"device\", \"Zone\"')",
+        # Removed first: an add meeting a policy of other arguments keeps the old one.
+        "SELECT remove_compression_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)",
         "SELECT add_compression_policy('\"cdc\".\"we\"\"ird\"'::regclass,"
         " compress_after => '7 days'::interval, if_not_exists => TRUE)",
+        "SELECT remove_retention_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)",
         "SELECT add_retention_policy('\"cdc\".\"we\"\"ird\"'::regclass,"
         " drop_after => '365 days'::interval, if_not_exists => TRUE)",
     ]
