@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["WHEN_MISSING", "Compression", "TimescaleSettings", "check_interval"]
+__all__ = ["WHEN_MISSING", "Compression", "TimescaleSettings", "check_interval", "whole_days"]
 
 WHEN_MISSING = ("fail", "plain")
 _UNITS = "microsecond|millisecond|second|minute|hour|day|week|month|year"
@@ -31,6 +31,19 @@ def check_interval(value: object, what: str) -> str:
     if not any(int(amount) for amount in _AMOUNT.findall(value)):
         raise ValueError(f"{what} must be a positive interval, not {value!r}")
     return value
+
+
+_SUB_DAY_MICROSECONDS = {"microsecond": 1, "millisecond": 1_000, "second": 10**6,
+                         "minute": 60 * 10**6, "hour": 3600 * 10**6}
+_PART = re.compile(rf"(\d+)\s*({_UNITS})s?", re.IGNORECASE)
+
+
+def whole_days(interval: str) -> bool:
+    """Whether INTERVAL (checked by `check_interval`) is a whole number of days: the only
+    chunk interval TimescaleDB takes for a `date` time column."""
+    sub_day = sum(int(amount) * _SUB_DAY_MICROSECONDS.get(unit.lower(), 0)
+                  for amount, unit in _PART.findall(interval))
+    return sub_day % (86_400 * 10**6) == 0
 
 
 def _check_table(name: object, what: str) -> str:

@@ -14,7 +14,7 @@ from connectors.postgres._sink import MaskedTypesLookup, SchemaLookup
 from connectors.postgres._values import DESTINATION
 from connectors.secrets import SecretResolver
 from connectors.timescale import _extension as ext
-from connectors.timescale._settings import Compression, TimescaleSettings
+from connectors.timescale._settings import Compression, TimescaleSettings, whole_days
 from connectors.type_map import typemap
 
 __all__ = ["Hypertable", "TimescaleMissingError", "TimescaleSink", "TimescaleVersionError",
@@ -84,6 +84,12 @@ def hypertable_of(layout: TableLayout, settings: TimescaleSettings) -> Hypertabl
         masked = " after masking" if column.masked else ""
         raise LayoutError(f"{name}: time column {time_name!r} is {column.pg_type}{masked} in "
                           f"PostgreSQL; it must be a CQL {' or '.join(TIME_CQL_TYPES)}")
+    chunk_interval = settings.chunk_intervals.get(name)
+    if column.pg_type == "date" and chunk_interval is not None and \
+            not whole_days(chunk_interval):
+        raise LayoutError(f"{name}: chunk interval {chunk_interval!r} is not a whole number of "
+                          f"days, which TimescaleDB requires of a date time column "
+                          f"({time_name!r})")
     compression: Compression | None = settings.compression.get(name)
     segment_by: tuple[str, ...] = ()
     if compression is not None:
@@ -95,7 +101,7 @@ def hypertable_of(layout: TableLayout, settings: TimescaleSettings) -> Hypertabl
                 raise LayoutError(f"{name}: segment_by column {wanted!r} is not a column of "
                                   f"the rows table{where}")
         segment_by = tuple(rows_columns[c].pg_name for c in compression.segment_by)
-    return Hypertable(layout.rows_table, column.pg_name, settings.chunk_intervals.get(name),
+    return Hypertable(layout.rows_table, column.pg_name, chunk_interval,
                       compression.after if compression else None, segment_by,
                       settings.retention.get(name))
 

@@ -304,3 +304,22 @@ def test_making_a_populated_table_a_hypertable_is_not_cut_by_the_statement_timeo
         part.close()
         with postgres.connect(role="admin", autocommit=True) as admin:
             admin.execute(f"DROP FUNCTION {stand_in}")
+
+
+def test_a_date_time_column_takes_whole_days_of_chunk_interval_only() -> None:
+    """TimescaleDB refuses a sub-day chunk interval for a date column, at the first write;
+    refused with the table's other settings, when its layout is made, naming the interval."""
+    def of(interval: str):
+        return hypertable_of(layout("by_day"), TimescaleSettings(
+            time_columns=TIMES, chunk_intervals={"shop.by_day": interval}))
+
+    for interval in ("2 days", "48 hours", "1 week", "1 month", "1 day 24 hours"):
+        assert of(interval).chunk_interval == interval
+    for interval in ("12 hours", "1 day 12 hours", "36 hours", "1 day 1 second"):
+        with pytest.raises(LayoutError, match=rf"shop.by_day: chunk interval '{interval}' is"
+                                              " not a whole number of days"):
+            of(interval)
+    # A timestamp column takes any.
+    assert hypertable_of(layout("events"), TimescaleSettings(
+        time_columns=TIMES, chunk_intervals={"shop.events": "12 hours"})).chunk_interval \
+        == "12 hours"
