@@ -115,6 +115,7 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         "mask", ops, lambda batch: _masked(runtime, batch))
     by_partition = op.key_on("by_partition", op.key_rm("unkey", masked),
                              lambda o: partition_key_of(runtime, o))
+    _refuse_shared_tables(settings)
     spooled: dict[str, list[str]] = {}
     for destination in settings.destinations:
         sink = _sink(destination, runtime)
@@ -127,6 +128,28 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         op.output(destination.name, routed, sink)
     _refuse_spools_left_behind(settings, spooled)
     return flow
+
+
+def _refuse_shared_tables(settings: PipelineSettings) -> None:
+    """Two PostgreSQL or TimescaleDB destinations on one server, database and schema would
+    write the same tables: a TimescaleDB one then makes the other's tables hypertables and
+    drops their old rows by its retention."""
+    from connectors.postgres import PostgresSinkSettings
+
+    default = PostgresSinkSettings.__dataclass_fields__["schema"].default
+    seen: dict[tuple, str] = {}
+    for destination in settings.destinations:
+        if destination.kind not in ("postgres", "timescale"):
+            continue
+        schema = destination.options.get("schema", default)
+        where = (destination.host.lower(), destination.port, destination.database, schema)
+        if where in seen:
+            raise ConfigError(
+                f"pipeline.destinations.{destination.name}.options.schema",
+                f"{schema!r} in database {destination.database!r} on {destination.host}:"
+                f"{destination.port} is destination {seen[where]!r}'s too: both would write"
+                " the same tables; give one another schema")
+        seen[where] = destination.name
 
 
 def _refuse_spools_left_behind(settings: PipelineSettings,

@@ -314,3 +314,24 @@ def test_a_timescale_destinations_compression_reaches_its_sink(example):
         example["destinations"][0]["options"] = options(entry)
         with pytest.raises(ConfigError, match=at + where + ": " + problem):
             build(parse(example, base=EXAMPLE.parent))
+
+
+def test_two_postgresql_destinations_may_not_share_tables(example):
+    """A postgres and a timescale destination on one database and schema (both default to
+    cdc) wrote the same tables: the TimescaleDB one made them hypertables and dropped their
+    rows by its retention."""
+    import copy
+
+    from dataflows.flow import build
+
+    postgres = example["destinations"][0]
+    twin = copy.deepcopy(postgres)
+    twin.update(name="series", kind="timescale",
+                options={"when_missing": "plain", "time_columns": {"clinic.vitals": "taken_at"}})
+    postgres["options"].pop("schema", None)
+    example["destinations"] = [postgres, twin]
+    with pytest.raises(ConfigError, match=r"destinations\.series\.options\.schema: 'cdc' in"
+                                          r" database .* is destination 'postgres'"):
+        build(parse(example, base=EXAMPLE.parent))
+    twin["options"]["schema"] = "series"
+    build(parse(example, base=EXAMPLE.parent))  # another schema: accepted
