@@ -11,9 +11,11 @@ errors too (a typo must not silently fall back to a default). ``_comment`` keys 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,27 @@ def _recovery_directory(root: _Section) -> Path | None:
                           f"is {configured} but BYTEWAX_RECOVERY_DIRECTORY is {from_env}: "
                           "segment deletion must read the store bytewax.run resumes from")
     return configured
+
+
+def with_recovery_from_arguments(settings: PipelineSettings, argv: Sequence[str]
+                                 ) -> PipelineSettings:
+    """SETTINGS knowing the recovery store bytewax.run was given by `-r DIR` (ARGV: its
+    command line; `bytewax.run` sets no variable for it), when neither the key nor
+    BYTEWAX_RECOVERY_DIRECTORY named one: the pipeline's own users of the store (segment
+    deletion, the start pins, the initial load's ranges) must read the store Bytewax resumes
+    from. Named both ways and different: a ConfigError, as for the variable."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-r", "--recovery-directory", dest="directory")
+    given = parser.parse_known_args(list(argv))[0].directory
+    if not given:
+        return settings
+    if settings.recovery_directory is None:
+        return dataclasses.replace(settings, recovery_directory=Path(given))
+    if Path(given).resolve() != settings.recovery_directory.resolve():
+        raise ConfigError("pipeline.recovery_directory",
+                          f"is {settings.recovery_directory} but bytewax.run was given -r "
+                          f"{given}: the pipeline must read the store Bytewax resumes from")
+    return settings
 
 
 def _node(section: _Section) -> NodeSettings:

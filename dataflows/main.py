@@ -26,7 +26,7 @@ from connectors.audit_trail import AuditTrail
 from connectors.health import HEALTH
 from dataflows import health, logs
 from dataflows.collector import tune_collector
-from dataflows.config import load
+from dataflows.config import load, with_recovery_from_arguments
 from dataflows.flow import build
 from operators.masking.errors import ConfigError
 from operators.masking.policy import load_policy
@@ -56,7 +56,7 @@ signal.signal(signal.SIGTERM, _stop_once)
 try:
     logs.configure()
     tracing.configure()
-    settings = load()
+    settings = with_recovery_from_arguments(load(), sys.argv[1:])
     load_policy(settings.masking_policy)  # read again, once, when the first change comes
     _check_audit_dir(settings.audit_root)
     flow = build(settings)

@@ -335,3 +335,25 @@ def test_two_postgresql_destinations_may_not_share_tables(example):
         build(parse(example, base=EXAMPLE.parent))
     twin["options"]["schema"] = "series"
     build(parse(example, base=EXAMPLE.parent))  # another schema: accepted
+
+
+def test_the_recovery_store_bytewax_run_was_given_by_its_flag_is_known(example, tmp_path,
+                                                                         monkeypatch):
+    """`bytewax.run ... -r DIR` sets no variable: segment deletion, the start pins and the
+    initial load's ranges read no store then (the load's dropped tables then stopped every
+    recovering start). The flag counts as the variable does."""
+    from dataflows.config import with_recovery_from_arguments
+
+    monkeypatch.delenv("BYTEWAX_RECOVERY_DIRECTORY", raising=False)
+    settings = parse(example, base=EXAMPLE.parent)
+    assert settings.recovery_directory is None
+    for argv in (["dataflows.main", "-r", str(tmp_path), "-s", "10", "-b", "60"],
+                 ["dataflows.main", f"--recovery-directory={tmp_path}"]):
+        assert with_recovery_from_arguments(settings, argv).recovery_directory == tmp_path
+    assert with_recovery_from_arguments(settings, ["dataflows.main"]) is settings
+    example["recovery_directory"] = str(tmp_path / "other")
+    configured = parse(example, base=EXAMPLE.parent)
+    with pytest.raises(ConfigError, match="but bytewax.run was given -r"):
+        with_recovery_from_arguments(configured, ["dataflows.main", "-r", str(tmp_path)])
+    assert with_recovery_from_arguments(
+        configured, ["dataflows.main", "-r", str(tmp_path / "other")]) is configured
