@@ -52,6 +52,6 @@ def initial_load(step_id: str, flow: Dataflow, runtime: Runtime) -> op.KeyedStre
         lambda: runtime.session, tables, splits=load.splits, page_size=load.page_size,
         consistency=ConsistencyLevel.name_to_value[settings.cassandra.consistency],
         generation=load.generation, recovery_directory=settings.recovery_directory,
-        step=step_id))
+        step_id=f"{flow.flow_id}.{step_id}"))
 
     return op.key_on(f"{step_id}_key", rows, lambda _operation: LOADED)

@@ -37,17 +37,16 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge
 
 from connectors.cassandra.tail import Cursor, SegmentFile, SegmentStore
+from connectors.recovery_store import (
+    BYTEWAX_VERSION,
+    RecoveryStoreError,
+    check_layout,
+    part_files,
+    read_only,
+)
 
 log = logging.getLogger(__name__)
 
-# The recovery store's layout is Bytewax's, not ours: read only the version it was checked for.
-BYTEWAX_VERSION = "0.21.1"
-_EXPECTED_COLUMNS = {
-    "parts": {"part_index", "part_count"},
-    "exs": {"ex_num", "worker_count", "resume_epoch"},
-    "fronts": {"ex_num", "worker_index", "worker_frontier"},
-    "snaps": {"step_id", "state_key", "snap_epoch", "ser_change"},
-}
 
 USAGE = Gauge("cdc_raw_usage_bytes", "Bytes in a node's cdc_raw directory", ["node"])
 CAPACITY = Gauge("cdc_raw_capacity_bytes",
@@ -61,10 +60,6 @@ FLOOR_ERRORS = Counter("cdc_raw_deletion_errors",
                        ["node"])
 
 
-class RecoveryStoreError(RuntimeError):
-    """The recovery store cannot be read as Bytewax 0.21.1 writes it."""
-
-
 def replay_floor(directory: Path, step_id: str, state_key: str) -> Cursor | None:
     """The oldest cursor a restart from DIRECTORY could resume the partition STATE_KEY of input
     STEP_ID at; None when no restart would resume it from a snapshot (nothing may be deleted)."""
@@ -72,7 +67,7 @@ def replay_floor(directory: Path, step_id: str, state_key: str) -> Cursor | None
         raise RecoveryStoreError(
             f"bytewax {version('bytewax')} is installed; segment deletion reads the recovery "
             f"store of bytewax {BYTEWAX_VERSION} only")
-    files = sorted(Path(directory).glob("part-*.sqlite3"))
+    files = part_files(directory)
     if not files:
         raise RecoveryStoreError(f"no recovery partitions (part-*.sqlite3) in {directory}")
     parts: set[int] = set()
@@ -81,8 +76,8 @@ def replay_floor(directory: Path, step_id: str, state_key: str) -> Cursor | None
     fronts: list[tuple[int, int, int]] = []
     snapshots: list[tuple[int, bytes | None]] = []
     for file in files:
-        with _read_only(file) as db:
-            _check_layout(db, file)
+        with read_only(file) as db:
+            check_layout(db, file)
             for index, count in db.execute("SELECT part_index, part_count FROM parts"):
                 parts.add(index)
                 counts.add(count)
@@ -108,20 +103,6 @@ def replay_floor(directory: Path, step_id: str, state_key: str) -> Cursor | None
         raise RecoveryStoreError(
             f"the snapshot of {step_id}/{state_key} is a {type(state).__name__}, not a Cursor")
     return state
-
-
-def _read_only(file: Path) -> sqlite3.Connection:
-    # Read only, so the pipeline can never damage Bytewax's store; WAL lets it read while
-    # Bytewax writes.
-    return sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=5.0)
-
-
-def _check_layout(db: sqlite3.Connection, file: Path) -> None:
-    for table, columns in _EXPECTED_COLUMNS.items():
-        found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if not columns <= found:
-            raise RecoveryStoreError(
-                f"{file}: table {table} has columns {sorted(found)}, expected {sorted(columns)}")
 
 
 def _resume_epoch(executions: dict[int, tuple[int, int]],

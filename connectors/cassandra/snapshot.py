@@ -8,8 +8,8 @@ under the same name is another table, loaded again. So is the `generation` when 
 raising it loads every table again (after CDC was switched off and on while the pipeline was
 stopped, say: nothing records that, and a finished range stays finished). The ranges of a
 table gone since, of another split count or another generation are still listed, as finished
-ones (connectors/listed_parts.py: Bytewax refuses a recovery store holding state for a
-partition no worker lists). A partition pages through
+ones, keeping the state they had (connectors/listed_parts.py: Bytewax refuses a recovery store
+holding state for a partition no worker lists). A partition pages through
 
     SELECT <key>, <col>, WRITETIME(<col>) ..., token(<partition key>) FROM ks.t
     WHERE token(<partition key>) > ? AND token(<partition key>) <= ?
@@ -69,7 +69,7 @@ from connectors.cassandra.images import (
 )
 from connectors.cassandra.schema import ColumnKind, TableSchema
 from connectors.cassandra.session import tuple_rows
-from connectors.listed_parts import with_listed_before
+from connectors.listed_parts import with_states_in_store
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,17 @@ class SnapshotSource(FixedPartitionedSource):
     def __init__(self, session: Callable[[], Any], tables: Callable[[], Iterable[TableSchema]],
                  *, splits: int = 16, page_size: int = 500,
                  consistency: int = ConsistencyLevel.LOCAL_QUORUM, generation: int = 0,
-                 recovery_directory: Path | None = None, step: str = "initial_load") -> None:
+                 recovery_directory: Path | None = None, step_id: str = "") -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         if generation < 0:
             raise ValueError(f"generation must be >= 0, got {generation}")
         self._ranges = token_ranges(splits)
         self._generation = generation
+        # Where the store is, and this input's full step id in it ("<flow>.<step>"), to list
+        # the partitions it holds state for.
         self._recovery_directory = recovery_directory
-        self._step = step
+        self._step_id = step_id
         self._session = session
         self._tables = tables
         self._page_size = page_size
@@ -145,7 +147,7 @@ class SnapshotSource(FixedPartitionedSource):
         # The split count is part of the key: with another count the ranges are other ones,
         # so the load starts over rather than resuming states that no longer fit.
         width = len(str(len(self._ranges)))
-        return with_listed_before(self._recovery_directory, self._step, (
+        return with_states_in_store(self._recovery_directory, self._step_id, (
             f"{name}:{i:0{width}d}/{len(self._ranges)}"
             for name in self._loadable() for i in range(len(self._ranges))))
 
@@ -159,7 +161,7 @@ class SnapshotSource(FixedPartitionedSource):
                      "not a range of the tables to load now (a table dropped or created"
                      " again, another generation)" if table is None else
                      f"a range of {count} splits, where the load now has {len(self._ranges)}")
-            return SnapshotPartition(for_part, None, None, 0, 0, None,
+            return SnapshotPartition(for_part, None, None, 0, 0, resume_state,
                                      page_size=self._page_size, consistency=self._consistency)
         low, high = self._ranges[int(index)]
         return SnapshotPartition(for_part, self._session(), table, low, high, resume_state,
@@ -185,9 +187,9 @@ class SnapshotPartition(StatefulSourcePartition):
         self._emitted = 0
         self._log_every = log_every_s
         self._logged = time.monotonic()
-        if table is None:  # nothing to load (SnapshotSource.build_part says why)
-            self._after = high
-            return
+        self._nothing = table is None
+        if table is None:  # nothing to load (SnapshotSource.build_part says why); the state
+            return  # it had stays as it was, for a later start it fits again
         if self.done:
             return  # finished before a restart: nothing to prepare
         self._session = session
@@ -217,7 +219,7 @@ class SnapshotPartition(StatefulSourcePartition):
 
     @property
     def done(self) -> bool:
-        return self._after == self._high
+        return self._nothing or self._after == self._high
 
     def next_batch(self) -> list[RowUpsert]:
         """One page: its rows (and the page before's held-back ones) as operations."""

@@ -1,27 +1,40 @@
-"""A source's partitions ever listed, kept in the recovery store (connectors/listed_parts.py)."""
+"""A source's partitions: the current ones and those the recovery store holds state for."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
-from connectors.listed_parts import with_listed_before
+from connectors.listed_parts import with_states_in_store
+from connectors.recovery_store import RecoveryStoreError
 
 
-def test_partitions_listed_before_stay_listed(tmp_path):
-    assert with_listed_before(tmp_path, "load", ["b", "a"]) == ["a", "b"]
-    assert with_listed_before(tmp_path, "load", ["c"]) == ["a", "b", "c"]
-    assert with_listed_before(tmp_path, "other step", ["z"]) == ["z"]  # per step
-    assert with_listed_before(tmp_path, "load", []) == ["a", "b", "c"]
+def _store(folder, *rows: tuple[str, str]) -> None:
+    """A store file in Bytewax 0.21.1's layout holding snapshots of (step id, state key)."""
+    with sqlite3.connect(folder / "part-0.sqlite3") as db:
+        db.execute("CREATE TABLE parts (part_index INTEGER, part_count INTEGER)")
+        db.execute("CREATE TABLE exs (ex_num INTEGER, worker_count INTEGER,"
+                   " resume_epoch INTEGER)")
+        db.execute("CREATE TABLE fronts (ex_num INTEGER, worker_index INTEGER,"
+                   " worker_frontier INTEGER)")
+        db.execute("CREATE TABLE snaps (step_id TEXT, state_key TEXT, snap_epoch INTEGER,"
+                   " ser_change BLOB)")
+        db.executemany("INSERT INTO snaps VALUES (?, ?, 1, NULL)", rows)
+
+
+def test_partitions_with_state_stay_listed(tmp_path):
+    _store(tmp_path, ("flow.load", "ks.gone:0/2"), ("flow.load", "ks.gone:0/2"),
+           ("flow.other", "ks.else:0/1"))
+    assert with_states_in_store(tmp_path, "flow.load", ["ks.t:1/2", "ks.t:0/2"]) == [
+        "ks.gone:0/2", "ks.t:0/2", "ks.t:1/2"]
     # Without a recovery store nothing resumes: the current ones are all there is.
-    assert with_listed_before(None, "load", ["c"]) == ["c"]
-    assert with_listed_before(tmp_path / "absent", "load", ["c"]) == ["c"]
-    assert not list(tmp_path.glob(".listed-*"))  # no temporary left behind
+    assert with_states_in_store(None, "flow.load", ["c"]) == ["c"]
+    assert with_states_in_store(tmp_path / "absent", "flow.load", ["c"]) == ["c"]
 
 
-def test_a_list_that_does_not_read_back_stops_with_its_path(tmp_path):
-    (tmp_path / "listed-parts-load.json").write_text('["a", ')
-    with pytest.raises(ValueError, match="listed-parts-load.json does not read back"):
-        with_listed_before(tmp_path, "load", ["a"])
-    (tmp_path / "listed-parts-load.json").write_text('{"a": 1}')
-    with pytest.raises(ValueError, match="is not a list of names"):
-        with_listed_before(tmp_path, "load", ["a"])
+def test_a_store_of_another_layout_is_refused_by_name(tmp_path):
+    with sqlite3.connect(tmp_path / "part-0.sqlite3") as db:
+        db.execute("CREATE TABLE snaps (step TEXT)")
+    with pytest.raises(RecoveryStoreError, match="part-0.sqlite3: table parts has columns"):
+        with_states_in_store(tmp_path, "flow.load", ["a"])

@@ -1,0 +1,57 @@
+"""Bytewax's recovery store, read (never written) by the pipeline.
+
+The store is Bytewax's: SQLite files ``part-*.sqlite3`` in the recovery directory, in the layout
+of the Bytewax version checked here. Segment deletion reads the snapshots of the capture's
+cursors from it (connectors/cassandra/retention.py); the initial load, the partitions it holds
+state for (connectors/listed_parts.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+__all__ = ["BYTEWAX_VERSION", "RecoveryStoreError", "check_layout", "part_files", "read_only",
+           "state_keys"]
+
+# The recovery store's layout is Bytewax's, not ours: read only the version it was checked for.
+BYTEWAX_VERSION = "0.21.1"
+_EXPECTED_COLUMNS = {
+    "parts": {"part_index", "part_count"},
+    "exs": {"ex_num", "worker_count", "resume_epoch"},
+    "fronts": {"ex_num", "worker_index", "worker_frontier"},
+    "snaps": {"step_id", "state_key", "snap_epoch", "ser_change"},
+}
+
+
+class RecoveryStoreError(RuntimeError):
+    """The recovery store cannot be read as Bytewax 0.21.1 writes it."""
+
+
+def part_files(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob("part-*.sqlite3"))
+
+
+def read_only(file: Path) -> sqlite3.Connection:
+    # Read only, so the pipeline can never damage Bytewax's store; WAL lets it read while
+    # Bytewax writes.
+    return sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=5.0)
+
+
+def check_layout(db: sqlite3.Connection, file: Path) -> None:
+    for table, columns in _EXPECTED_COLUMNS.items():
+        found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not columns <= found:
+            raise RecoveryStoreError(
+                f"{file}: table {table} has columns {sorted(found)}, expected {sorted(columns)}")
+
+
+def state_keys(directory: Path, step_id: str) -> set[str]:
+    """The partitions (state keys) of STEP_ID the store in DIRECTORY holds any snapshot of."""
+    keys: set[str] = set()
+    for file in part_files(directory):
+        with read_only(file) as db:
+            check_layout(db, file)
+            keys.update(key for (key,) in db.execute(
+                "SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,)))
+    return keys
