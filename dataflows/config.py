@@ -230,6 +230,14 @@ def with_recovery_from_arguments(settings: PipelineSettings, argv: Sequence[str]
     return settings
 
 
+def _without_comments(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if k != "_comment"}
+    if isinstance(value, list):
+        return [_without_comments(v) for v in value]
+    return value
+
+
 def _node(section: _Section) -> NodeSettings:
     start_at = None
     if "start_at" in section:
@@ -433,10 +441,12 @@ class _Section:
         return value
 
     def mapping(self, key: str, default: Any = _MISSING) -> Mapping[str, Any]:
+        """The key's object as it is (checked where it is used: a destination's options),
+        less its `_comment` keys, at every depth, as everywhere in the file."""
         value = self._get(key, default)
         if not isinstance(value, dict):
             raise self._fail(key, "must be an object")
-        return value
+        return _without_comments(value)
 
     def section(self, key: str, default: Any = _MISSING) -> _Section:
         return _Section(self._get(key, default), f"{self._path}.{key}", self._base)

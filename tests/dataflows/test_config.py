@@ -357,3 +357,20 @@ def test_the_recovery_store_bytewax_run_was_given_by_its_flag_is_known(example, 
         with_recovery_from_arguments(configured, ["dataflows.main", "-r", str(tmp_path)])
     assert with_recovery_from_arguments(
         configured, ["dataflows.main", "-r", str(tmp_path / "other")]) is configured
+
+
+def test_comments_are_allowed_in_a_destinations_options_too(example):
+    """`_comment` is ignored in every object of the file (its reference says so), but a
+    destination's options were taken as they were: "is not a known option", or a table
+    named _comment."""
+    from dataflows.flow import build
+
+    example["destinations"][0].update(kind="timescale", options={
+        "_comment": "series", "when_missing": "plain",
+        "time_columns": {"_comment": "per table", "clinic.vitals": "taken_at"},
+        "compression": {"clinic.vitals": {"_comment": "a week", "after": "7 days"}}})
+    settings = parse(example, base=EXAMPLE.parent)
+    assert settings.destinations[0].options == {
+        "when_missing": "plain", "time_columns": {"clinic.vitals": "taken_at"},
+        "compression": {"clinic.vitals": {"after": "7 days"}}}
+    build(settings)
