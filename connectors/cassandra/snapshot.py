@@ -174,14 +174,17 @@ class SnapshotPartition(StatefulSourcePartition):
     def __init__(self, name: str, session, table: TableSchema | None, low: int, high: int,
                  after: int | None, *, page_size: int, consistency: int,
                  log_every_s: float = 10.0, attempts: int = 5, backoff_s: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self._name = name
         self._table = table
         self._attempts, self._backoff_s, self._sleep = attempts, backoff_s, sleep
+        self._clock = clock  # nanoseconds since the epoch: when each read starts
         self._low, self._high = low, high
         self._after = after
         self._page_size = page_size
-        self._held: list[tuple[int, Image]] = []  # the last page's trailing token, not yet sent
+        # The last page's trailing token, not yet sent: (token, image, when it was read).
+        self._held: list[tuple[int, Image, int]] = []
         self._last_partition: tuple | None = None  # statics go out once per partition
         self._paging_state: bytes | None = None
         self._emitted = 0
@@ -225,9 +228,9 @@ class SnapshotPartition(StatefulSourcePartition):
         """One page: its rows (and the page before's held-back ones) as operations."""
         if self.done:
             raise StopIteration
-        read_at = time.time_ns() // 1000
+        read_at = self._clock() // 1000
         result = self._read()
-        page = [(row[-1], image_of(row, self._key_columns, self._columns))
+        page = [(row[-1], image_of(row, self._key_columns, self._columns), read_at)
                 for row in result.current_rows]
         self._paging_state = result.paging_state
         rows = self._held + page
@@ -246,7 +249,7 @@ class SnapshotPartition(StatefulSourcePartition):
             if len(self._held) > self._page_size:
                 # One wide token: send it now, the state stays before it (module docstring).
                 ready, self._held = rows, []
-        batch = self._operations(ready, read_at)
+        batch = self._operations(ready)
         self._after = complete
         self._progress(len(ready))
         return batch
@@ -271,15 +274,15 @@ class SnapshotPartition(StatefulSourcePartition):
                 self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def _operations(self, rows: list[tuple[int, Image]], read_at: int) -> list[RowUpsert]:
-        """The rows' operations. A version is at most READ_AT, when the read started: a write
-        time later than that (a client clock ahead, USING TIMESTAMP in the future) would
-        otherwise outrank the changes captured after this read, and this older state would
-        stay over them."""
+    def _operations(self, rows: list[tuple[int, Image, int]]) -> list[RowUpsert]:
+        """The rows' operations. A version is at most when the row's read started (a held-back
+        row's: the page before's): a write time later than that (a client clock ahead, USING
+        TIMESTAMP in the future) would otherwise outrank the changes captured after that read,
+        and this older state would stay over them."""
         table = self._table
         assert table is not None
         ops: list[RowUpsert] = []
-        for _, image in rows:
+        for _, image, read_at in rows:
             partition = tuple(image.key[c] for c in self._partition_columns)
             if self._static and partition != self._last_partition:
                 statics = statics_of(table, image)

@@ -419,3 +419,24 @@ def test_a_write_time_in_the_future_is_versioned_as_of_the_read(cassandra_keyspa
     after = time.time_ns() // 1000
     assert before <= loaded[1] <= after
     assert loaded[2] == 1000
+
+
+def test_a_row_held_back_keeps_the_time_of_its_own_read(cassandra_keyspace):
+    """A page ending inside a partition holds its rows back to the next page: their versions
+    are capped at when their own read started, not the next page's."""
+    sess, ks = cassandra_keyspace(7)
+    sess.execute(f"CREATE TABLE {ks}.wide (k int, c int, v int, PRIMARY KEY (k, c)) "
+                 "WITH cdc = true")
+    future = 10**18  # microseconds: far ahead of every read
+    for c in range(3):
+        sess.execute(f"INSERT INTO {ks}.wide (k, c, v) VALUES (1, {c}, {c}) "
+                     f"USING TIMESTAMP {future}")
+    reads = iter(range(1, 100))
+    from connectors.cassandra.snapshot import SnapshotPartition
+
+    (table,) = SchemaRegistry.from_session(sess, [ks.strip('"')]).tables()
+    partition = SnapshotPartition("load", sess, table, MIN_TOKEN, MAX_TOKEN, None, page_size=2,
+                                  consistency=ConsistencyLevel.ONE,
+                                  clock=lambda: next(reads) * 10**12)  # read n at n * 1e9 us
+    versions = {o.key["c"]: o.version for o in _drain(partition)}
+    assert versions == {0: 10**9, 1: 10**9, 2: 2 * 10**9}
