@@ -36,6 +36,8 @@ def open_private_append(path: Path) -> BinaryIO:
             _end_last_line(fd)
     except BaseException:
         os.close(fd)
+        if created:  # else the next start finds it made and skips what failed here
+            path.unlink(missing_ok=True)
         raise
     return os.fdopen(fd, "ab")
 
@@ -49,7 +51,11 @@ def _make_directories(directory: Path) -> None:
         directory.mkdir(mode=0o700)
     except FileExistsError:
         return  # made meanwhile (another worker)
-    fsync_directory(directory.parent)
+    try:
+        fsync_directory(directory.parent)
+    except BaseException:
+        directory.rmdir()  # as for a file: the next start must not skip the sync
+        raise
 
 
 def _end_last_line(fd: int) -> None:

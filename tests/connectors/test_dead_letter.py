@@ -162,3 +162,23 @@ def test_a_new_file_and_its_directories_are_named_durably(tmp_path, monkeypatch)
     synced.clear()
     DeadLetterSink(tmp_path / "a" / "b").build("dlq", 0, 1).close()  # nothing new: no sync
     assert synced == []
+
+
+def test_a_name_that_could_not_be_made_durable_is_not_left_behind(tmp_path, monkeypatch):
+    """A directory fsync refused (some network filesystems) left the new file or folder in
+    place: the next start found it made, skipped the sync and went on as if durable."""
+    import os
+
+    import pytest
+
+    def refused(fd: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", refused)
+    with pytest.raises(OSError, match="Invalid argument"):
+        DeadLetterSink(tmp_path / "new").build("dlq", 0, 1)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()
+    with pytest.raises(OSError, match="Invalid argument"):
+        DeadLetterSink(tmp_path / "there").build("dlq", 0, 1)
+    assert list((tmp_path / "there").iterdir()) == []
