@@ -109,14 +109,22 @@ def enable_compression(schema: str, table: str, segment_by: Sequence[str]) -> sq
         sql.Identifier(schema, table), sql.SQL(", ").join(options))
 
 
-def remove_policy(kind: str, schema: str, table: str) -> sql.Composed:
-    """Remove the table's KIND ("compression" or "retention") policy if it has one. Run before
-    adding it again: an add with if_not_exists meeting a policy of other arguments only warns
-    (a notice psycopg does not log) and keeps the old one, so a changed setting was ignored.
-    Positional arguments: (relation, if_exists), the same since TimescaleDB 2.0."""
-    assert kind in ("compression", "retention"), kind
-    return sql.SQL("SELECT remove_{}_policy({}, TRUE)").format(
-        sql.SQL(kind), _relation(schema, table))
+_POLICY_AGE = {"compression": "compress_after", "retention": "drop_after"}
+
+
+def remove_changed_policy(kind: str, schema: str, table: str, age: str) -> sql.Composed:
+    """Remove the table's KIND ("compression" or "retention") policy if its age setting is
+    not AGE. Run before adding it: an add with if_not_exists meeting a policy of other
+    arguments only warns (a notice psycopg does not log) and keeps the old one, so a changed
+    setting was ignored; an unchanged policy is left alone (its job, schedule and history).
+    remove_*_policy(relation, if_exists): positional, the same since TimescaleDB 2.0."""
+    return sql.SQL(
+        "SELECT remove_{}_policy({}, TRUE) FROM timescaledb_information.jobs"
+        " WHERE proc_name = {} AND hypertable_schema = {} AND hypertable_name = {}"
+        " AND (config ->> {})::interval IS DISTINCT FROM {}::interval").format(
+        sql.SQL(kind), _relation(schema, table), sql.Literal(f"policy_{kind}"),
+        sql.Literal(schema), sql.Literal(table), sql.Literal(_POLICY_AGE[kind]),
+        sql.Literal(age))
 
 
 def add_compression_policy(schema: str, table: str, compress_after: str) -> sql.Composed:

@@ -110,14 +110,16 @@ def statements(schema: str, table: Hypertable) -> list[sql.Composed]:
     """Every extension statement TABLE may need, in order (the compression ALTER is skipped at
     run time when compression is already enabled)."""
     found = [ext.create_hypertable(schema, table.table, table.time_column, table.chunk_interval)]
-    # Each policy is removed and added again: the settings are what the configuration says
-    # now (a policy the configuration no longer names is left as it is).
+    # A policy whose age the configuration changed is removed, then added again: the settings
+    # are what the configuration says now (one it no longer names is left as it is).
     if table.compress_after is not None:
         found.append(ext.enable_compression(schema, table.table, table.segment_by))
-        found.append(ext.remove_policy("compression", schema, table.table))
+        found.append(ext.remove_changed_policy("compression", schema, table.table,
+                                               table.compress_after))
         found.append(ext.add_compression_policy(schema, table.table, table.compress_after))
     if table.drop_after is not None:
-        found.append(ext.remove_policy("retention", schema, table.table))
+        found.append(ext.remove_changed_policy("retention", schema, table.table,
+                                               table.drop_after))
         found.append(ext.add_retention_policy(schema, table.table, table.drop_after))
     return found
 
@@ -160,7 +162,8 @@ def make_hook(settings: TimescaleSettings
         # Making a populated table (one written while the extension was missing) a hypertable
         # moves its rows, which can take longer than the sink's statement timeout: cancelled,
         # it is retried as transient, and would move them again for ever, holding the table.
-        conn.execute("SET LOCAL statement_timeout = 0")
+        # Waits for locks stay bounded (the statement timeout bounded them before).
+        conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '300s'")
         conn.execute(planned[0])
         rest = planned[1:]
         if table.compress_after is not None:

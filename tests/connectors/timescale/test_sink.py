@@ -155,11 +155,17 @@ def test_statement_text() -> None:
         " if_not_exists => TRUE, migrate_data => TRUE)",
         "ALTER TABLE \"cdc\".\"we\"\"ird\" SET (timescaledb.compress,"
         " timescaledb.compress_segmentby = '\"device\", \"Zone\"')",
-        # Removed first: an add meeting a policy of other arguments keeps the old one.
-        "SELECT remove_compression_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)",
+        # Removed first if changed: an add meeting a policy of other arguments keeps it.
+        "SELECT remove_compression_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)"
+        " FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+        " AND hypertable_schema = 'cdc' AND hypertable_name = 'we\"ird'"
+        " AND (config ->> 'compress_after')::interval IS DISTINCT FROM '7 days'::interval",
         "SELECT add_compression_policy('\"cdc\".\"we\"\"ird\"'::regclass,"
         " compress_after => '7 days'::interval, if_not_exists => TRUE)",
-        "SELECT remove_retention_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)",
+        "SELECT remove_retention_policy('\"cdc\".\"we\"\"ird\"'::regclass, TRUE)"
+        " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        " AND hypertable_schema = 'cdc' AND hypertable_name = 'we\"ird'"
+        " AND (config ->> 'drop_after')::interval IS DISTINCT FROM '365 days'::interval",
         "SELECT add_retention_policy('\"cdc\".\"we\"\"ird\"'::regclass,"
         " drop_after => '365 days'::interval, if_not_exists => TRUE)",
     ]
@@ -323,3 +329,36 @@ def test_a_date_time_column_takes_whole_days_of_chunk_interval_only() -> None:
     assert hypertable_of(layout("events"), TimescaleSettings(
         time_columns=TIMES, chunk_intervals={"shop.events": "12 hours"})).chunk_interval \
         == "12 hours"
+
+
+def test_a_policy_is_replaced_only_when_its_age_changed(conn) -> None:
+    """Against stand-ins of TimescaleDB's jobs view and remove function (plain PostgreSQL):
+    the remove runs for a changed age, not for the same one written otherwise ("1 week" is
+    "7 days"), nor for another table or kind."""
+    from devstack import postgres
+
+    with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute("SET search_path = cdc")  # the pipeline role's (devstack/postgres.py)
+        admin.execute("CREATE SCHEMA timescaledb_information")
+        try:
+            admin.execute("CREATE TABLE timescaledb_information.jobs (proc_name text,"
+                          " hypertable_schema name, hypertable_name name, config jsonb)")
+            admin.execute("CREATE TABLE cdc.removed (relation regclass)")
+            admin.execute(
+                "CREATE FUNCTION cdc.remove_retention_policy(relation regclass, e boolean)"
+                " RETURNS void LANGUAGE sql AS 'INSERT INTO cdc.removed VALUES (relation)'")
+            admin.execute("CREATE TABLE cdc.events (ts timestamptz)")
+            admin.execute("INSERT INTO timescaledb_information.jobs VALUES"
+                          " ('policy_retention', 'cdc', 'events', '{\"drop_after\": \"7 days\"}'),"
+                          " ('policy_compression', 'cdc', 'events',"
+                          " '{\"compress_after\": \"1 day\"}')")
+            removed = []
+            for age in ("1 week", "7 days", "30 days"):
+                admin.execute("DELETE FROM cdc.removed")
+                admin.execute(ext.remove_changed_policy("retention", "cdc", "events", age))
+                removed.append(admin.execute("SELECT count(*) FROM cdc.removed").fetchone()[0])
+            assert removed == [0, 0, 1]
+        finally:
+            admin.execute("DROP SCHEMA timescaledb_information CASCADE")
+            admin.execute("DROP TABLE IF EXISTS cdc.removed, cdc.events")
+            admin.execute("DROP FUNCTION IF EXISTS cdc.remove_retention_policy(regclass, boolean)")
