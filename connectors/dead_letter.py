@@ -41,8 +41,17 @@ def _plain(value: Any) -> Any:
     """VALUE as JSON can hold it without losing what it was: what JSON has no form for goes as
     a one-key object naming it (bytes in base64, an integer beyond 64 bits, a float NaN or
     infinity, a decimal, a set, a map whose keys are not all text, as [key, value] pairs,
-    dates and times as ISO text); anything else unknown as {"repr": ...}."""
-    if value is None or isinstance(value, str | bool):
+    dates and times as ISO text, text holding lone surrogates as its bytes); anything else
+    unknown as {"repr": ...}. A map of text keys is written as it is: a key such as "decimal"
+    in it reads like a tag (its record's type and field say which it is)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: JSON cannot hold them, their bytes can
+            return {"text_surrogates_base64": base64.b64encode(
+                value.encode("utf-8", "surrogatepass")).decode()}
         return value
     if isinstance(value, int):
         return value if _JSON_INT[0] <= value <= _JSON_INT[1] else {"int": str(value)}

@@ -9,7 +9,7 @@ from bytewax.testing import run_main
 
 from connectors.cassandra.events import Position, UndecodableUpdate
 from connectors.cassandra.segment import ErrorKind, ReadError
-from connectors.dead_letter import DeadLetterSink
+from connectors.dead_letter import DeadLetterSink, to_line
 
 
 def test_error_records_are_written_whole_as_json_lines(tmp_path):
@@ -114,17 +114,24 @@ def test_values_json_has_no_form_for_are_kept_and_named():
     assert to_line(_unreadable({"k": 2**64 - 1}, {})).count(b"18446744073709551615") == 1
 
 
-def test_a_record_json_cannot_take_is_written_as_its_repr(tmp_path):
-    """Text that is not valid Unicode (a lone surrogate) stops orjson: the line says so and
-    keeps the record's repr, and the batch's other records are written."""
+def test_text_json_cannot_take_is_kept_as_its_bytes_and_the_rest_as_a_repr(tmp_path):
+    """Text that is not valid Unicode (a lone surrogate) stopped orjson: it goes as its bytes.
+    A record orjson still refuses is written as its repr, with the reason, and the batch's
+    other records are written."""
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque()"
+
     part = DeadLetterSink(tmp_path).build("dlq", 0, 1)
-    part.write_batch([_unreadable({"k": "\ud800"}, {}), _unreadable({"k": 1}, {})])
+    part.write_batch([_unreadable({"k": "a\ud800"}, {}), _unreadable({"k": 1}, {})])
     part.close()
     first, second = (json.loads(line) for line in
                      (tmp_path / "dead-letter-0.jsonl").read_text().splitlines())
-    assert first["type"] == "UnreadableChange" and first["unencodable"]  # the error's class
-    assert "\\ud800" in first["repr"] and "table dropped" in first["repr"]
+    kept = first["event"]["partition_key"]["k"]["text_surrogates_base64"]
+    assert base64.b64decode(kept).decode("utf-8", "surrogatepass") == "a\ud800"
     assert second["event"]["partition_key"] == {"k": 1}
+    line = json.loads(to_line(_unreadable({"k": 1}, {"weird": Opaque()})))
+    assert line["event"]["cells"]["weird"] == {"repr": "Opaque()"}
 
 
 def test_a_line_left_unfinished_is_ended_before_the_next(tmp_path):
