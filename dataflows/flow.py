@@ -131,25 +131,28 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
 
 
 def _refuse_shared_tables(settings: PipelineSettings) -> None:
-    """Two PostgreSQL or TimescaleDB destinations on one server, database and schema would
-    write the same tables: a TimescaleDB one then makes the other's tables hypertables and
-    drops their old rows by its retention."""
+    """Two PostgreSQL or TimescaleDB destinations on one server, database and schema that
+    receive a table in common would both write it: a TimescaleDB one then makes the other's
+    table a hypertable and drops its old rows by its retention."""
     from connectors.postgres import PostgresSinkSettings
 
     default = PostgresSinkSettings.__dataclass_fields__["schema"].default
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple, list[DestinationSettings]] = {}
     for destination in settings.destinations:
         if destination.kind not in ("postgres", "timescale"):
             continue
         schema = destination.options.get("schema", default)
         where = (destination.host.lower(), destination.port, destination.database, schema)
-        if where in seen:
-            raise ConfigError(
-                f"pipeline.destinations.{destination.name}.options.schema",
-                f"{schema!r} in database {destination.database!r} on {destination.host}:"
-                f"{destination.port} is destination {seen[where]!r}'s too: both would write"
-                " the same tables; give one another schema")
-        seen[where] = destination.name
+        mine = destination_tables(destination)
+        for other in seen.get(where, []):
+            theirs = destination_tables(other)
+            if mine is None or theirs is None or mine & theirs:
+                raise ConfigError(
+                    f"pipeline.destinations.{destination.name}.options.schema",
+                    f"{schema!r} in database {destination.database!r} on {destination.host}:"
+                    f"{destination.port} is destination {other.name!r}'s too, and both would"
+                    " write a table of it; give one another schema, or each other tables")
+        seen.setdefault(where, []).append(destination)
 
 
 def _refuse_spools_left_behind(settings: PipelineSettings,

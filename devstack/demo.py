@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Loopback, never through an http_proxy the environment may name.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -190,7 +194,7 @@ def _wait_ready(pipeline: subprocess.Popen, port: int, log: Path, timeout: float
         if pipeline.poll() is not None:
             raise SystemExit(f"the pipeline exited at start; see {log}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:  # not serving yet, or 503 (urllib raises HTTPError, an OSError)

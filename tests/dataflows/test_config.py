@@ -333,7 +333,10 @@ def test_two_postgresql_destinations_may_not_share_tables(example):
     with pytest.raises(ConfigError, match=r"destinations\.series\.options\.schema: 'cdc' in"
                                           r" database .* is destination 'postgres'"):
         build(parse(example, base=EXAMPLE.parent))
+    postgres["tables"] = ["clinic.patients"]  # tables apart: accepted
+    build(parse(example, base=EXAMPLE.parent))
     twin["options"]["schema"] = "series"
+    postgres["tables"] = ["clinic.vitals"]
     build(parse(example, base=EXAMPLE.parent))  # another schema: accepted
 
 
