@@ -47,12 +47,11 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: JSON cannot hold them, their bytes can
-            return {"text_surrogates_base64": base64.b64encode(
-                value.encode("utf-8", "surrogatepass")).decode()}
-        return value
+        if _is_utf8(value):
+            return value
+        # Lone surrogates: JSON cannot hold them, their bytes can.
+        return {"text_surrogates_base64": base64.b64encode(
+            value.encode("utf-8", "surrogatepass")).decode()}
     if isinstance(value, int):
         return value if _JSON_INT[0] <= value <= _JSON_INT[1] else {"int": str(value)}
     if isinstance(value, float):
@@ -72,7 +71,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple: its fields
         return {name: _plain(v) for name, v in zip(value._fields, value, strict=True)}
     if isinstance(value, Mapping):
-        if all(isinstance(k, str) for k in value):
+        if all(isinstance(k, str) and _is_utf8(k) for k in value):
             return {k: _plain(v) for k, v in value.items()}
         return {"map": [[_plain(k), _plain(v)] for k, v in value.items()]}
     if isinstance(value, AbstractSet):
@@ -80,6 +79,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return {"repr": repr(value)}
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_line(record: Any) -> bytes:

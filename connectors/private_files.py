@@ -7,6 +7,7 @@ a new name durable by syncing its directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -54,7 +55,8 @@ def _make_directories(directory: Path) -> None:
     try:
         fsync_directory(directory.parent)
     except BaseException:
-        directory.rmdir()  # as for a file: the next start must not skip the sync
+        with contextlib.suppress(OSError):  # not empty: another worker's file is in it
+            directory.rmdir()  # as for a file: the next start must not skip the sync
         raise
 
 

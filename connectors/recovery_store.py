@@ -50,8 +50,11 @@ def state_keys(directory: Path, step_id: str) -> set[str]:
     """The partitions (state keys) of STEP_ID the store in DIRECTORY holds any snapshot of."""
     keys: set[str] = set()
     for file in part_files(directory):
-        with read_only(file) as db:
-            check_layout(db, file)
-            keys.update(key for (key,) in db.execute(
-                "SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,)))
+        try:
+            with read_only(file) as db:
+                check_layout(db, file)
+                keys.update(key for (key,) in db.execute(
+                    "SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,)))
+        except sqlite3.Error as error:
+            raise RecoveryStoreError(f"{file}: {type(error).__name__}: {error}") from None
     return keys

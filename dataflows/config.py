@@ -225,8 +225,9 @@ def with_recovery_from_arguments(settings: PipelineSettings, argv: Sequence[str]
         return dataclasses.replace(settings, recovery_directory=Path(given))
     if Path(given).resolve() != settings.recovery_directory.resolve():
         raise ConfigError("pipeline.recovery_directory",
-                          f"is {settings.recovery_directory} but bytewax.run was given -r "
-                          f"{given}: the pipeline must read the store Bytewax resumes from")
+                          f"the store is {settings.recovery_directory} (this key or "
+                          f"BYTEWAX_RECOVERY_DIRECTORY) but bytewax.run was given -r {given}: "
+                          "the pipeline must read the store Bytewax resumes from")
     return settings
 
 

@@ -126,6 +126,9 @@ class SnapshotSource(FixedPartitionedSource):
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         if generation < 0:
             raise ValueError(f"generation must be >= 0, got {generation}")
+        if recovery_directory is not None and not step_id:
+            raise ValueError("step_id (\"<flow>.<step>\") is needed with a recovery_directory:"
+                             " the ranges the store holds state for are listed by it")
         self._ranges = token_ranges(splits)
         self._generation = generation
         # Where the store is, and this input's full step id in it ("<flow>.<step>"), to list

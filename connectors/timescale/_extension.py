@@ -121,10 +121,13 @@ def remove_changed_policy(kind: str, schema: str, table: str, age: str) -> sql.C
     return sql.SQL(
         "SELECT remove_{}_policy({}, TRUE) FROM timescaledb_information.jobs"
         " WHERE proc_name = {} AND hypertable_schema = {} AND hypertable_name = {}"
-        " AND (config ->> {})::interval IS DISTINCT FROM {}::interval").format(
+        # Cast only an interval's text: the view may be filtered after the cast, and another
+        # hypertable's integer-time policy holds a number no interval may hold.
+        " AND CASE WHEN jsonb_typeof(config -> {}) = 'string' THEN (config ->> {})::interval"
+        " END IS DISTINCT FROM {}::interval").format(
         sql.SQL(kind), _relation(schema, table), sql.Literal(f"policy_{kind}"),
         sql.Literal(schema), sql.Literal(table), sql.Literal(_POLICY_AGE[kind]),
-        sql.Literal(age))
+        sql.Literal(_POLICY_AGE[kind]), sql.Literal(age))
 
 
 def add_compression_policy(schema: str, table: str, compress_after: str) -> sql.Composed:

@@ -132,6 +132,11 @@ def test_text_json_cannot_take_is_kept_as_its_bytes_and_the_rest_as_a_repr(tmp_p
     assert second["event"]["partition_key"] == {"k": 1}
     line = json.loads(to_line(_unreadable({"k": 1}, {"weird": Opaque()})))
     assert line["event"]["cells"]["weird"] == {"repr": "Opaque()"}
+    # A map keyed by such text goes as pairs, each key as its bytes.
+    line = json.loads(to_line(_unreadable({"k": 1}, {"m": {"b\udc80": 1}})))
+    (pair,) = line["event"]["cells"]["m"]["map"]
+    assert base64.b64decode(pair[0]["text_surrogates_base64"]).decode(
+        "utf-8", "surrogatepass") == "b\udc80" and pair[1] == 1
 
 
 def test_a_line_left_unfinished_is_ended_before_the_next(tmp_path):

@@ -38,3 +38,21 @@ def test_a_store_of_another_layout_is_refused_by_name(tmp_path):
         db.execute("CREATE TABLE snaps (step TEXT)")
     with pytest.raises(RecoveryStoreError, match="part-0.sqlite3: table parts has columns"):
         with_states_in_store(tmp_path, "flow.load", ["a"])
+
+
+def test_a_store_file_sqlite_cannot_read_is_named(tmp_path):
+    """Half made by another process's `bytewax.recovery`, say: the error names the file."""
+    (tmp_path / "part-0.sqlite3").write_bytes(b"not a database, not yet")
+    with pytest.raises(RecoveryStoreError, match=r"part-0\.sqlite3: DatabaseError"):
+        with_states_in_store(tmp_path, "flow.load", ["a"])
+
+
+def test_the_load_needs_its_step_id_to_read_the_store(tmp_path):
+    """Without it, no state key matched, and the store's ranges went unlisted: Bytewax's
+    refusal would have come only after a loaded table was dropped."""
+    from connectors.cassandra.snapshot import SnapshotSource
+
+    with pytest.raises(ValueError, match="step_id .* is needed with a recovery_directory"):
+        SnapshotSource(lambda: None, list, recovery_directory=tmp_path)
+    SnapshotSource(lambda: None, list, recovery_directory=tmp_path, step_id="flow.load")
+    SnapshotSource(lambda: None, list)  # no store: nothing to read

@@ -356,7 +356,8 @@ def test_the_recovery_store_bytewax_run_was_given_by_its_flag_is_known(example, 
     assert with_recovery_from_arguments(settings, ["dataflows.main"]) is settings
     example["recovery_directory"] = str(tmp_path / "other")
     configured = parse(example, base=EXAMPLE.parent)
-    with pytest.raises(ConfigError, match="but bytewax.run was given -r"):
+    with pytest.raises(ConfigError, match=r"\(this key or BYTEWAX_RECOVERY_DIRECTORY\) but"
+                                          " bytewax.run was given -r"):
         with_recovery_from_arguments(configured, ["dataflows.main", "-r", str(tmp_path)])
     assert with_recovery_from_arguments(
         configured, ["dataflows.main", "-r", str(tmp_path / "other")]) is configured
