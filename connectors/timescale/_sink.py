@@ -106,21 +106,23 @@ def hypertable_of(layout: TableLayout, settings: TimescaleSettings) -> Hypertabl
                       settings.retention.get(name))
 
 
-def statements(schema: str, table: Hypertable) -> list[sql.Composed]:
+def statements(schema: str, table: Hypertable, at: str | None = None) -> list[sql.Composed]:
     """Every extension statement TABLE may need, in order (the compression ALTER is skipped at
-    run time when compression is already enabled)."""
-    found = [ext.create_hypertable(schema, table.table, table.time_column, table.chunk_interval)]
+    run time when compression is already enabled), calling the extension's functions in AT,
+    its schema (ExtensionState.schema)."""
+    found = [ext.create_hypertable(schema, table.table, table.time_column, table.chunk_interval,
+                                   at)]
     # A policy whose age the configuration changed is removed, then added again: the settings
     # are what the configuration says now (one it no longer names is left as it is).
     if table.compress_after is not None:
         found.append(ext.enable_compression(schema, table.table, table.segment_by))
         found.append(ext.remove_changed_policy("compression", schema, table.table,
-                                               table.compress_after))
-        found.append(ext.add_compression_policy(schema, table.table, table.compress_after))
+                                               table.compress_after, at))
+        found.append(ext.add_compression_policy(schema, table.table, table.compress_after, at))
     if table.drop_after is not None:
         found.append(ext.remove_changed_policy("retention", schema, table.table,
-                                               table.drop_after))
-        found.append(ext.add_retention_policy(schema, table.table, table.drop_after))
+                                               table.drop_after, at))
+        found.append(ext.add_retention_policy(schema, table.table, table.drop_after, at))
     return found
 
 
@@ -144,8 +146,8 @@ def make_hook(settings: TimescaleSettings
 
     def after_create(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
         table = hypertable_of(layout, settings)
-        planned = statements(schema, table)
         state = ext.detect(conn)
+        planned = statements(schema, table, state.schema)
         if state.installed is None:
             if settings.when_missing == "fail":
                 raise TimescaleMissingError(_missing_message(state))

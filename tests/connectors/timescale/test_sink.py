@@ -184,7 +184,12 @@ def test_statement_text() -> None:
         "SELECT current_database(),"
         " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'),"
         " (SELECT default_version FROM pg_catalog.pg_available_extensions"
-        " WHERE name = 'timescaledb')")
+        " WHERE name = 'timescaledb'),"
+        " (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
+        " ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb')")
+    # The extension's functions are called in its schema, quoted by psycopg.
+    assert statements("cdc", plain, 'we"ird')[0].as_string().startswith(
+        'SELECT "we""ird"."create_hypertable"(\'"cdc"."t"\'::regclass')
 
 
 def test_versions_and_missing_messages() -> None:
@@ -290,20 +295,24 @@ def test_making_a_populated_table_a_hypertable_is_not_cut_by_the_statement_timeo
         settings, monkeypatch) -> None:
     """create_hypertable(migrate_data => TRUE) moves every row of a table written while the
     extension was missing: cut by the sink's statement timeout (300 s), it was retried as
-    transient and moved them again, for ever. Here a stand-in create_hypertable (in the
-    schema on the role's search path, devstack/postgres.py) takes 2 s against a 1 s
-    timeout."""
+    transient and moved them again, for ever. Here a stand-in create_hypertable takes 2 s
+    against a 1 s timeout. It is in a schema of its own, off the role's search path
+    (devstack/postgres.py gives it only `cdc`), as the extension's functions may be: they are
+    called in the schema the extension is in."""
     import dataclasses
 
     from devstack import postgres
 
-    stand_in = "cdc.create_hypertable(regclass, name, boolean, boolean)"
     with postgres.connect(role="admin", autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA ts_functions")
+        admin.execute(f'GRANT USAGE ON SCHEMA ts_functions TO "{settings.user}"')
         admin.execute(
-            "CREATE FUNCTION cdc.create_hypertable(relation regclass, time_column_name name,"
+            "CREATE FUNCTION ts_functions.create_hypertable(relation regclass,"
+            " time_column_name name,"
             " if_not_exists boolean, migrate_data boolean)"
             " RETURNS integer LANGUAGE sql AS 'SELECT pg_sleep(2); SELECT 1'")
-    monkeypatch.setattr(ext, "detect", lambda _conn: ext.ExtensionState("db", "2.14.0", None))
+    monkeypatch.setattr(ext, "detect",
+                        lambda _conn: ext.ExtensionState("db", "2.14.0", None, "ts_functions"))
     slow = dataclasses.replace(settings, statement_timeout_ms=1000)
     part = sink(slow, TimescaleSettings(time_columns=TIMES)).build_part("ts_out", "0", None)
     try:
@@ -311,7 +320,7 @@ def test_making_a_populated_table_a_hypertable_is_not_cut_by_the_statement_timeo
     finally:
         part.close()
         with postgres.connect(role="admin", autocommit=True) as admin:
-            admin.execute(f"DROP FUNCTION {stand_in}")
+            admin.execute("DROP SCHEMA ts_functions CASCADE")
 
 
 def test_a_date_time_column_takes_whole_days_of_chunk_interval_only() -> None:
