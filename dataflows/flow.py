@@ -32,6 +32,7 @@ from connectors.cassandra.start_pins import pinned
 from connectors.cassandra.tail import Cursor, LocalSegmentStore, end_cursor
 from connectors.dead_letter import DeadLetterSink
 from connectors.health import HEALTH
+from connectors.recovery_store import state_keys
 from connectors.spool import SpooledSink, left_behind
 from connectors.tracing import tracer
 from dataflows.config import DestinationSettings, PipelineSettings
@@ -63,6 +64,7 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
                     settings.cassandra.consistency)
     flow = Dataflow("cassandra_cdc")
     nodes = [NodeSpec(n.name, n.cdc_raw) for n in settings.cassandra.nodes]
+    _refuse_nodes_left_behind(settings, f"{flow.flow_id}.capture")
     if initial is None:
         initial = _initial_cursors(settings)
     captured = op.input("capture", flow, CdcSource(
@@ -128,6 +130,23 @@ def build(settings: PipelineSettings, *, runtime: Runtime | None = None,
         op.output(destination.name, routed, sink)
     _refuse_spools_left_behind(settings, spooled)
     return flow
+
+
+def _refuse_nodes_left_behind(settings: PipelineSettings, step_id: str) -> None:
+    """Stop with a message naming them if the recovery store holds the cursor of a node the
+    configuration no longer has: Bytewax refuses to start then, with a message about its
+    routing map that names neither the node nor what to do."""
+    if settings.recovery_directory is None or not settings.recovery_directory.is_dir():
+        return
+    configured = {node.name for node in settings.cassandra.nodes}
+    gone = sorted(state_keys(settings.recovery_directory, step_id) - configured)
+    if gone:
+        raise ConfigError(
+            "pipeline.cassandra.nodes",
+            f"the recovery store {settings.recovery_directory} holds the capture position of "
+            f"{', '.join(map(repr, gone))}, which is not configured: Bytewax cannot start with "
+            "it. Configure the node again (its name unchanged), or start from an emptied "
+            "recovery store (every node's position with it)")
 
 
 def _refuse_shared_tables(settings: PipelineSettings) -> None:

@@ -8,23 +8,11 @@ import pytest
 
 from connectors.listed_parts import with_states_in_store
 from connectors.recovery_store import RecoveryStoreError
-
-
-def _store(folder, *rows: tuple[str, str]) -> None:
-    """A store file in Bytewax 0.21.1's layout holding snapshots of (step id, state key)."""
-    with sqlite3.connect(folder / "part-0.sqlite3") as db:
-        db.execute("CREATE TABLE parts (part_index INTEGER, part_count INTEGER)")
-        db.execute("CREATE TABLE exs (ex_num INTEGER, worker_count INTEGER,"
-                   " resume_epoch INTEGER)")
-        db.execute("CREATE TABLE fronts (ex_num INTEGER, worker_index INTEGER,"
-                   " worker_frontier INTEGER)")
-        db.execute("CREATE TABLE snaps (step_id TEXT, state_key TEXT, snap_epoch INTEGER,"
-                   " ser_change BLOB)")
-        db.executemany("INSERT INTO snaps VALUES (?, ?, 1, NULL)", rows)
+from tests.recovery_stores import make_store
 
 
 def test_partitions_with_state_stay_listed(tmp_path):
-    _store(tmp_path, ("flow.load", "ks.gone:0/2"), ("flow.load", "ks.gone:0/2"),
+    make_store(tmp_path, ("flow.load", "ks.gone:0/2"), ("flow.load", "ks.gone:0/2"),
            ("flow.other", "ks.else:0/1"))
     assert with_states_in_store(tmp_path, "flow.load", ["ks.t:1/2", "ks.t:0/2"]) == [
         "ks.gone:0/2", "ks.t:0/2", "ks.t:1/2"]

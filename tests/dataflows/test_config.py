@@ -378,3 +378,21 @@ def test_comments_are_allowed_in_a_destinations_options_too(example):
         "when_missing": "plain", "time_columns": {"clinic.vitals": "taken_at"},
         "compression": {"clinic.vitals": {"after": "7 days"}}}
     build(settings)
+
+
+def test_a_node_the_store_holds_a_position_of_must_stay_configured(example, tmp_path):
+    """Bytewax refused to start with state for a partition nobody lists, in words about its
+    routing map: the start now names the node and what to do."""
+    from dataflows.flow import build
+    from tests.recovery_stores import make_store
+
+    make_store(tmp_path, ("cassandra_cdc.capture", "c7-node1"),
+               ("cassandra_cdc.capture", "c7-node2"), ("cassandra_cdc.other", "c7-node3"))
+    example["recovery_directory"] = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"cassandra\.nodes: the recovery store .* holds the"
+                                          r" capture position of 'c7-node2', which is not"
+                                          r" configured"):
+        build(parse(example, base=EXAMPLE.parent))
+    example["cassandra"]["nodes"].append({**example["cassandra"]["nodes"][0],
+                                          "name": "c7-node2"})
+    build(parse(example, base=EXAMPLE.parent))
