@@ -8,17 +8,29 @@ started with `python -m bytewax.run dataflows.main`), waits a random time betwee
 Not its process group: a pipeline started from a script shares that script's group (and this
 one's), which killing the group took down too. It does not restart anything: whatever
 supervises the pipeline (Kubernetes, systemd, the test) must. Bounded in count and time.
+
+A process is signalled only if it is still the one found (its start time unchanged: a PID the
+kernel handed to another process is left alone), never PID 1 (inside a container the signal
+would be ignored while seeming sent). Exits 1 when a round found nothing to kill (a mistyped
+--match, a pipeline nobody restarted), so a run that did nothing does not pass for one that
+did. It checks nothing else: the tests that claim exactly-once (tests/dataflows) pair such
+kills with the correctness oracle.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
 import sys
 import time
 from pathlib import Path
+
+# Run as a script: the repository root (for `devstack`) is not on the path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chaos import rounds  # noqa: E402 - after the path is set
+from devstack.process import start_time  # noqa: E402
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:
@@ -47,8 +59,8 @@ def matching(pattern: str) -> list[int]:
         ancestors.add(pid)
         pid = processes[pid][0]
     return [pid for pid, (_parent, owner, command) in processes.items()
-            if owner == os.getuid() and pid not in ancestors and pattern in command
-            and "kill_workers" not in command]
+            if owner == os.getuid() and pid not in ancestors and pid != 1
+            and pattern in command and "kill_workers" not in command]
 
 
 def _with_descendants(pid: int) -> list[int]:
@@ -64,35 +76,50 @@ def _with_descendants(pid: int) -> list[int]:
     return order
 
 
+def _kill(pids: list[int]) -> list[int]:
+    """SIGKILL each of PIDS that is still the process found (start time read first, checked
+    again just before the signal); the ones signalled."""
+    found = {pid: start_time(pid) for pid in pids}
+    killed = []
+    for pid, started in found.items():
+        if started is None or start_time(pid) != started:
+            continue  # gone, or its PID is another process's now
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return killed
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=5)
-    parser.add_argument("--min", type=float, default=3.0)
-    parser.add_argument("--max", type=float, default=7.0)
-    parser.add_argument("--match", default="dataflows.main")
-    parser.add_argument("--seed", type=int, default=None)
+    parser = rounds.parser(__doc__)
+    parser.add_argument("--match", default="dataflows.main",
+                        help="text of the command lines to kill (at least 4 characters)")
     args = parser.parse_args(argv)
+    rounds.check(parser, args)
+    if len(args.match.strip()) < 4:
+        parser.error(f"--match: {args.match!r} would match nearly every process of this user")
     rng = random.Random(args.seed)
+    missed = []
     for round_ in range(1, args.count + 1):
         time.sleep(rng.uniform(args.min, args.max))
         victims = matching(args.match)
         if not victims:
             print(f"round {round_}: no process matches {args.match!r}", file=sys.stderr)
+            missed.append(round_)
             continue
         victim = rng.choice(victims)
-        killed = []
-        for pid in _with_descendants(victim):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except (ProcessLookupError, PermissionError):
-                continue
-        if killed:
+        killed = _kill(_with_descendants(victim))
+        if victim in killed:
             print(f"round {round_}: SIGKILL pid {victim} and {len(killed) - 1} process(es) "
                   "it started", flush=True)
         else:
             print(f"round {round_}: pid {victim} was already gone", file=sys.stderr)
+            missed.append(round_)
+    if missed:
+        print(f"killed nothing in round(s) {', '.join(map(str, missed))}", file=sys.stderr)
+        return 1
     return 0
 
 

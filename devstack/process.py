@@ -39,7 +39,7 @@ def _pidfile(name: str) -> Path:
     return _run_dir() / f"{name}.pid"
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -61,7 +61,7 @@ def tracked(name: str) -> Tracked | None:
         pidfile.unlink(missing_ok=True)
         return None
     pid = int(pid_text)
-    if _start_time(pid) != started:
+    if start_time(pid) != started:
         pidfile.unlink(missing_ok=True)
         return None
     return Tracked(name, pid, started)
@@ -97,7 +97,7 @@ def start(
         )
     started = None
     for _ in range(100):
-        started = _start_time(proc.pid)
+        started = start_time(proc.pid)
         if started is not None:
             break
         time.sleep(0.01)
@@ -140,7 +140,7 @@ def _signal_and_wait(proc: Tracked, signum: int, timeout: float | None) -> bool:
     except ProcessLookupError:
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
-    while _start_time(proc.pid) == proc.started:
+    while start_time(proc.pid) == proc.started:
         if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(0.05)
