@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,8 +303,11 @@ def destination_rows(schema: str, keyspace: str, table: str = "patients") -> lis
 
 
 def difference(expected: list[tuple], found: list[tuple], where: str) -> str | None:
-    missing = set(expected) - set(found)
-    extra = set(found) - set(expected)
+    """None if FOUND holds exactly EXPECTED's rows, each as many times (a row held twice is
+    a duplicate: sets could not see it); else what differs."""
+    missing = Counter(expected) - Counter(found)
+    extra = Counter(found) - Counter(expected)
     if not missing and not extra:
         return None
-    return f"{len(missing)} rows missing or stale, {len(extra)} extra or stale; see {where}"
+    return (f"{sum(missing.values())} rows missing or stale, {sum(extra.values())} extra, "
+            f"stale or duplicated; see {where}")

@@ -300,27 +300,39 @@ def test_making_a_populated_table_a_hypertable_is_not_cut_by_the_statement_timeo
     (devstack/postgres.py gives it only `cdc`), as the extension's functions may be: they are
     called in the schema the extension is in."""
     import dataclasses
+    import uuid
 
     from devstack import postgres
 
+    functions = f"ts_functions_{uuid.uuid4().hex[:8]}"  # nothing of another run's in the way
     with postgres.connect(role="admin", autocommit=True) as admin:
-        admin.execute("CREATE SCHEMA ts_functions")
-        admin.execute(f'GRANT USAGE ON SCHEMA ts_functions TO "{settings.user}"')
+        admin.execute(f"CREATE SCHEMA {functions}")
+        admin.execute(f'GRANT USAGE ON SCHEMA {functions} TO "{settings.user}"')
+        admin.execute(f"CREATE TABLE {functions}.calls (relation text, took interval)")
+        admin.execute(f'GRANT INSERT ON {functions}.calls TO "{settings.user}"')
+        # Records each call once it has taken its 2 s: the write below succeeding without a
+        # row here would mean the call never ran, or never finished.
         admin.execute(
-            "CREATE FUNCTION ts_functions.create_hypertable(relation regclass,"
-            " time_column_name name,"
-            " if_not_exists boolean, migrate_data boolean)"
-            " RETURNS integer LANGUAGE sql AS 'SELECT pg_sleep(2); SELECT 1'")
+            f"CREATE FUNCTION {functions}.create_hypertable(relation regclass,"
+            " time_column_name name, if_not_exists boolean, migrate_data boolean)"
+            " RETURNS integer LANGUAGE plpgsql AS $$ DECLARE began timestamptz :="
+            " clock_timestamp(); BEGIN PERFORM pg_sleep(2);"
+            f" INSERT INTO {functions}.calls VALUES (relation::text,"
+            " clock_timestamp() - began); RETURN 1; END $$")
     monkeypatch.setattr(ext, "detect",
-                        lambda _conn: ext.ExtensionState("db", "2.14.0", None, "ts_functions"))
+                        lambda _conn: ext.ExtensionState("db", "2.14.0", None, functions))
     slow = dataclasses.replace(settings, statement_timeout_ms=1000)
     part = sink(slow, TimescaleSettings(time_columns=TIMES)).build_part("ts_out", "0", None)
     try:
         part.write_batch([up({"device": "d", "ts": T0}, {"v": "a", "n": 1}, 10)])
+        with postgres.connect(role="admin") as admin:
+            calls = admin.execute(f"SELECT relation, took >= interval '2 s' FROM {functions}"
+                                  ".calls").fetchall()
+        assert calls == [(f"{settings.schema}.shop__events", True)]
     finally:
         part.close()
         with postgres.connect(role="admin", autocommit=True) as admin:
-            admin.execute("DROP SCHEMA ts_functions CASCADE")
+            admin.execute(f"DROP SCHEMA {functions} CASCADE")
 
 
 def test_a_date_time_column_takes_whole_days_of_chunk_interval_only() -> None:
@@ -346,33 +358,38 @@ def test_a_policy_is_replaced_only_when_its_age_changed(conn) -> None:
     """Against stand-ins of TimescaleDB's jobs view and remove function (plain PostgreSQL):
     the remove runs for a changed age, not for the same one written otherwise ("1 week" is
     "7 days"), nor for another table or kind."""
+    import uuid
+
     from devstack import postgres
 
+    at = f"ts_stand_in_{uuid.uuid4().hex[:8]}"  # the extension's schema, as detected
     with postgres.connect(role="admin", autocommit=True) as admin:
-        admin.execute("SET search_path = cdc")  # the pipeline role's (devstack/postgres.py)
+        # The view's schema is fixed by name: one a failed run left is dropped first.
+        admin.execute("DROP SCHEMA IF EXISTS timescaledb_information CASCADE")
         admin.execute("CREATE SCHEMA timescaledb_information")
+        admin.execute(f"CREATE SCHEMA {at}")
         try:
             admin.execute("CREATE TABLE timescaledb_information.jobs (proc_name text,"
                           " hypertable_schema name, hypertable_name name, config jsonb)")
-            admin.execute("CREATE TABLE cdc.removed (relation regclass)")
+            admin.execute(f"CREATE TABLE {at}.removed (relation regclass)")
+            admin.execute(f"CREATE TABLE {at}.events (ts timestamptz)")
             admin.execute(
-                "CREATE FUNCTION cdc.remove_retention_policy(relation regclass, e boolean)"
-                " RETURNS void LANGUAGE sql AS 'INSERT INTO cdc.removed VALUES (relation)'")
-            admin.execute("CREATE TABLE cdc.events (ts timestamptz)")
+                f"CREATE FUNCTION {at}.remove_retention_policy(relation regclass, e boolean)"
+                f" RETURNS void LANGUAGE sql AS 'INSERT INTO {at}.removed VALUES (relation)'")
             # Another table's policy on an integer time column: a number no interval holds.
             admin.execute("INSERT INTO timescaledb_information.jobs VALUES"
-                          " ('policy_retention', 'cdc', 'events', '{\"drop_after\": \"7 days\"}'),"
-                          " ('policy_retention', 'cdc', 'ticks',"
+                          f" ('policy_retention', '{at}', 'events',"
+                          " '{\"drop_after\": \"7 days\"}'),"
+                          f" ('policy_retention', '{at}', 'ticks',"
                           " '{\"drop_after\": 604800000000000}'),"
-                          " ('policy_compression', 'cdc', 'events',"
+                          f" ('policy_compression', '{at}', 'events',"
                           " '{\"compress_after\": \"1 day\"}')")
             removed = []
             for age in ("1 week", "7 days", "30 days"):
-                admin.execute("DELETE FROM cdc.removed")
-                admin.execute(ext.remove_changed_policy("retention", "cdc", "events", age))
-                removed.append(admin.execute("SELECT count(*) FROM cdc.removed").fetchone()[0])
+                admin.execute(f"DELETE FROM {at}.removed")
+                admin.execute(ext.remove_changed_policy("retention", at, "events", age, at))
+                removed.append(admin.execute(f"SELECT count(*) FROM {at}.removed").fetchone()[0])
             assert removed == [0, 0, 1]
         finally:
             admin.execute("DROP SCHEMA timescaledb_information CASCADE")
-            admin.execute("DROP TABLE IF EXISTS cdc.removed, cdc.events")
-            admin.execute("DROP FUNCTION IF EXISTS cdc.remove_retention_policy(regclass, boolean)")
+            admin.execute(f"DROP SCHEMA {at} CASCADE")
