@@ -203,6 +203,20 @@ class Workload:
             self._sess.execute(delete_partition, (patient,))
 
 
+def every_destination(postgres_schema: str, timescale_schema: str, bare: str
+                      ) -> dict[str, tuple[str, Callable[[], list[tuple]]]]:
+    """The readers `converge` takes for the fan-out of the kill tests (PostgreSQL and
+    ClickHouse get both tables, TimescaleDB the visits): name -> (Cassandra table, rows)."""
+    return {
+        "postgres patients": ("patients", lambda: destination_rows(postgres_schema, bare)),
+        "clickhouse patients": ("patients", lambda: clickhouse_rows(bare)),
+        "postgres visits": ("visits", lambda: destination_rows(postgres_schema, bare, "visits")),
+        "clickhouse visits": ("visits", lambda: clickhouse_rows(bare, "visits")),
+        "timescale visits": ("visits",
+                             lambda: destination_rows(timescale_schema, bare, "visits")),
+    }
+
+
 def converge(sess, keyspace: str, bare: str, masker,
              readers: Mapping[str, tuple[str, Callable[[], list[tuple]]]], *, timeout: float,
              consistency=None) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]]]:

@@ -30,9 +30,11 @@ from tests.dataflows.kill_harness import (
     cassandra_rows,
     clickhouse_query,
     clickhouse_rows,
+    converge,
     destination_rows,
     difference,
     drop_clickhouse_tables,
+    every_destination,
 )
 from tests.dataflows.pipeline_files import (
     captured_table,
@@ -240,6 +242,10 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
             time.sleep(2)
         after = spool_metrics(api_port)
         probes_after = probes(health_port)
+        # Every destination table at the end, each row once (the loop above times the
+        # catch-up on three of them).
+        readers = every_destination(postgres_schema, timescale_schema, bare)
+        final_expected, final_found = converge(sess, ks, bare, masker, readers, timeout=60)
     finally:
         workload.stop()
         pipeline.close()
@@ -268,6 +274,10 @@ def test_postgres_down_for_a_minute_stalls_nothing_and_loses_nothing(
     assert in_clickhouse == expected, f"ClickHouse differs; see {pipeline.log_path}"
     assert visits and in_timescale == visits, \
         f"TimescaleDB: {difference(visits, in_timescale, str(pipeline.log_path))}"
+    for destination, rows in final_found.items():
+        problem = difference(final_expected[readers[destination][0]], rows,
+                             str(pipeline.log_path))
+        assert problem is None, f"{destination}, after the outage: {problem}"
     assert after.get("cdc_spool_undrained_bytes") == 0, after
     assert "transient" in pipeline.log_text()  # the PostgreSQL sink saw the outage
     # The probes: alive throughout; not ready while PostgreSQL was cut, naming it; ready after.

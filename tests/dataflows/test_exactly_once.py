@@ -22,11 +22,10 @@ from tests.dataflows.kill_harness import (
     VISITS_DDL,
     Pipeline,
     Workload,
-    clickhouse_rows,
     converge,
-    destination_rows,
     difference,
     drop_clickhouse_tables,
+    every_destination,
 )
 from tests.dataflows.pipeline_files import (
     captured_table,
@@ -59,14 +58,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     }, openbao_env)
 
     workload = Workload(sess, ks, visits=True)
-    readers = {  # destination table: (Cassandra table, its rows)
-        "postgres patients": ("patients", lambda: destination_rows(postgres_schema, bare)),
-        "clickhouse patients": ("patients", lambda: clickhouse_rows(bare)),
-        "postgres visits": ("visits", lambda: destination_rows(postgres_schema, bare, "visits")),
-        "clickhouse visits": ("visits", lambda: clickhouse_rows(bare, "visits")),
-        "timescale visits": ("visits",
-                             lambda: destination_rows(timescale_schema, bare, "visits")),
-    }
+    readers = every_destination(postgres_schema, timescale_schema, bare)
     pipeline.start(1)
     workload.start()
     kills = 0
