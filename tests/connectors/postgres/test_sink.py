@@ -554,18 +554,32 @@ def test_progress_counts_operations_that_left_no_row_of_their_own(part, settings
     assert progress() == [("n1", 5, 99), ("n2", 6, 4099)]
 
 
-def test_transient_error_is_retried(settings, conn) -> None:
+def test_transient_error_is_retried(settings, conn, monkeypatch) -> None:
+    """The server ends the sink's connection in the middle of its transaction (terminated
+    from inside it, for real): the batch is retried on a new connection and lands. Killing
+    an idle pooled connection did not reach the retry: the pool's check on checkout replaced
+    it first."""
+    import connectors.postgres._sink as sink_module
+
+    real, calls, pauses = sink_module.apply_batch, [], []
+
+    def cut_first(conn, *args, **kwargs):
+        calls.append(conn.info.backend_pid)
+        if len(calls) == 1:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return real(conn, *args, **kwargs)
+
     part = make_sink(settings).build_part("pg_out", "1", None)
     try:
         part.write_batch([up("kv", {"k": 1}, {"v": "a"}, 1)])
-        pid = part._pool.getconn()
-        backend = pid.info.backend_pid
-        part._pool.putconn(pid)
-        conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        monkeypatch.setattr(sink_module, "apply_batch", cut_first)
+        part._sleep = pauses.append
         part.write_batch([up("kv", {"k": 1}, {"v": "b"}, 2)])
         assert live(conn, settings.schema, "kv", "v") == [("b",)]
     finally:
         part.close()
+    assert len(calls) == 2 and calls[0] != calls[1], calls  # retried, on another backend
+    assert pauses == [settings.retry_backoff]
 
 
 # --- the property: any order and batching converges to the version order ---------------------
