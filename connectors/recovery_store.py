@@ -8,7 +8,10 @@ state for (connectors/listed_parts.py).
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 __all__ = ["BYTEWAX_VERSION", "RecoveryStoreError", "check_layout", "part_files", "read_only",
@@ -47,9 +50,27 @@ def check_layout(db: sqlite3.Connection, file: Path) -> None:
 
 
 def state_keys(directory: Path, step_id: str) -> set[str]:
-    """The partitions (state keys) of STEP_ID the store in DIRECTORY holds any snapshot of."""
+    """The partitions (state keys) of STEP_ID the store in DIRECTORY holds any snapshot of,
+    read by a process of its own: the flow asks while Bytewax may hold the store open in this
+    process, through the SQLite it bundles, and two SQLite libraries in one process release
+    each other's POSIX locks when one closes the file (a reader here then met "disk I/O
+    error")."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from connectors.recovery_store import"
+         " _read_state_keys; print(json.dumps(sorted(_read_state_keys(sys.argv[1],"
+         " sys.argv[2]))))", str(directory), step_id],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        problem = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise RecoveryStoreError(f"reading the state keys of {step_id} in {directory}: "
+                                 f"{problem[0]}")
+    return set(json.loads(done.stdout))
+
+
+def _read_state_keys(directory: str | Path, step_id: str) -> set[str]:
     keys: set[str] = set()
-    for file in part_files(directory):
+    for file in part_files(Path(directory)):
         try:
             with read_only(file) as db:
                 check_layout(db, file)

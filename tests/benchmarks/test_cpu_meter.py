@@ -89,7 +89,7 @@ def test_an_interval_counts_each_process_from_its_first_reading():
 
 
 def test_a_live_child_tree_is_found_and_grouped():
-    from devstack.process import _start_time
+    from devstack.process import start_time
 
     # "; true": the shell must not exec the spinner in its own place.
     spin = (f"{sys.executable} -c 'import time\nend = time.time() + 3\n"
@@ -102,7 +102,7 @@ def test_a_live_child_tree_is_found_and_grouped():
         time.sleep(0.5)
         usage = meter.stop()
         outside = cpu_meter.sample()
-        started = _start_time(shell.pid)  # as devstack reads it, while the shell runs
+        started = start_time(shell.pid)  # as devstack reads it, while the shell runs
     finally:
         shell.wait(timeout=10)
     assert 0.0 < usage.cores["spinner"] <= 1.1  # a share of one core, whatever the load
