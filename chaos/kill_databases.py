@@ -65,40 +65,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: {args.only!r} is not a list of {', '.join(DATABASES)}")
     if args.down < 0:
         parser.error(f"--down: must be at least 0, not {args.down}")
-    rng = random.Random(args.seed)
+    down: list[tuple[str, object]] = []  # (process name, its service) killed, not back yet
+
+    def one_round(round_: int, rng: random.Random) -> bool:
+        candidates = [name for database in only for name in running_processes(database)]
+        if not candidates:
+            print(f"round {round_}: none of {', '.join(only)} runs in the local stack",
+                  file=sys.stderr)
+            return False
+        victim = rng.choice(candidates)
+        service = _service(victim, candidates)
+        process.kill(victim)
+        down.append((victim, service))
+        print(f"round {round_}: SIGKILL {victim}; down for {args.down:g} s", flush=True)
+        time.sleep(args.down)
+        began = time.monotonic()
+        service.start()
+        down.pop()
+        print(f"round {round_}: {victim} healthy again after "
+              f"{time.monotonic() - began:.1f} s", flush=True)
+        return True
+
     # SIGTERM as Ctrl-C: the finally below starts again what is down.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    down: list[tuple[str, object]] = []  # (process name, its service) killed, not back yet
-    missed = []
     try:
-        for round_ in range(1, args.count + 1):
-            time.sleep(rng.uniform(args.min, args.max))
-            candidates = [name for database in only for name in running_processes(database)]
-            if not candidates:
-                print(f"round {round_}: none of {', '.join(only)} runs in the local stack",
-                      file=sys.stderr)
-                missed.append(round_)
-                continue
-            victim = rng.choice(candidates)
-            service = _service(victim, candidates)
-            process.kill(victim)
-            down.append((victim, service))
-            print(f"round {round_}: SIGKILL {victim}; down for {args.down:g} s", flush=True)
-            time.sleep(args.down)
-            began = time.monotonic()
-            service.start()
-            down.pop()
-            print(f"round {round_}: {victim} healthy again after "
-                  f"{time.monotonic() - began:.1f} s", flush=True)
+        return rounds.run(args, one_round)
     finally:
         for victim, service in down:
             print(f"starting {victim} again", file=sys.stderr)
             service.start()
         signal.signal(signal.SIGTERM, previous)
-    if missed:
-        print(f"killed nothing in round(s) {', '.join(map(str, missed))}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import sys
-import time
 from pathlib import Path
 
 # Run as a script: the repository root (for `devstack`) is not on the path by itself.
@@ -100,27 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     rounds.check(parser, args)
     if len(args.match.strip()) < 4:
         parser.error(f"--match: {args.match!r} would match nearly every process of this user")
-    rng = random.Random(args.seed)
-    missed = []
-    for round_ in range(1, args.count + 1):
-        time.sleep(rng.uniform(args.min, args.max))
+
+    def one_round(round_: int, rng: random.Random) -> bool:
         victims = matching(args.match)
         if not victims:
             print(f"round {round_}: no process matches {args.match!r}", file=sys.stderr)
-            missed.append(round_)
-            continue
+            return False
         victim = rng.choice(victims)
         killed = _kill(_with_descendants(victim))
-        if victim in killed:
-            print(f"round {round_}: SIGKILL pid {victim} and {len(killed) - 1} process(es) "
-                  "it started", flush=True)
-        else:
+        if victim not in killed:
             print(f"round {round_}: pid {victim} was already gone", file=sys.stderr)
-            missed.append(round_)
-    if missed:
-        print(f"killed nothing in round(s) {', '.join(map(str, missed))}", file=sys.stderr)
-        return 1
-    return 0
+            return False
+        print(f"round {round_}: SIGKILL pid {victim} and {len(killed) - 1} process(es) "
+              "it started", flush=True)
+        return True
+
+    return rounds.run(args, one_round)
 
 
 if __name__ == "__main__":
