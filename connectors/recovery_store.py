@@ -2,8 +2,15 @@
 
 The store is Bytewax's: SQLite files ``part-*.sqlite3`` in the recovery directory, in the layout
 of the Bytewax version checked here. Segment deletion reads the snapshots of the capture's
-cursors from it (connectors/cassandra/retention.py); the initial load, the partitions it holds
-state for (connectors/listed_parts.py).
+cursors from it (connectors/cassandra/retention.py); the initial load and the flow's start, the
+partitions it holds state for (`state_keys`).
+
+Bytewax refuses to start when its store holds state for a partition that no worker lists any
+more ("Key ... is not in this worker's routing map"). A source whose partitions come and go
+with the schema (the initial load's, one per table and token range) therefore lists, besides
+its current partitions, every one the store has state for (`with_state_keys`), and builds
+those as finished: read from the store itself, nothing is missed, not even the names an older
+version wrote.
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["BYTEWAX_VERSION", "RecoveryStoreError", "check_layout", "part_files", "read_only",
-           "state_keys"]
+           "state_keys", "with_state_keys"]
 
 # The recovery store's layout is Bytewax's, not ours: read only the version it was checked for.
 BYTEWAX_VERSION = "0.21.1"
@@ -79,3 +87,13 @@ def _read_state_keys(directory: str | Path, step_id: str) -> set[str]:
         except sqlite3.Error as error:
             raise RecoveryStoreError(f"{file}: {type(error).__name__}: {error}") from None
     return keys
+
+
+def with_state_keys(directory: Path | None, step_id: str, current: Iterable[str]) -> list[str]:
+    """CURRENT and every partition of STEP_ID (Bytewax's full step id, "<flow>.<step>") the
+    store in DIRECTORY holds state for, sorted; CURRENT alone without a store (nothing
+    resumes)."""
+    current = set(current)
+    if directory is None or not Path(directory).is_dir():
+        return sorted(current)
+    return sorted(current | state_keys(Path(directory), step_id))

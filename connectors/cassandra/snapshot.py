@@ -8,7 +8,7 @@ under the same name is another table, loaded again. So is the `generation` when 
 raising it loads every table again (after CDC was switched off and on while the pipeline was
 stopped, say: nothing records that, and a finished range stays finished). The ranges of a
 table gone since, of another split count or another generation are still listed, as finished
-ones, keeping the state they had (connectors/listed_parts.py: Bytewax refuses a recovery store
+ones, keeping the state they had (connectors/recovery_store.py: Bytewax refuses a recovery store
 holding state for a partition no worker lists). A partition pages through
 
     SELECT <key>, <col>, WRITETIME(<col>) ..., token(<partition key>) FROM ks.t
@@ -69,7 +69,7 @@ from connectors.cassandra.images import (
 )
 from connectors.cassandra.schema import ColumnKind, TableSchema
 from connectors.cassandra.session import tuple_rows
-from connectors.listed_parts import with_states_in_store
+from connectors.recovery_store import with_state_keys
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class SnapshotSource(FixedPartitionedSource):
         # The split count is part of the key: with another count the ranges are other ones,
         # so the load starts over rather than resuming states that no longer fit.
         width = len(str(len(self._ranges)))
-        return with_states_in_store(self._recovery_directory, self._step_id, (
+        return with_state_keys(self._recovery_directory, self._step_id, (
             f"{name}:{i:0{width}d}/{len(self._ranges)}"
             for name in self._loadable() for i in range(len(self._ranges))))
 
