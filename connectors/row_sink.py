@@ -27,6 +27,7 @@ from operators.row_ops import RowOp, RowUpsert, Source
 SchemaLookup = Callable[[str, str], TableSchema | None]
 MaskedTypesLookup = Callable[[str, str], Mapping[str, str]]
 Layout = TypeVar("Layout")
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -203,17 +204,16 @@ class Image:
     source: Source
 
 
-def with_retries(action: Callable[[], None], *, transient: Callable[[BaseException], bool],
+def with_retries(action: Callable[[], T], *, transient: Callable[[BaseException], bool],
                  settings: Any, sleep: Callable[[float], None], what: str,
-                 before_retry: Callable[[BaseException], None] | None = None) -> None:
-    """Run ACTION; on an error TRANSIENT says may pass, try again (settings.retry_attempts in
-    all) after settings.retry_backoff seconds, doubled each time up to retry_max_backoff.
+                 before_retry: Callable[[BaseException], None] | None = None) -> T:
+    """ACTION's result; on an error TRANSIENT says may pass, try again (settings.retry_attempts
+    in all) after settings.retry_backoff seconds, doubled each time up to retry_max_backoff.
     Only the error's class is logged: messages of database errors can quote values."""
     pause = settings.retry_backoff
     for attempt in range(1, settings.retry_attempts + 1):
         try:
-            action()
-            return
+            return action()
         except Exception as error:
             if not transient(error) or attempt == settings.retry_attempts:
                 raise
@@ -223,3 +223,4 @@ def with_retries(action: Callable[[], None], *, transient: Callable[[BaseExcepti
                 before_retry(error)
             sleep(pause)
             pause = min(pause * 2, settings.retry_max_backoff)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -51,6 +51,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -70,6 +71,7 @@ from connectors.cassandra.images import (
 from connectors.cassandra.schema import ColumnKind, TableSchema
 from connectors.cassandra.session import tuple_rows
 from connectors.recovery_store import with_state_keys
+from connectors.row_sink import with_retries
 from operators.row_ops import INITIAL_LOAD, RowUpsert
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,9 @@ class SnapshotPartition(StatefulSourcePartition):
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._name = name
         self._table = table
-        self._attempts, self._backoff_s, self._sleep = attempts, backoff_s, sleep
+        self._retry = SimpleNamespace(retry_attempts=attempts, retry_backoff=backoff_s,
+                                      retry_max_backoff=backoff_s * 2 ** (attempts - 1))
+        self._sleep = sleep
         self._clock = clock  # nanoseconds since the epoch: when each read starts
         self._low, self._high = low, high
         self._after = after
@@ -260,22 +264,15 @@ class SnapshotPartition(StatefulSourcePartition):
     def _read(self):
         """This range's next page. What is likely to pass if asked again (a timeout, too few
         replicas, no host reachable) is asked again, up to `attempts` times in all, waiting
-        `backoff_s`, then twice that, and so on, before it stops the flow: a large table's
-        load meets them under load, and a stop takes the capture down with it."""
-        for attempt in range(1, self._attempts + 1):
-            try:
-                return self._session.execute(self._statement, self._params,
-                                             paging_state=self._paging_state,
-                                             execution_profile=self._tuples)
-            except _TRANSIENT as error:
-                if attempt == self._attempts:
-                    raise
-                wait = self._backoff_s * 2 ** (attempt - 1)
-                log.warning("initial load %s: read failed (%s), attempt %d of %d, again in"
-                            " %.1f s", self._name, type(error).__name__, attempt,
-                            self._attempts, wait)
-                self._sleep(wait)
-        raise AssertionError("unreachable")
+        `backoff_s`, then twice that, and so on, before it stops the flow (the sinks' retry,
+        connectors/row_sink.py): a large table's load meets them under load, and a stop takes
+        the capture down with it."""
+        return with_retries(
+            lambda: self._session.execute(self._statement, self._params,
+                                          paging_state=self._paging_state,
+                                          execution_profile=self._tuples),
+            transient=lambda error: isinstance(error, _TRANSIENT), settings=self._retry,
+            sleep=self._sleep, what=f"initial load {self._name}")
 
     def _operations(self, rows: list[tuple[int, Image, int]]) -> list[RowUpsert]:
         """The rows' operations. A version is at most when the row's read started (a held-back
