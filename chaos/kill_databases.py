@@ -11,10 +11,11 @@ seconds, then starts it again and waits until it is healthy. A database it kille
 again however the script stops (an error, Ctrl-C, SIGTERM). Exits 1 if a round found none of
 them running.
 
-It checks nothing about the pipeline: run one beside it (`scripts/demo --patients 20000`, or
-your own) and compare every destination with Cassandra afterwards. The pipeline is expected to
-ride it out: a destination down is retried from its spool (ADR 0006), a Cassandra node down
-makes row-image reads retry or go to another replica.
+It checks nothing about the pipeline: run one beside it (`scripts/demo --patients 20000` with
+`--only postgres,clickhouse`, or your own) and compare every destination with Cassandra
+afterwards. The pipeline is expected to ride it out: a destination down is retried from its
+spool (ADR 0006). Kill Cassandra only where its keyspaces have other replicas (`devstack up
+--nodes 3` and RF 3): the demo's single node holds its only replica, and its own load fails.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ DATABASES = ("postgres", "clickhouse", "cassandra")
 
 def running_processes(database: str) -> list[str]:
     """The names (PID files) of DATABASE's live processes in the local stack."""
-    if database == "cassandra":
-        return [name for name in process.running() if name.startswith("cassandra-")]
+    if database == "cassandra":  # the stack's clusters c7, c8; not the replica tests' r8
+        return [name for name in process.running() if name.startswith("cassandra-c")]
     return [database] if process.tracked(database) is not None else []
 
 

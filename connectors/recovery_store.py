@@ -63,17 +63,23 @@ def state_keys(directory: Path, step_id: str) -> set[str]:
     process, through the SQLite it bundles, and two SQLite libraries in one process release
     each other's POSIX locks when one closes the file (a reader here then met "disk I/O
     error")."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import json, sys; from connectors.recovery_store import"
-         " _read_state_keys; print(json.dumps(sorted(_read_state_keys(sys.argv[1],"
-         " sys.argv[2]))))", str(directory), step_id],
-        capture_output=True, text=True, timeout=120, check=False,
-        cwd=Path(__file__).resolve().parent.parent)
+    what = f"reading the state keys of {step_id} in {directory}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import json, sys; from connectors.recovery_store import"
+             " _read_state_keys; print(json.dumps(sorted(_read_state_keys(sys.argv[1],"
+             " sys.argv[2]))))", str(directory), step_id],
+            capture_output=True, text=True, timeout=120, check=False,
+            cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        raise RecoveryStoreError(f"{what}: no answer in 120 s (a lock held?)") from None
     if done.returncode != 0:
         problem = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise RecoveryStoreError(f"reading the state keys of {step_id} in {directory}: "
-                                 f"{problem[0]}")
-    return set(json.loads(done.stdout))
+        raise RecoveryStoreError(f"{what}: {problem[0]}")
+    try:
+        return set(json.loads(done.stdout))
+    except ValueError:
+        raise RecoveryStoreError(f"{what}: the reader printed no list") from None
 
 
 def _read_state_keys(directory: str | Path, step_id: str) -> set[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from connectors import tracing
 from connectors.audit_trail import AuditTrail
 from connectors.health import HEALTH
+from connectors.recovery_store import RecoveryStoreError
 from dataflows import health, logs
 from dataflows.collector import tune_collector
 from dataflows.config import load, with_recovery_from_arguments
@@ -64,3 +65,5 @@ try:
     health.serve_from_environment()
 except (ConfigError, ValueError) as error:
     sys.exit(f"configuration error: {error}")
+except RecoveryStoreError as error:  # read at start: the ranges and nodes it holds state for
+    sys.exit(f"recovery store error: {error}")

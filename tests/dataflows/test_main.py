@@ -70,3 +70,17 @@ def test_an_audit_dir_that_cannot_hold_the_trail_stops_the_start_in_one_line(tmp
     assert result.returncode == 1
     assert result.stderr.strip().startswith("configuration error: pipeline.audit_dir:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_recovery_store_that_cannot_be_read_stops_the_start_in_one_line(tmp_path) -> None:
+    """Read at start (the nodes and ranges it holds state for): a part file SQLite cannot read
+    (one half made by `bytewax.recovery`, say) gave a traceback, not a line naming it."""
+    store = tmp_path / "recovery"
+    store.mkdir()
+    (store / "part-0.sqlite3").write_bytes(b"not a database")
+    config = _example(tmp_path)
+    config["recovery_directory"] = str(store)
+    result = _import_main(tmp_path, {**config, "audit_dir": str(tmp_path / "audit")})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("recovery store error:"), result.stderr
+    assert "part-0.sqlite3" in result.stderr and "Traceback" not in result.stderr
