@@ -19,7 +19,12 @@ WHEN_MISSING = ("fail", "plain")
 _UNITS = "microsecond|millisecond|second|minute|hour|day|week|month|year"
 _INTERVAL = re.compile(rf"\s*(\d+)\s*(?:{_UNITS})s?(?:\s+(\d+)\s*(?:{_UNITS})s?)*\s*",
                        re.IGNORECASE)
-_AMOUNT = re.compile(r"\d+")
+_PART = re.compile(rf"(\d+)\s*({_UNITS})s?", re.IGNORECASE)  # one "amount unit" of them
+
+
+def _parts(interval: str) -> list[tuple[int, str]]:
+    """(amount, unit) of each part of INTERVAL (matched by _INTERVAL), unit in lower case."""
+    return [(int(amount), unit.lower()) for amount, unit in _PART.findall(interval)]
 
 
 def check_interval(value: object, what: str) -> str:
@@ -28,21 +33,19 @@ def check_interval(value: object, what: str) -> str:
     if not isinstance(value, str) or not _INTERVAL.fullmatch(value):
         raise ValueError(f"{what} must be an interval such as '7 days' or '1 day 12 hours' "
                          f"(units: {_UNITS.replace('|', ', ')}), not {value!r}")
-    if not any(int(amount) for amount in _AMOUNT.findall(value)):
+    if not any(amount for amount, _ in _parts(value)):
         raise ValueError(f"{what} must be a positive interval, not {value!r}")
     return value
 
 
 _SUB_DAY_MICROSECONDS = {"microsecond": 1, "millisecond": 1_000, "second": 10**6,
                          "minute": 60 * 10**6, "hour": 3600 * 10**6}
-_PART = re.compile(rf"(\d+)\s*({_UNITS})s?", re.IGNORECASE)
 
 
 def whole_days(interval: str) -> bool:
     """Whether INTERVAL (checked by `check_interval`) is a whole number of days: the only
     chunk interval TimescaleDB takes for a `date` time column."""
-    sub_day = sum(int(amount) * _SUB_DAY_MICROSECONDS.get(unit.lower(), 0)
-                  for amount, unit in _PART.findall(interval))
+    sub_day = sum(amount * _SUB_DAY_MICROSECONDS.get(unit, 0) for amount, unit in _parts(interval))
     return sub_day % (86_400 * 10**6) == 0
 
 

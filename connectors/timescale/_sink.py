@@ -140,9 +140,11 @@ def _missing_message(state: ext.ExtensionState) -> str:
             "TimescaleSettings.when_missing='plain' for plain PostgreSQL tables")
 
 
-def make_hook(settings: TimescaleSettings
+def make_hook(settings: TimescaleSettings, lock_wait_ms: int
               ) -> Callable[[psycopg.Connection, str, TableLayout], None]:
-    """The PostgresSink table hook: runs in ensure_table's transaction, after the CREATEs."""
+    """The PostgresSink table hook: runs in ensure_table's transaction, after the CREATEs.
+    LOCK_WAIT_MS: the sink's statement timeout, which bounds its waits for locks, kept as the
+    lock timeout while the statement timeout is lifted for create_hypertable."""
 
     def after_create(conn: psycopg.Connection, schema: str, layout: TableLayout) -> None:
         table = hypertable_of(layout, settings)
@@ -165,7 +167,8 @@ def make_hook(settings: TimescaleSettings
         # moves its rows, which can take longer than the sink's statement timeout: cancelled,
         # it is retried as transient, and would move them again for ever, holding the table.
         # Waits for locks stay bounded (the statement timeout bounded them before).
-        conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '300s'")
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}")
+                     .format(sql.Literal(f"{lock_wait_ms}ms")))
         conn.execute(planned[0])
         rest = planned[1:]
         if table.compress_after is not None:
@@ -192,7 +195,8 @@ class TimescaleSink(PostgresSink):
                  resolver_factory: Callable[[], SecretResolver] = SecretResolver, *,
                  schema_refresh: Callable[[], object] | None = None):
         super().__init__(settings, schema_of, masked_types_of, resolver_factory,
-                         table_hook=make_hook(timescale), schema_refresh=schema_refresh,
+                         table_hook=make_hook(timescale, settings.statement_timeout_ms),
+                         schema_refresh=schema_refresh,
                          # INSERT ... ON CONFLICT: what compressed chunks accept since
                          # TimescaleDB 2.11 (MIN_VERSION_COMPRESSED_UPSERTS). MERGE with an
                          # UPDATE action is refused on hypertables with compression enabled
