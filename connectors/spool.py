@@ -151,7 +151,9 @@ class Spool:
         sizes = {segment: self._valid_size(path, torn_possible=segment == torn_possible)
                  for segment, path in paths.items()}
         if closed:  # from now on a crash is possible again (an unlink: needs no free space)
-            (self.directory / _CLOSED).unlink()
+            (self.directory / _CLOSED).unlink(missing_ok=True)
+            if self._cursor_says_closed():  # an older version's mark: the cursor holds it
+                self._write_cursor(*self._cursor)
             fsync_directory(self.directory)
         self._sizes = sizes  # segment -> bytes of whole frames (sealed ones: final)
         self._active = max([*sizes, self._cursor[0]]) + 1
@@ -329,6 +331,9 @@ class Spool:
         self._write_cursor(segment, 0)
         self._cursor = (segment, 0)
 
+    def _cursor_says_closed(self) -> bool:
+        return _read_cursor(self.directory, legacy_only=True)[1]
+
     def _write_cursor(self, segment: int, offset: int) -> None:
         temporary = self.directory / "cursor.tmp"
         with temporary.open("wb") as file:
@@ -428,15 +433,17 @@ def _whole_frame_after(data: bytes, start: int) -> int | None:
     return None
 
 
-def _read_cursor(directory: Path) -> tuple[tuple[int, int], bool]:
+def _read_cursor(directory: Path, *, legacy_only: bool = False
+                 ) -> tuple[tuple[int, int], bool]:
     """(the cursor of the partition's spool DIRECTORY, whether the last run closed the spool:
-    then no write of it was torn)."""
-    closed = (directory / _CLOSED).exists()
+    then no write of it was torn). A spool an older version closed says so in its cursor
+    (`"closed": true`) instead of the `closed` file; LEGACY_ONLY: that mark alone."""
+    closed = not legacy_only and (directory / _CLOSED).exists()
     try:
         data = json.loads((directory / "cursor").read_text())
     except FileNotFoundError:
         return (0, 0), closed
-    return (int(data["segment"]), int(data["offset"])), closed
+    return (int(data["segment"]), int(data["offset"])), closed or data.get("closed") is True
 
 
 def undrained_bytes(directory: Path) -> int:

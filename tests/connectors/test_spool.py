@@ -579,3 +579,31 @@ def test_opening_a_closed_spool_writes_nothing(tmp_path, monkeypatch):
     spool = Spool(folder, max_bytes=1 << 20, segment_bytes=1 << 16)
     assert not (folder / "closed").exists() and spool.pending_bytes > 0
     spool.close()
+
+
+def test_a_spool_an_older_version_closed_is_still_taken_as_closed(tmp_path):
+    """Before the `closed` file, a clean close said so in the cursor ("closed": true). Read
+    without it, the first open after an upgrade took such a spool as possibly torn, and cut a
+    damaged last frame it would have refused. The old mark counts, once: the open rewrites
+    the cursor without it."""
+    import json
+
+    from connectors.spool import SpoolCorruptError
+
+    inner, folder = _undrained(tmp_path / "spool", 3)
+    (folder / "closed").unlink()
+    cursor = json.loads((folder / "cursor").read_text()) if (folder / "cursor").exists() \
+        else {"segment": 0, "offset": 0}
+    (folder / "cursor").write_text(json.dumps({**cursor, "closed": True}))
+    segment = max(segments(folder))
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # a byte of the last frame's body: damage, after a clean close
+    segment.write_bytes(bytes(data))
+    with pytest.raises(SpoolCorruptError, match="fails its checksum"):
+        spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    data[-3] ^= 0xFF  # mended: it opens, and the old mark is gone with the open
+    segment.write_bytes(bytes(data))
+    part = spooled(inner, tmp_path / "spool").build_part("dmg", "0", None)
+    assert "closed" not in json.loads((folder / "cursor").read_text())
+    wait_until(lambda: inner.items() == ["item-0", "item-1", "item-2"])
+    part.close()
