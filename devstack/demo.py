@@ -32,7 +32,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from devstack import cassandra, clickhouse, postgres, stack
+from devstack import cassandra, clickhouse, postgres, process, stack
 from devstack.certs import ensure_certificates
 from devstack.paths import REPO_ROOT, service_dir
 
@@ -189,18 +189,15 @@ def _free_port() -> int:
 def _wait_ready(pipeline: subprocess.Popen, port: int, log: Path, timeout: float = 180.0
                 ) -> None:
     """Until the pipeline's /readyz answers 200; stops the demo if it exits or never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pipeline.poll() is not None:
-            raise SystemExit(f"the pipeline exited at start; see {log}")
-        try:
-            with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:  # not serving yet, or 503 (urllib raises HTTPError, an OSError)
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the pipeline was not ready after {timeout:.0f} s; see {log}")
+    def ready() -> bool:  # not serving yet, or 503: urllib raises, wait_until asks again
+        with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return answer.status == 200
+
+    try:
+        process.wait_until(ready, timeout=timeout, what="the pipeline's /readyz", log_path=log,
+                           alive=lambda: pipeline.poll() is None)
+    except process.StackError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _stop(pipeline: subprocess.Popen) -> None:

@@ -177,8 +177,10 @@ def wait_until(
     what: str,
     log_path: Path | None = None,
     process: str | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Poll CHECK until it is true; fail naming WHAT (and the log) on timeout or early exit."""
+    """Poll CHECK until it is true; fail naming WHAT (and the log) on timeout or early exit:
+    of the stack's PROCESS (a tracked name), or of one ALIVE says is gone."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -186,7 +188,8 @@ def wait_until(
                 return
         except Exception:  # noqa: BLE001, S110 - a server still starting raises all sorts
             pass
-        if process is not None and tracked(process) is None:
+        if (process is not None and tracked(process) is None) or \
+                (alive is not None and not alive()):
             raise StackError(
                 f"{what}: the process exited" + (f"; see {log_path}" if log_path else "")
             )
