@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from devstack import openbao, process
 from devstack.certs import ensure_certificates
@@ -61,17 +62,24 @@ def down(names: Iterable[str] = SERVICE_NAMES, report=print) -> None:
 
 def stop_all_but(kept: Iterable[str], report=print) -> None:
     """Stop every live process of the stack but those named in KEPT (`process.running()` names,
-    as they were before a command started its own), Cassandra first, OpenBao last: what
-    scripts/test leaves behind is what ran before it, not whole services it found half up."""
+    as they were before a command started its own), service by service, Cassandra first,
+    OpenBao last, the processes of one service at once (as CassandraService.stop does its
+    nodes): what scripts/test leaves behind is what ran before it, not whole services it
+    found half up."""
     kept = set(kept)
     order = {name: i for i, name in enumerate(SERVICE_NAMES)}
 
     def service_of(name: str) -> int:
         return next((i for prefix, i in order.items() if name.startswith(prefix)), len(order))
 
-    for name in sorted(set(process.running()) - kept, key=service_of, reverse=True):
-        process.stop(name)
-        report(f"{name}: stopped")
+    by_service: dict[int, list[str]] = {}
+    for name in sorted(set(process.running()) - kept):
+        by_service.setdefault(service_of(name), []).append(name)
+    for _, names in sorted(by_service.items(), reverse=True):
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(process.stop, names))
+        for name in names:
+            report(f"{name}: stopped")
 
 
 def status(names: Iterable[str] = SERVICE_NAMES) -> list[ServiceStatus]:
