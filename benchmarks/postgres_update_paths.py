@@ -38,22 +38,12 @@ from psycopg import sql
 
 from benchmarks import sink_bench
 from benchmarks.sink_bench import TABLE, load_average, postgres_sink_part, upserts
-from benchmarks.sink_vs_raw import NAMES, Timed, postgres_types, raw_values
-from connectors.postgres import PostgresSinkSettings
+from benchmarks.sink_vs_raw import NAMES, Timed, copy_rows, postgres_types, raw_values
 from connectors.postgres._apply import upsert_statement
 
 PATHS = ("stage + merge", "stage + on conflict", "merge alone", "delete + copy",
          "merge from arrays")
 _KEYS = 2  # (tenant, id): the first two of NAMES
-
-
-def _copy(conn, into: sql.Composable, rows: list[tuple], types: list[str]) -> None:
-    columns = sql.SQL(", ").join(map(sql.Identifier, NAMES))
-    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
-                                        .format(into, columns)) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
 
 
 class _Paths:
@@ -76,16 +66,16 @@ class _Paths:
         conn.execute(sql.SQL("TRUNCATE {}").format(self.stage))
         conn.commit()
         if path == "merge alone":
-            _copy(conn, self.stage, rows, self.types)
+            copy_rows(conn, self.stage, rows, self.types)
             conn.commit()
             return lambda: conn.execute(self._upsert(merge=True))
         if path in ("stage + merge", "stage + on conflict"):
             def staged() -> None:
-                _copy(conn, self.stage, rows, self.types)
+                copy_rows(conn, self.stage, rows, self.types)
                 conn.execute(self._upsert(merge=path == "stage + merge"))
             return staged
         if path == "delete + copy":
-            return lambda: self._delete_and_copy(rows)
+            return lambda: self._delete_andcopy_rows(rows)
         assert path == "merge from arrays", path
         columns = [list(column) for column in zip(*rows, strict=True)]
         arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in self.types)
@@ -95,7 +85,7 @@ class _Paths:
             NAMES[:_KEYS], NAMES[_KEYS:], merge=True)
         return lambda: conn.execute(merge, columns, binary=True)
 
-    def _delete_and_copy(self, rows: list[tuple]) -> None:
+    def _delete_andcopy_rows(self, rows: list[tuple]) -> None:
         keys = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(n))
                                      for n in NAMES[:_KEYS])
         version = sql.Identifier("_cdc_version")
@@ -110,35 +100,26 @@ class _Paths:
                                                          for r in rows]],
             binary=True).fetchall()
         kept = set(map(tuple, stale))
-        _copy(self.conn, self.table,
+        copy_rows(self.conn, self.table,
               [r for r in rows if r[:_KEYS] not in kept] if kept else rows, self.types)
 
 
 def main() -> None:
     parser = sink_bench.parser(__doc__)
     parser.set_defaults(repeat=8)
-    parser.add_argument("--fillfactor", type=int, default=None,
-                        help="the stored and the raw table's fillfactor (10-100; default:"
-                             " unset, PostgreSQL's 100)")
+    sink_bench.add_fillfactor(parser, "the stored and the raw table's fillfactor (10-100;"
+                                      " default: unset, PostgreSQL's 100)")
     args = parser.parse_args()
     sink_bench.check_counts(parser, args)
-    try:
-        PostgresSinkSettings.check_fillfactor(args.fillfactor)
-    except ValueError as error:
-        parser.error(f"--fillfactor: {error}")
+    sink_bench.check_fillfactor(parser, args.fillfactor)
     print(f"start: load {load_average()}")
     ks, part = postgres_sink_part("bench_paths", args.fillfactor)
     table = sql.SQL("cdc.{}").format(sql.Identifier(f"{ks}__{TABLE}"))
-    raw_table = sql.SQL("cdc.{}").format(sql.Identifier(f"{ks}__{TABLE}__raw"))
     types, timed = postgres_types(), Timed("postgres")
     try:
         part.write_batch(upserts(ks, args.rows, 1))  # the stored rows, at version 1
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
-            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                raw_table, table))
-            if args.fillfactor is not None:  # LIKE copies no storage parameters
-                conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
-                    raw_table, sql.Literal(args.fillfactor)))
+            raw_table = sink_bench.make_raw_table(conn, ks, args.fillfactor)
             conn.commit()
             paths = _Paths(conn, table, types)
             raw_rows, version = raw_values(args.rows, 1), 1
@@ -156,7 +137,7 @@ def main() -> None:
 
                     def raw() -> None:
                         with conn.transaction():
-                            _copy(conn, raw_table, raw_rows, types)
+                            copy_rows(conn, raw_table, raw_rows, types)
 
                     def write(action=action) -> None:
                         with conn.transaction():
@@ -167,22 +148,14 @@ def main() -> None:
             stored = conn.execute(sql.SQL("SELECT count(*), min(_cdc_version) FROM {}")
                                   .format(table)).fetchone()
     finally:
-        with part._pool.connection() as conn:  # noqa: SLF001
-            for name, kind in ((f"{ks}__{TABLE}__raw", "TABLE"),
-                               (f"{ks}__{TABLE}__current", "VIEW"), (f"{ks}__{TABLE}", "TABLE")):
-                conn.execute(sql.SQL(f"DROP {kind} IF EXISTS cdc.{{}}").format(  # noqa: S608
-                    sql.Identifier(name)))
-            conn.execute("DELETE FROM cdc._cdc_progress WHERE step_id = 'bench_paths'")
-            conn.commit()
-        part.close()
+        sink_bench.drop_postgres_bench(part, ks, "bench_paths")
     # Every path wrote every row: the last version written by each run is stored everywhere.
     assert stored == (args.rows, version), f"stored rows (count, lowest version): {stored}"
     print(f"end: load {load_average()}")
     for line in timed.report(args.rows, cases=PATHS, what=""):
         print(line)
-    print(f"postgres: raw = binary COPY into an empty table with the same primary key and"
-          f" fillfactor ({args.fillfactor or 'PostgreSQL default, 100'}); every path writes"
-          f" newer versions of {args.rows} stored rows, rows built before the clock")
+    print(sink_bench.raw_copy_note(f"every path writes newer versions of {args.rows} stored"
+                                   " rows, rows built before the clock", args.fillfactor))
 
 
 if __name__ == "__main__":

@@ -158,3 +158,51 @@ def clickhouse_sink_part(step: str):
         ca_cert=str(ensure_certificates().ca_cert))
     sink = ClickHouseSink(settings, lambda k, t: schema if (k, t) == (ks, TABLE) else None)
     return ks, sink.build_part(step.format(ks=ks), "0", None)
+
+
+def add_fillfactor(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--fillfactor", type=int, default=None, help=help_text)
+
+
+def check_fillfactor(parser: argparse.ArgumentParser, value: int | None) -> None:
+    """Refuse --fillfactor as the sink's own check would (PostgresSinkSettings)."""
+    from connectors.postgres import PostgresSinkSettings
+
+    try:
+        PostgresSinkSettings.check_fillfactor(value)
+    except ValueError as error:
+        parser.error(f"--fillfactor: {error}")
+
+
+def make_raw_table(conn, ks: str, fillfactor: int | None):
+    """cdc.<ks>__items__raw, an empty table of the sink's definition (LIKE ... INCLUDING ALL,
+    the primary key included) and its FILLFACTOR (LIKE copies no storage parameters), for a
+    raw path next to the sink's; returned qualified and quoted."""
+    from psycopg import sql
+
+    table = sql.SQL("cdc.{}").format(sql.Identifier(f"{ks}__{TABLE}"))
+    raw = sql.SQL("cdc.{}").format(sql.Identifier(f"{ks}__{TABLE}__raw"))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(raw, table))
+    if fillfactor is not None:
+        conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
+            raw, sql.Literal(fillfactor)))
+    return raw
+
+
+def drop_postgres_bench(part, ks: str, step: str) -> None:
+    """Drop what a PostgreSQL benchmark made for KS (the raw table, the view, the table) and
+    its progress rows of STEP, then close PART (its sink partition)."""
+    from psycopg import sql
+
+    with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
+        for suffix, kind in (("__raw", "TABLE"), ("__current", "VIEW"), ("", "TABLE")):
+            conn.execute(sql.SQL(f"DROP {kind} IF EXISTS cdc.{{}}").format(  # noqa: S608
+                sql.Identifier(f"{ks}__{TABLE}{suffix}")))
+        conn.execute("DELETE FROM cdc._cdc_progress WHERE step_id = %s", (step,))
+        conn.commit()
+    part.close()
+
+
+def raw_copy_note(rows_note: str, fillfactor: int | None) -> str:
+    return ("postgres: raw = binary COPY into an empty table with the same primary key and"
+            f" fillfactor ({fillfactor or 'PostgreSQL default, 100'}); {rows_note}")

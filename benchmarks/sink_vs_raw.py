@@ -69,7 +69,6 @@ from benchmarks.sink_bench import (
 )
 from connectors import row_batch
 from connectors.clickhouse._layout import CDC_WRITTEN as CH_CDC_WRITTEN
-from connectors.postgres import PostgresSinkSettings
 from connectors.postgres._layout import CDC_COLUMNS as PG_CDC_COLUMNS
 from connectors.postgres._layout import CDC_WRITTEN
 
@@ -184,20 +183,12 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
 
     ks, part = postgres_sink_part("bench_raw", args.fillfactor)
     table = sql.Identifier(f"{ks}__{TABLE}")
-    raw_table = sql.Identifier(f"{ks}__{TABLE}__raw")
     names, types = NAMES, postgres_types()
-    copy_raw = sql.SQL("COPY cdc.{} ({}) FROM STDIN (FORMAT BINARY)").format(
-        raw_table, sql.SQL(", ").join(map(sql.Identifier, names)))
     timed = Timed("postgres")
     try:
         part.write_batch(upserts(ks, 1, 1))  # creates the sink's tables outside the timings
         with part._pool.connection() as conn:  # noqa: SLF001 - the benchmark's own partition
-            conn.execute(sql.SQL("CREATE TABLE cdc.{} (LIKE cdc.{} INCLUDING ALL)").format(
-                raw_table, table))
-            if args.fillfactor is not None:
-                # LIKE copies no storage parameters: the raw table gets the sink's packing too.
-                conn.execute(sql.SQL("ALTER TABLE cdc.{} SET (fillfactor = {})").format(
-                    raw_table, sql.Literal(args.fillfactor)))
+            raw_table = sink_bench.make_raw_table(conn, ks, args.fillfactor)
         rows = raw_values(args.rows, 1)
         for run in range(args.repeat):
             with part._pool.connection() as conn:  # noqa: SLF001
@@ -206,15 +197,12 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
             for case, version in (("new", 10 + run * 10), ("newer", 15 + run * 10),
                                   ("stale", 11 + run * 10)):
                 with part._pool.connection() as conn:  # noqa: SLF001
-                    conn.execute(sql.SQL("TRUNCATE cdc.{}").format(raw_table))
+                    conn.execute(sql.SQL("TRUNCATE {}").format(raw_table))
                     conn.commit()
 
                     def raw(conn=conn) -> None:
-                        with conn.transaction(), conn.cursor() as cur, \
-                                cur.copy(copy_raw) as copy:
-                            copy.set_types(types)
-                            for row in rows:
-                                copy.write_row(row)
+                        with conn.transaction():
+                            copy_rows(conn, raw_table, rows, types)
 
                     timed.time("raw", args.rows, raw)
                 ops = upserts(ks, args.rows, version)
@@ -229,18 +217,22 @@ def postgres_bench(args: argparse.Namespace) -> list[str]:
                         _upsert_alone(part, timed, args.rows, table, names, types,
                                       raw_values(args.rows, version + 1), statement)
     finally:
-        with part._pool.connection() as conn:  # noqa: SLF001
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(raw_table))
-            conn.execute(sql.SQL("DROP VIEW IF EXISTS cdc.{}").format(
-                sql.Identifier(f"{ks}__{TABLE}__current")))
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS cdc.{}").format(table))
-            conn.execute("DELETE FROM cdc._cdc_progress WHERE step_id = 'bench_raw'")
-            conn.commit()
-        part.close()
-    return timed.report(args.rows) + [
-        f"postgres: raw = binary COPY into an empty table with the same primary key and"
-        f" fillfactor ({args.fillfactor or 'PostgreSQL default, 100'}); the sink also stages,"
-        " upserts with a version guard and records progress"]
+        sink_bench.drop_postgres_bench(part, ks, "bench_raw")
+    return timed.report(args.rows) + [sink_bench.raw_copy_note(
+        "the sink also stages, upserts with a version guard and records progress",
+        args.fillfactor)]
+
+
+def copy_rows(conn, into, rows: list[tuple], types: list[str]) -> None:
+    """Binary COPY of ROWS (values in NAMES' order, of TYPES) into INTO (qualified, quoted)."""
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(map(sql.Identifier, NAMES))
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
+                                        .format(into, columns)) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _upsert_alone(part, timed: Timed, rows: int, table, names: list[str], types: list[str],
@@ -347,9 +339,8 @@ def main() -> None:
     parser = sink_bench.parser(__doc__)
     parser.add_argument("--only", default="postgres,clickhouse",
                         help="comma-separated: postgres, clickhouse")
-    parser.add_argument("--fillfactor", type=int, default=None,
-                        help="PostgreSQL: the sink's fillfactor (10-100), the raw table's too"
-                             " (default: unset, PostgreSQL's 100)")
+    sink_bench.add_fillfactor(parser, "PostgreSQL: the sink's fillfactor (10-100), the raw"
+                                      " table's too (default: unset, PostgreSQL's 100)")
     args = parser.parse_args()
     benches = {"postgres": postgres_bench, "clickhouse": clickhouse_bench}
     only = list(dict.fromkeys(name.strip() for name in args.only.split(",") if name.strip()))
@@ -359,10 +350,7 @@ def main() -> None:
     if args.fillfactor is not None:
         if "postgres" not in only:
             parser.error("--fillfactor: only for PostgreSQL, and --only leaves it out")
-        try:  # the sink's own check
-            PostgresSinkSettings.check_fillfactor(args.fillfactor)
-        except ValueError as error:
-            parser.error(f"--fillfactor: {error}")
+        sink_bench.check_fillfactor(parser, args.fillfactor)
     print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"start: {_load()} ({cpu_meter.machine_cores()} cores); "
           f"{collector_as_in_the_pipeline()}",
